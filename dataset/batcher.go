@@ -116,15 +116,6 @@ func normLUT(s *Set, norm Normalize) ([]float32, error) {
 	return lut, nil
 }
 
-// Indices returns 0..N-1, for batching a whole set.
-func (s *Set) Indices() []int {
-	idx := make([]int, s.N)
-	for i := range idx {
-		idx[i] = i
-	}
-	return idx
-}
-
 // StartEpoch rewinds to the first batch of the given epoch, whose order
 // (when shuffling) depends only on the seed and epoch.
 func (b *Batcher) StartEpoch(epoch int) {

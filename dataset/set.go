@@ -132,6 +132,15 @@ func (s *Set) Subset(name string, indices []int) (*Set, error) {
 	return out, nil
 }
 
+// Indices returns 0..N-1, for batching a whole set.
+func (s *Set) Indices() []int {
+	idx := make([]int, s.N)
+	for i := range idx {
+		idx[i] = i
+	}
+	return idx
+}
+
 // DefaultFashionMNISTDir is where the Debian package dataset-fashion-mnist
 // installs the files.
 const DefaultFashionMNISTDir = "/usr/share/datasets/fashion-mnist"
@@ -179,10 +188,7 @@ func Load(name, dir string) (train, test *Set, err error) {
 
 // splitHeadTail cuts a set into its first n samples and the rest.
 func splitHeadTail(s *Set, n int) (head, tail *Set, err error) {
-	idx := make([]int, s.N)
-	for i := range idx {
-		idx[i] = i
-	}
+	idx := s.Indices()
 	if head, err = s.Subset(s.Name+"-train", idx[:n]); err != nil {
 		return nil, nil, err
 	}
