@@ -82,6 +82,7 @@ func TestReLU(t *testing.T) {
 			}
 		}
 		gradCheck(t, l, []*Value{x}, nil, true, 30)
+		checkAccumulates(t, l, []*Value{x}, nil, true)
 		checkNoAllocs(t, "relu", l, true)
 	}
 }
@@ -147,4 +148,40 @@ func TestShapeErrors(t *testing.T) {
 	wantErr(t, "dropout p", err, "dropout", "feat", "[0,1)")
 	_, err = c.DropPath(x4, -0.1, 0)
 	wantErr(t, "droppath p", err, "droppath", "[0,1)")
+}
+
+// checkAccumulates asserts Backward adds into the gradients of the inputs
+// and params rather than overwriting them: two backward passes from the same
+// output gradient must give exactly twice one pass (exact in float32, since
+// doubling is).
+func checkAccumulates(t *testing.T, l Layer, inputs []*Value, params []*Param, train bool) {
+	t.Helper()
+	l.Forward(train)
+	out := l.Output()
+	randFill(rand.New(rand.NewPCG(3, 5)), out.Grad)
+	var grads [][]float32
+	for _, x := range inputs {
+		grads = append(grads, x.Grad)
+	}
+	for _, p := range params {
+		if p.Trainable() {
+			grads = append(grads, p.Grad)
+		}
+	}
+	for _, g := range grads {
+		clear(g)
+	}
+	l.Backward()
+	once := make([][]float32, len(grads))
+	for i, g := range grads {
+		once[i] = append([]float32(nil), g...)
+	}
+	l.Backward()
+	for i, g := range grads {
+		for j := range g {
+			if d := g[j] - 2*once[i][j]; d > 1e-6 || d < -1e-6 {
+				t.Fatalf("gradient %d[%d]: %g after two backward passes, %g after one: overwritten, not added", i, j, g[j], once[i][j])
+			}
+		}
+	}
 }

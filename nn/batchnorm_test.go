@@ -107,6 +107,7 @@ func TestBatchNormGradients(t *testing.T) {
 				rng := rand.New(rand.NewPCG(10, 11))
 				f := newBN(t, c, rng, shape...)
 				gradCheck(t, f.l, []*Value{f.x}, []*Param{f.gamma, f.beta, f.runMean, f.runVar}, train, 30)
+				checkAccumulates(t, f.l, []*Value{f.x}, []*Param{f.gamma, f.beta, f.runMean, f.runVar}, train)
 				checkNoAllocs(t, "batchnorm", f.l, train)
 			}
 		}

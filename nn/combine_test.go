@@ -22,6 +22,7 @@ func TestAddAndWeightedSum(t *testing.T) {
 			}
 		}
 		gradCheck(t, add, xs, nil, true, 10)
+		checkAccumulates(t, add, xs, nil, true)
 		checkNoAllocs(t, "add", add, true)
 
 		ws := []*Param{NewParam("w0", ArchVar, 1), NewParam("w1", ArchVar, 1), NewParam("w2", ArchVar, 1)}
@@ -40,6 +41,7 @@ func TestAddAndWeightedSum(t *testing.T) {
 			}
 		}
 		gradCheck(t, wsum, xs, ws, true, 10)
+		checkAccumulates(t, wsum, xs, ws, true)
 		checkNoAllocs(t, "weightedsum", wsum, true)
 	}
 }
@@ -83,6 +85,7 @@ func TestChannelMoves(t *testing.T) {
 			return at(a, s, ch-5, i)
 		})
 		gradCheck(t, cat, []*Value{a, b}, nil, true, 12)
+		checkAccumulates(t, cat, []*Value{a, b}, nil, true)
 		checkNoAllocs(t, "concat", cat, true)
 
 		slice, err := c.SliceChannels(b, 1, 3)
@@ -91,6 +94,7 @@ func TestChannelMoves(t *testing.T) {
 		}
 		check("slice", slice, 2, func(s, ch, i int) float32 { return at(b, s, ch+1, i) })
 		gradCheck(t, slice, []*Value{b}, nil, true, 12)
+		checkAccumulates(t, slice, []*Value{b}, nil, true)
 		checkNoAllocs(t, "slice", slice, true)
 
 		pad, err := c.PadChannels(a, 5)
@@ -108,6 +112,7 @@ func TestChannelMoves(t *testing.T) {
 			return 0
 		})
 		gradCheck(t, pad, []*Value{a}, nil, true, 12)
+		checkAccumulates(t, pad, []*Value{a}, nil, true)
 		checkNoAllocs(t, "pad", pad, true)
 
 		x6 := newInput(c, rng, "x6", n, 6, h, w)
@@ -119,6 +124,7 @@ func TestChannelMoves(t *testing.T) {
 		perm := []int{0, 3, 1, 4, 2, 5}
 		check("shuffle", shuf, 6, func(s, ch, i int) float32 { return at(x6, s, perm[ch], i) })
 		gradCheck(t, shuf, []*Value{x6}, nil, true, 12)
+		checkAccumulates(t, shuf, []*Value{x6}, nil, true)
 		checkNoAllocs(t, "shuffle", shuf, true)
 
 		flat := newInput(c, rng, "flat", 3, 4)

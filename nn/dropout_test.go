@@ -134,7 +134,9 @@ func TestDropoutGradients(t *testing.T) {
 			}
 			l.(Stochastic).Freeze(true)
 			gradCheck(t, l, []*Value{x}, nil, true, 30)
+			checkAccumulates(t, l, []*Value{x}, nil, true)
 			gradCheck(t, l, []*Value{x}, nil, false, 10)
+			checkAccumulates(t, l, []*Value{x}, nil, false)
 			l.(Stochastic).Freeze(false)
 			checkNoAllocs(t, drop, l, true)
 		}

@@ -36,6 +36,7 @@ func TestLinear(t *testing.T) {
 				}
 			}
 			gradCheck(t, l, []*Value{x}, []*Param{w, b}, true, 30)
+			checkAccumulates(t, l, []*Value{x}, []*Param{w, b}, true)
 			checkNoAllocs(t, "linear", l, true)
 		}
 	}

@@ -115,6 +115,7 @@ func TestPoolingGradients(t *testing.T) {
 				}
 				t.Run(fmt.Sprintf("max=%v/%+v", isMax, a), func(t *testing.T) {
 					gradCheck(t, l, []*Value{x}, nil, true, 25)
+					checkAccumulates(t, l, []*Value{x}, nil, true)
 					checkNoAllocs(t, "pool", l, true)
 				})
 			}
@@ -138,6 +139,7 @@ func TestPoolingGradients(t *testing.T) {
 			}
 		}
 		gradCheck(t, l, []*Value{x}, nil, true, 20)
+		checkAccumulates(t, l, []*Value{x}, nil, true)
 		checkNoAllocs(t, "globalavgpool", l, true)
 	}
 }
