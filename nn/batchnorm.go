@@ -60,19 +60,14 @@ func (l *bnLayer) forwardChannel(_, ch int) {
 		m := n * hw
 		var s float64
 		for off := ch * hw; off < n*stride; off += stride {
-			for _, v := range x[off : off+hw] {
-				s += float64(v)
-			}
+			s += sumPlane(x[off : off+hw])
 		}
 		mean = s / float64(m)
 		// Two passes rather than E[x^2]-E[x]^2, which cancels badly when the
 		// mean is large compared with the spread.
 		var q float64
 		for off := ch * hw; off < n*stride; off += stride {
-			for _, v := range x[off : off+hw] {
-				d := float64(v) - mean
-				q += d * d
-			}
+			q += sumSquaredDev(x[off:off+hw], float32(mean))
 		}
 		biased := q / float64(m)
 		invStd = 1 / math.Sqrt(biased+float64(l.a.Eps))
@@ -109,13 +104,11 @@ func (l *bnLayer) backwardChannel(_, ch int) {
 	mean, invStd := l.mean[ch], l.invStd[ch]
 	var sdy, sdyx float64
 	for off := ch * hw; off < n*stride; off += stride {
-		g := dy[off : off+hw]
-		for i, v := range x[off : off+hw] {
-			d := float64(g[i])
-			sdy += d
-			sdyx += d * (float64(v) - mean) * invStd
-		}
+		a, b := sumDyDev(dy[off:off+hw], x[off:off+hw], float32(mean))
+		sdy += a
+		sdyx += b
 	}
+	sdyx *= invStd
 	l.gamma.Grad[ch] += float32(sdyx)
 	l.beta.Grad[ch] += float32(sdy)
 	if l.x.Grad == nil {
@@ -127,13 +120,69 @@ func (l *bnLayer) backwardChannel(_, ch int) {
 		m := float64(n * hw)
 		a, b = sdy/m, sdyx/m
 	}
+	// float32 coefficients: one multiply-add chain per element, with x-mean
+	// formed first so a large mean does not cancel.
+	kf, ka, kb, mf := float32(k), float32(k*a), float32(k*b*invStd), float32(mean)
 	for off := ch * hw; off < n*stride; off += stride {
 		g, dx := dy[off:off+hw], l.x.Grad[off:off+hw]
 		for i, v := range x[off : off+hw] {
-			xhat := (float64(v) - mean) * invStd
-			dx[i] += float32(k * (float64(g[i]) - a - b*xhat))
+			dx[i] += kf*g[i] - ka - kb*(v-mf)
 		}
 	}
+}
+
+// sumPlane, sumSquaredDev and sumDyDev reduce one plane (at most a few
+// thousand elements) in four float32 lanes: independent accumulators hide
+// the add latency that a single float64 chain would pay per element, and the
+// planes are then summed in float64. The order is fixed, so results do not
+// depend on scheduling.
+func sumPlane(s []float32) float64 {
+	var a0, a1, a2, a3 float32
+	i := 0
+	for ; i+4 <= len(s); i += 4 {
+		a0 += s[i]
+		a1 += s[i+1]
+		a2 += s[i+2]
+		a3 += s[i+3]
+	}
+	for ; i < len(s); i++ {
+		a0 += s[i]
+	}
+	return float64(a0) + float64(a1) + float64(a2) + float64(a3)
+}
+
+func sumSquaredDev(s []float32, mean float32) float64 {
+	var a0, a1, a2, a3 float32
+	i := 0
+	for ; i+4 <= len(s); i += 4 {
+		d0, d1, d2, d3 := s[i]-mean, s[i+1]-mean, s[i+2]-mean, s[i+3]-mean
+		a0 += d0 * d0
+		a1 += d1 * d1
+		a2 += d2 * d2
+		a3 += d3 * d3
+	}
+	for ; i < len(s); i++ {
+		d := s[i] - mean
+		a0 += d * d
+	}
+	return float64(a0) + float64(a1) + float64(a2) + float64(a3)
+}
+
+// sumDyDev returns sum(dy) and sum(dy*(x-mean)).
+func sumDyDev(dy, x []float32, mean float32) (float64, float64) {
+	var s0, s1, q0, q1 float32
+	i := 0
+	for ; i+2 <= len(x); i += 2 {
+		s0 += dy[i]
+		s1 += dy[i+1]
+		q0 += dy[i] * (x[i] - mean)
+		q1 += dy[i+1] * (x[i+1] - mean)
+	}
+	for ; i < len(x); i++ {
+		s0 += dy[i]
+		q0 += dy[i] * (x[i] - mean)
+	}
+	return float64(s0) + float64(s1), float64(q0) + float64(q1)
 }
 
 func (l *bnLayer) Forward(train bool) {
