@@ -1,0 +1,176 @@
+package nn
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+type bnFixture struct {
+	x                            *Value
+	gamma, beta, runMean, runVar *Param
+	l                            Layer
+}
+
+func newBN(t *testing.T, c *CPU, rng *rand.Rand, shape ...int) *bnFixture {
+	t.Helper()
+	ch := shape[1]
+	f := &bnFixture{x: newInput(c, rng, "x", shape...),
+		gamma: NewParam("bn.gamma", NoDecay, ch), beta: NewParam("bn.beta", NoDecay, ch),
+		runMean: NewParam("bn.running_mean", Buffer, ch), runVar: NewParam("bn.running_var", Buffer, ch)}
+	// Shift the input off zero mean so the mean actually matters.
+	for i := range f.x.Data {
+		f.x.Data[i] = 2*f.x.Data[i] + 0.5
+	}
+	for i := 0; i < ch; i++ {
+		f.gamma.Data[i] = 0.5 + rng.Float32()
+		f.beta.Data[i] = rng.Float32() - 0.5
+		f.runMean.Data[i] = rng.Float32() - 0.5
+		f.runVar.Data[i] = 0.5 + rng.Float32()
+	}
+	var err error
+	f.l, err = c.BatchNorm(f.x, f.gamma, f.beta, f.runMean, f.runVar, BNAttrs{Eps: 1e-5, Momentum: 0.1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// refBN is the reference batch norm, in float64 with plain loops; it returns
+// the output and the running statistics after the call.
+func refBN(x []float32, n, c, hw int, gamma, beta, rm, rv []float32, eps, mom float64, train bool) (y []float64, newRM, newRV []float64) {
+	y = make([]float64, len(x))
+	newRM, newRV = make([]float64, c), make([]float64, c)
+	m := float64(n * hw)
+	for ch := 0; ch < c; ch++ {
+		mean, variance := float64(rm[ch]), float64(rv[ch])
+		newRM[ch], newRV[ch] = mean, variance
+		if train {
+			sum := 0.0
+			for b := 0; b < n; b++ {
+				for i := 0; i < hw; i++ {
+					sum += float64(x[(b*c+ch)*hw+i])
+				}
+			}
+			mean = sum / m
+			sq := 0.0
+			for b := 0; b < n; b++ {
+				for i := 0; i < hw; i++ {
+					d := float64(x[(b*c+ch)*hw+i]) - mean
+					sq += d * d
+				}
+			}
+			variance = sq / m
+			newRM[ch] = (1-mom)*float64(rm[ch]) + mom*mean
+			newRV[ch] = (1-mom)*float64(rv[ch]) + mom*sq/(m-1)
+		}
+		for b := 0; b < n; b++ {
+			for i := 0; i < hw; i++ {
+				j := (b*c+ch)*hw + i
+				y[j] = float64(gamma[ch])*(float64(x[j])-mean)/math.Sqrt(variance+eps) + float64(beta[ch])
+			}
+		}
+	}
+	return y, newRM, newRV
+}
+
+func TestBatchNormMatchesReference(t *testing.T) {
+	for _, c := range testBackends() {
+		for _, shape := range [][]int{{4, 3, 5, 3}, {6, 5}} {
+			for _, train := range []bool{true, false} {
+				rng := rand.New(rand.NewPCG(8, 9))
+				f := newBN(t, c, rng, shape...)
+				hw := f.x.H() * f.x.W()
+				want, wantRM, wantRV := refBN(f.x.Data, shape[0], shape[1], hw, f.gamma.Data, f.beta.Data,
+					f.runMean.Data, f.runVar.Data, 1e-5, 0.1, train)
+				f.l.Forward(train)
+				for i, w := range want {
+					if got := float64(f.l.Output().Data[i]); math.Abs(got-w) > 1e-5*math.Max(1, math.Abs(w)) {
+						t.Fatalf("%v train=%v: y[%d] = %g, want %g", shape, train, i, got, w)
+					}
+				}
+				for ch := range wantRM {
+					if math.Abs(float64(f.runMean.Data[ch])-wantRM[ch]) > 1e-6 || math.Abs(float64(f.runVar.Data[ch])-wantRV[ch]) > 1e-5 {
+						t.Fatalf("%v train=%v: running stats[%d] = (%g, %g), want (%g, %g)", shape, train, ch,
+							f.runMean.Data[ch], f.runVar.Data[ch], wantRM[ch], wantRV[ch])
+					}
+				}
+			}
+		}
+	}
+}
+
+func TestBatchNormGradients(t *testing.T) {
+	for _, c := range testBackends() {
+		for _, train := range []bool{true, false} {
+			for _, shape := range [][]int{{3, 2, 3, 4}, {5, 3}} {
+				rng := rand.New(rand.NewPCG(10, 11))
+				f := newBN(t, c, rng, shape...)
+				gradCheck(t, f.l, []*Value{f.x}, []*Param{f.gamma, f.beta, f.runMean, f.runVar}, train, 30)
+				checkAccumulates(t, f.l, []*Value{f.x}, []*Param{f.gamma, f.beta, f.runMean, f.runVar}, train)
+				checkNoAllocs(t, "batchnorm", f.l, train)
+			}
+		}
+	}
+}
+
+// TestBatchNormBatchResize checks that the statistics follow the current
+// batch (Shape[0]) rather than the allocated one.
+func TestBatchNormBatchResize(t *testing.T) {
+	c := testBackends()[0]
+	rng := rand.New(rand.NewPCG(12, 13))
+	f := newBN(t, c, rng, 6, 2, 2, 2)
+	f.x.SetBatch(3)
+	f.l.Output().SetBatch(3)
+	want, _, _ := refBN(f.x.Data, 3, 2, 4, f.gamma.Data, f.beta.Data, f.runMean.Data, f.runVar.Data, 1e-5, 0.1, true)
+	f.l.Forward(true)
+	for i, w := range want {
+		if got := float64(f.l.Output().Data[i]); math.Abs(got-w) > 1e-5 {
+			t.Fatalf("batch 3 of 6: y[%d] = %g, want %g", i, got, w)
+		}
+	}
+}
+
+// TestDeterministicAcrossWorkers runs the kernels with reductions on 1 and 3
+// workers and requires bit-identical outputs and gradients.
+func TestDeterministicAcrossWorkers(t *testing.T) {
+	run := func(workers int) [][]float32 {
+		c := NewCPU(DefaultGemm(), workers)
+		rng := rand.New(rand.NewPCG(14, 15))
+		f := newBN(t, c, rng, 8, 4, 5, 5)
+		w1, w2 := NewParam("a1", ArchVar, 1), NewParam("a2", ArchVar, 1)
+		w1.Data[0], w2.Data[0] = 0.3, -0.7
+		x2 := newInput(c, rng, "x2", 8, 4, 5, 5)
+		ws, err := c.WeightedSum([]*Value{f.l.Output(), x2}, []*Param{w1, w2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		mp, err := c.MaxPool(ws.Output(), PoolAttrs{Kernel: 3, Stride: 2, Pad: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		fcW := NewParam("fc.w", Weight, 3, 4*3*3)
+		randFill(rng, fcW.Data)
+		lin, err := c.Linear(mp.Output(), fcW, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		layers := []Layer{f.l, ws, mp, lin}
+		for _, l := range layers {
+			l.Forward(true)
+		}
+		randFill(rng, lin.Output().Grad)
+		for i := len(layers) - 1; i >= 0; i-- {
+			layers[i].Backward()
+		}
+		return [][]float32{lin.Output().Data, f.x.Grad, f.gamma.Grad, f.beta.Grad, w1.Grad, w2.Grad, x2.Grad, fcW.Grad, f.runVar.Data}
+	}
+	a, b := run(1), run(3)
+	for i := range a {
+		for j := range a[i] {
+			if math.Float32bits(a[i][j]) != math.Float32bits(b[i][j]) {
+				t.Fatalf("tensor %d element %d: %g with 1 worker, %g with 3", i, j, a[i][j], b[i][j])
+			}
+		}
+	}
+}
