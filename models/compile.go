@@ -28,9 +28,6 @@ func Compile(g *Graph, be nn.Backend, batch int) (*nn.Network, error) {
 	if err != nil {
 		return nil, fmt.Errorf("compiling graph %q: %w", g.Name, err)
 	}
-	if _, err := g.ParamSpecs(); err != nil { // checks parameter names are unique
-		return nil, fmt.Errorf("compiling graph %q: %w", g.Name, err)
-	}
 	in := be.NewValue(g.Input.Name, append([]int{batch}, g.Input.Shape...), false)
 	net := &nn.Network{Backend: be, Input: in, Values: []*nn.Value{in}}
 	values := map[string]*nn.Value{g.Input.Name: in}

@@ -66,18 +66,11 @@ func (g *Graph) ParamSpecs() ([]ParamSpec, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Names are unique without a check: slots contain no dot, so the text
+	// before a name's last dot is its node, and node names are unique.
 	var specs []ParamSpec
-	seen := map[string]bool{}
 	for _, n := range g.Nodes {
-		for _, s := range nodeParams(n, inputShapes(n, shapes)) {
-			// Node names may contain dots, so "a.weight" the node and "a"'s
-			// weight could collide; the weights file needs unique names.
-			if seen[s.Name] {
-				return nil, nodeErr(n, "parameter name %q is already used by another node", s.Name)
-			}
-			seen[s.Name] = true
-			specs = append(specs, s)
-		}
+		specs = append(specs, nodeParams(n, inputShapes(n, shapes))...)
 	}
 	return specs, nil
 }

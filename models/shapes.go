@@ -1,9 +1,6 @@
 package models
 
-import (
-	"errors"
-	"fmt"
-)
+import "fmt"
 
 // InferShapes validates the graph and returns the per-sample output shape of
 // the input and of every node: (C,H,W) for feature maps, (C,1,1) after gap,
@@ -122,7 +119,7 @@ func inferNode(n *Node, ins [][]int) ([]int, error) {
 		if err := wantMap(ins[0]); err != nil {
 			return nil, err
 		}
-		err := errors.Join(atLeast("out_channels", a.OutChannels, 1), atLeast("kernel", a.Kernel, 1),
+		err := firstErr(atLeast("out_channels", a.OutChannels, 1), atLeast("kernel", a.Kernel, 1),
 			atLeast("stride", a.Stride, 1), atLeast("pad", a.Pad, 0),
 			atLeast("dilation", a.Dilation, 1), atLeast("groups", a.Groups, 1))
 		if err != nil {
@@ -173,7 +170,7 @@ func inferNode(n *Node, ins [][]int) ([]int, error) {
 		if err := wantMap(ins[0]); err != nil {
 			return nil, err
 		}
-		err := errors.Join(atLeast("kernel", a.Kernel, 1), atLeast("stride", a.Stride, 1), atLeast("pad", a.Pad, 0))
+		err := firstErr(atLeast("kernel", a.Kernel, 1), atLeast("stride", a.Stride, 1), atLeast("pad", a.Pad, 0))
 		if err != nil {
 			return nil, err
 		}
@@ -288,4 +285,14 @@ func inferNode(n *Node, ins [][]int) ([]int, error) {
 	default:
 		return nil, fmt.Errorf("unknown op %q", n.Op)
 	}
+}
+
+// firstErr reports one attribute problem at a time, the first in field order.
+func firstErr(errs ...error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
