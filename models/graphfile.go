@@ -1,0 +1,126 @@
+package models
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+)
+
+// graphFields is Graph without its methods, so that MarshalJSON can use the
+// default encoder without recursing.
+type graphFields Graph
+
+// MarshalJSON writes the graph indented by two spaces, keys in struct order,
+// so the same graph always gives the same bytes (files diff and hash well).
+// It does not validate; WriteGraph does.
+func (g *Graph) MarshalJSON() ([]byte, error) {
+	b, err := json.MarshalIndent((*graphFields)(g), "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encoding graph %q: %w", g.Name, err)
+	}
+	return append(b, '\n'), nil
+}
+
+// WriteGraph validates the graph and writes it to path atomically.
+func (g *Graph) WriteGraph(path string) error {
+	if err := g.Validate(); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	b, err := g.MarshalJSON()
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return writeFileAtomic(path, b)
+}
+
+// ReadGraph reads and validates a graph file; errors name the file and,
+// where one is to blame, the node.
+func ReadGraph(path string) (*Graph, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading graph: %w", err)
+	}
+	g, err := ParseGraph(b)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	return g, nil
+}
+
+// ParseGraph decodes and validates a graph. Unknown fields are errors: a
+// misspelt attribute must not silently become a zero.
+func ParseGraph(b []byte) (*Graph, error) {
+	var f struct {
+		Format  string            `json:"format"`
+		Name    string            `json:"name"`
+		Input   Input             `json:"input"`
+		Nodes   []json.RawMessage `json:"nodes"`
+		Output  string            `json:"output"`
+		Builder *BuilderInfo      `json:"builder"`
+	}
+	if err := decodeStrict(b, &f); err != nil {
+		return nil, err
+	}
+	g := &Graph{Format: f.Format, Name: f.Name, Input: f.Input, Output: f.Output, Builder: f.Builder}
+	for i, raw := range f.Nodes {
+		n := new(Node)
+		if err := decodeStrict(raw, n); err != nil {
+			var named struct{ Name string }
+			_ = json.Unmarshal(raw, &named) // best effort, only to name the node in the error
+			return nil, fmt.Errorf("node %d %q: %w", i, named.Name, err)
+		}
+		g.Nodes = append(g.Nodes, n)
+	}
+	if err := g.Validate(); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+func decodeStrict(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errors.New("unexpected data after the JSON value")
+	}
+	return nil
+}
+
+// writeFileAtomic writes to a temporary file in path's directory and renames
+// it over path, so readers (and a crashed run's resume) never see half a file.
+func writeFileAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	name := tmp.Name()
+	fail := func(err error) error {
+		tmp.Close()
+		os.Remove(name)
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if _, err := tmp.Write(data); err != nil {
+		return fail(err)
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		return fail(err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return fail(err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fail(err)
+	}
+	if err := os.Rename(name, path); err != nil {
+		os.Remove(name)
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return nil
+}

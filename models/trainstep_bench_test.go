@@ -1,0 +1,62 @@
+//go:build trainstep
+
+// This benchmark needs the loss and optimizer of branch `kernels`
+// (nn.SoftmaxCrossEntropy, nn.NewSGD), which the models branch does not have;
+// the build tag keeps the package building here. bench/trainstep.sh passes
+// -tags trainstep. Delete the constraint once conv and kernels are merged.
+
+package models
+
+import (
+	"math/rand/v2"
+	"testing"
+
+	"bayesnas/nn"
+)
+
+// BenchmarkTrainStepPyramidNetDefault times one SGD training step of the
+// default PyramidNet at batch 64: forward, softmax cross-entropy, backward,
+// Nesterov SGD with weight decay. bench/torch_twin.py times the same step in
+// PyTorch from the same graph file.
+func BenchmarkTrainStepPyramidNetDefault(b *testing.B) {
+	be := cpuBackend(b)
+	g, err := PyramidNet(PyramidNetDefault())
+	if err != nil {
+		b.Fatal(err)
+	}
+	const batch = 64
+	net, err := Compile(g, be, batch)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := InitParams(net, g, 1); err != nil {
+		b.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 1))
+	randomize(rng, net.Input.Data)
+	labels := make([]int32, batch)
+	for i := range labels {
+		labels[i] = int32(rng.IntN(10))
+	}
+	opt, err := nn.NewSGD(net.Params, nn.SGDConfig{Momentum: 0.9, WeightDecay: 5e-4, Nesterov: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var lossFn nn.SoftmaxCrossEntropy
+	step := func() {
+		net.ZeroGrad()
+		net.Forward(true)
+		if _, _, err := lossFn.Forward(net.Output, labels); err != nil {
+			b.Fatal(err)
+		}
+		net.Backward()
+		opt.Step(0.05)
+	}
+	step() // warm-up: first-touch of every buffer
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		step()
+	}
+	b.ReportMetric(float64(batch*b.N)/b.Elapsed().Seconds(), "images/s")
+}
