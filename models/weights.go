@@ -1,6 +1,7 @@
 package models
 
 import (
+	"bayesnas/internal/atomicfile"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -73,7 +74,7 @@ func SaveWeights(path string, params []*nn.Param, meta map[string]string) error 
 			buf = binary.LittleEndian.AppendUint32(buf, math.Float32bits(v))
 		}
 	}
-	return writeFileAtomic(path, buf)
+	return atomicfile.Write(path, buf)
 }
 
 // LoadWeights fills params from a file written by SaveWeights (or any
