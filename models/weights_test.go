@@ -141,5 +141,8 @@ func TestWeightsErrors(t *testing.T) {
 	bad[0].Data = bad[0].Data[:3]
 	check("save shape", SaveWeights(filepath.Join(dir, "x"), bad, nil), `"conv.weight"`, "shape")
 	check("save dup", SaveWeights(filepath.Join(dir, "x"), append(testParams(), testParams()[0]), nil), `"conv.weight"`, "twice")
-	check("save dir", SaveWeights(filepath.Join(dir, "nodir", "x"), testParams(), nil), "nodir")
+	// Missing directories are created; a parent that is a file is an error.
+	notDir := filepath.Join(dir, "notdir")
+	os.WriteFile(notDir, []byte("x"), 0o644)
+	check("save dir", SaveWeights(filepath.Join(notDir, "x"), testParams(), nil), "notdir")
 }
