@@ -1,0 +1,6 @@
+//go:build !cgo || purego
+
+package nn
+
+// BLASInfo says which GEMM kernels are in use, for logs.
+func BLASInfo() string { return "pure Go GEMM (built without cgo or with -tags purego)" }
