@@ -13,6 +13,9 @@ import (
 	"unsafe"
 )
 
+// openBLASLinked tells EnsureBLASCoreType that OpenBLAS kernels are in use.
+const openBLASLinked = true
+
 // openBLAS calls cblas_sgemm. It is the default GEMM: OpenBLAS's kernels
 // are several times faster than anything we can write in Go without SIMD.
 type openBLAS struct{}
@@ -31,6 +34,11 @@ func (openBLAS) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float
 	if m == 0 || n == 0 {
 		return
 	}
+	if k == 0 {
+		// OpenBLAS rejects lda < 1 and would need non-empty a and b.
+		scaleRows(m, n, beta, c, ldc)
+		return
+	}
 	ta, tb := uint32(C.CblasNoTrans), uint32(C.CblasNoTrans)
 	if transA {
 		ta = C.CblasTrans
@@ -38,16 +46,9 @@ func (openBLAS) Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float
 	if transB {
 		tb = C.CblasTrans
 	}
-	// k == 0 still scales C by beta, but a and b may then be empty slices.
-	var ap, bp *C.float
-	if len(a) > 0 {
-		ap = (*C.float)(unsafe.Pointer(&a[0]))
-	}
-	if len(b) > 0 {
-		bp = (*C.float)(unsafe.Pointer(&b[0]))
-	}
 	C.cblas_sgemm(C.CblasRowMajor, ta, tb, C.blasint(m), C.blasint(n), C.blasint(k),
-		C.float(alpha), ap, C.blasint(lda), bp, C.blasint(ldb),
+		C.float(alpha), (*C.float)(unsafe.Pointer(&a[0])), C.blasint(lda),
+		(*C.float)(unsafe.Pointer(&b[0])), C.blasint(ldb),
 		C.float(beta), (*C.float)(unsafe.Pointer(&c[0])), C.blasint(ldc))
 }
 

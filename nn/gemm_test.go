@@ -14,7 +14,7 @@ import (
 func TestGemmMatchesNaive(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	sizes := [][3]int{{1, 1, 1}, {3, 5, 7}, {4, 4, 4}, {17, 13, 9}, {5, 1, 300}, {1, 37, 2},
-		{75, 70, 259}, {130, 515, 33}, {8, 600, 3}}
+		{75, 70, 259}, {130, 515, 33}, {8, 600, 3}, {3, 4, 0}}
 	for _, g := range Gemms() {
 		for _, sz := range sizes {
 			m, n, k := sz[0], sz[1], sz[2]
