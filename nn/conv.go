@@ -36,6 +36,7 @@ type conv struct {
 
 	// cols[worker] holds one image's im2col matrix (inC*k*k x spatial); in
 	// the backward pass each group's rows are overwritten by their gradient.
+	// Depthwise layers keep a padded input plane and its gradient there.
 	cols [][]float32
 	// dwAcc[chunk] and dbAcc[chunk] collect one chunk's weight and bias gradients.
 	dwAcc, dbAcc [][]float32
@@ -113,10 +114,17 @@ func (c *CPU) Conv2D(x *Value, w, b *Param, a ConvAttrs) (Layer, error) {
 	l.y = c.NewValue(name+":out", []int{n, a.OutC, oh, ow}, true)
 
 	workers := c.Pool.Workers()
-	if l.mode == convIm2col {
+	var scratch int
+	switch l.mode {
+	case convIm2col:
+		scratch = inC * l.k * l.k * l.spatial
+	case convDepthwise:
+		scratch = 2 * (h + 2*l.pad) * (wd + 2*l.pad) // padded plane and its gradient
+	}
+	if scratch > 0 {
 		l.cols = make([][]float32, workers)
 		for i := range l.cols {
-			l.cols[i] = make([]float32, inC*l.k*l.k*l.spatial)
+			l.cols[i] = make([]float32, scratch)
 		}
 	}
 	l.chunks = min(n, max(convMinChunks, workers))
