@@ -96,6 +96,10 @@ var gemms []Gemm
 // from init so that tests and benchmarks can run every available backend.
 func registerGemm(g Gemm) { gemms = append(gemms, g) }
 
+// registerPreferredGemm adds an implementation ahead of the others: init
+// order follows file names, so priority cannot rely on registration order.
+func registerPreferredGemm(g Gemm) { gemms = append([]Gemm{g}, gemms...) }
+
 // Gemms lists the available GEMM implementations, the preferred one first.
 func Gemms() []Gemm { return append([]Gemm(nil), gemms...) }
 
