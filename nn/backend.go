@@ -105,3 +105,6 @@ func Gemms() []Gemm { return append([]Gemm(nil), gemms...) }
 
 // DefaultGemm is the preferred available implementation.
 func DefaultGemm() Gemm { return gemms[0] }
+
+// The CPU backend implements every kernel.
+var _ Backend = (*CPU)(nil)
