@@ -13,7 +13,7 @@ go build -o "$tmp/writegraph" ./bench/writegraph
 "$tmp/writegraph" -o "$tmp/graph.json"
 
 # GOMAXPROCS=2: the machine's two cores; OpenBLAS is single-threaded per worker.
-bench=$(GOMAXPROCS=2 go test -tags trainstep -run '^$' -bench '^BenchmarkTrainStepPyramidNetDefault$' \
+bench=$(GOMAXPROCS=2 go test -run '^$' -bench '^BenchmarkTrainStepPyramidNetDefault$' \
 	-benchtime 10x -count 1 ./models)
 echo "$bench" | grep -E '^Benchmark' || { echo "$bench"; exit 1; }
 ours=$(echo "$bench" | awk '/^Benchmark/ { for (i = 2; i <= NF; i++) if ($i == "images/s") print $(i-1) }')

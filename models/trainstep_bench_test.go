@@ -1,10 +1,3 @@
-//go:build trainstep
-
-// This benchmark needs the loss and optimizer of branch `kernels`
-// (nn.SoftmaxCrossEntropy, nn.NewSGD), which the models branch does not have;
-// the build tag keeps the package building here. bench/trainstep.sh passes
-// -tags trainstep. Delete the constraint once conv and kernels are merged.
-
 package models
 
 import (

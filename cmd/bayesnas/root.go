@@ -1,0 +1,127 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime/debug"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/viper"
+
+	"bayesnas/pipeline"
+)
+
+// version is set by -ldflags "-X main.version=..." in releases.
+var version = "0.1.0-dev"
+
+func versionString() string {
+	v := version
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				v += " (" + s.Value[:12] + ")"
+			}
+		}
+	}
+	return v
+}
+
+func newRoot(blasNote string) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "bayesnas",
+		Short: "Bayesian one-shot architecture search, compression and ONNX export for edge devices",
+		Long: `bayesnas turns a dataset and a target device into a small, fast, deployable network.
+
+Each stage is a subcommand that reads the previous stage's artifacts from a run
+directory. Settings come from a YAML file (--config), overridden by BAYESNAS_*
+environment variables (BAYESNAS_TRAIN_EPOCHS=3 sets train.epochs), overridden by
+flags. The fully resolved configuration is written into the run directory.
+
+Start with:  bayesnas train --config configs/demo.yaml`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().String("log-format", "text", "log format: text or json")
+	root.AddCommand(newTrainCmd(blasNote), newDescribeCmd(), &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		Run: func(cmd *cobra.Command, _ []string) {
+			fmt.Fprintln(cmd.OutOrStdout(), "bayesnas", versionString())
+		},
+	})
+	return root
+}
+
+func newLogger(cmd *cobra.Command) (*slog.Logger, error) {
+	f, _ := cmd.Flags().GetString("log-format")
+	w := cmd.ErrOrStderr()
+	switch f {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, nil)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, nil)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", f)
+}
+
+// flagKeys maps a flag to the configuration key it overrides.
+type flagKey struct{ flag, key string }
+
+// loadConfig resolves defaults < YAML file < BAYESNAS_* environment < flags.
+func loadConfig(cmd *cobra.Command, binds []flagKey) (pipeline.Config, error) {
+	var cfg pipeline.Config
+	v := viper.New()
+	for k, val := range pipeline.Defaults() {
+		v.SetDefault(k, val)
+	}
+	v.SetEnvPrefix("BAYESNAS")
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	if path, _ := cmd.Flags().GetString("config"); path != "" {
+		v.SetConfigFile(path)
+		if err := v.ReadInConfig(); err != nil {
+			return cfg, fmt.Errorf("reading config %s: %w", path, err)
+		}
+	}
+	for _, b := range binds {
+		if f := cmd.Flags().Lookup(b.flag); f != nil {
+			if err := v.BindPFlag(b.key, f); err != nil {
+				return cfg, err
+			}
+		}
+	}
+	if err := v.Unmarshal(&cfg); err != nil {
+		return cfg, fmt.Errorf("config: %w", err)
+	}
+	if unknown := unknownKeys(v); len(unknown) > 0 {
+		return cfg, fmt.Errorf("config: unknown keys %s (see configs/demo.yaml for the known ones)", strings.Join(unknown, ", "))
+	}
+	return cfg, cfg.Validate()
+}
+
+// unknownKeys lists keys set in the file that no field reads: a typo in a
+// config must not be silently ignored.
+func unknownKeys(v *viper.Viper) []string {
+	known := pipeline.Defaults()
+	var bad []string
+	for _, k := range v.AllKeys() {
+		if _, ok := known[k]; ok || strings.HasPrefix(k, "model.params.") {
+			continue
+		}
+		bad = append(bad, k)
+	}
+	return bad
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}

@@ -1,0 +1,494 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	"bayesnas/dataset"
+	"bayesnas/internal/atomicfile"
+	"bayesnas/models"
+	"bayesnas/nn"
+)
+
+// Files of a run directory.
+const (
+	ConfigFile     = "config.json"
+	SplitFile      = "split.json"
+	ArchFile       = "arch.json"
+	WeightsFile    = "weights.safetensors"
+	CheckpointFile = "checkpoint.safetensors"
+	MetricsFile    = "metrics.jsonl"
+	SummaryFile    = "summary.json"
+)
+
+// EpochMetrics is one line of metrics.jsonl.
+type EpochMetrics struct {
+	Epoch        int     `json:"epoch"`
+	Step         int     `json:"step"`
+	LR           float64 `json:"lr"`
+	TrainLoss    float64 `json:"train_loss"`
+	TrainAcc     float64 `json:"train_acc"`
+	ValLoss      float64 `json:"val_loss,omitempty"`
+	ValAcc       float64 `json:"val_acc,omitempty"`
+	Seconds      float64 `json:"seconds"`
+	ImagesPerSec float64 `json:"images_per_sec"`
+}
+
+// Summary is summary.json, written when training finishes.
+type Summary struct {
+	TestAcc      float64 `json:"test_acc"`
+	TestLoss     float64 `json:"test_loss"`
+	ValAcc       float64 `json:"val_acc,omitempty"`
+	Params       int64   `json:"params"`
+	MACs         int64   `json:"macs"`
+	Epochs       int     `json:"epochs"`
+	TrainSeconds float64 `json:"train_seconds"`
+	Kernels      string  `json:"kernels"`
+	Threads      int     `json:"threads"`
+	GoVersion    string  `json:"go_version"`
+}
+
+// Options are the per-invocation settings that are not part of the
+// configuration (they do not change the result).
+type Options struct {
+	Resume   bool
+	Progress io.Writer // where the progress bar or lines go; nil: none
+	TTY      bool      // Progress is a terminal: redraw one line
+	Log      *slog.Logger
+}
+
+// Train runs (or resumes) a training run described by cfg and returns its summary.
+// Cancelling ctx stops at the next step boundary after saving a checkpoint, so
+// `--resume` continues exactly where it stopped.
+func Train(ctx context.Context, cfg Config, opt Options) (*Summary, error) {
+	log := opt.Log
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	dir := cfg.RunDir
+	ckptPath := filepath.Join(dir, CheckpointFile)
+	if opt.Resume {
+		saved, err := readConfig(filepath.Join(dir, ConfigFile))
+		if err != nil {
+			return nil, fmt.Errorf("resume: %w", err)
+		}
+		if !sameConfig(saved, cfg) {
+			return nil, fmt.Errorf("resume: configuration differs from %s; resume with the same settings (or start a new run directory)", filepath.Join(dir, ConfigFile))
+		}
+	} else if _, err := os.Stat(ckptPath); err == nil {
+		return nil, fmt.Errorf("%s already holds a checkpoint: use --resume to continue it, or choose another run directory", dir)
+	}
+	if err := writeJSON(filepath.Join(dir, ConfigFile), cfg); err != nil {
+		return nil, err
+	}
+
+	// Data.
+	train, test, err := dataset.Load(cfg.Data.Name, cfg.Data.Dir)
+	if err != nil {
+		return nil, err
+	}
+	split, err := loadOrMakeSplit(filepath.Join(dir, SplitFile), train, cfg)
+	if err != nil {
+		return nil, err
+	}
+	mean, std := train.Stats()
+	norm := dataset.Normalize{Mean: mean, Std: std}
+	aug := dataset.Augment{CropPad: cfg.Data.Augment.CropPad, Flip: cfg.Data.Augment.Flip, Cutout: cfg.Data.Augment.Cutout}
+	trainIdx := split.Train
+	if cfg.Data.Limit > 0 && cfg.Data.Limit < len(trainIdx) {
+		// The split stays whole (so it checks against the set); only the
+		// images trained on are capped, the same ones every time.
+		trainIdx = trainIdx[:cfg.Data.Limit]
+	}
+	trainB, err := dataset.NewBatcher(train, trainIdx, cfg.Train.Batch, aug, norm, cfg.Seed)
+	if err != nil {
+		return nil, fmt.Errorf("training data: %w", err)
+	}
+	var valB *dataset.Batcher
+	if len(split.Val) > 0 {
+		if valB, err = dataset.NewEvalBatcher(train, split.Val, cfg.Train.EvalBatch, norm); err != nil {
+			return nil, fmt.Errorf("validation data: %w", err)
+		}
+	}
+	testB, err := dataset.NewEvalBatcher(test, test.Indices(), cfg.Train.EvalBatch, norm)
+	if err != nil {
+		return nil, fmt.Errorf("test data: %w", err)
+	}
+	log.Info("data", "name", train.Name, "train", len(trainIdx), "val", len(split.Val), "test", test.N,
+		"split_hash", split.Hash)
+
+	// Model.
+	g, err := buildGraph(cfg, train)
+	if err != nil {
+		return nil, err
+	}
+	counts, err := g.Count()
+	if err != nil {
+		return nil, err
+	}
+	if err := g.WriteGraph(filepath.Join(dir, ArchFile)); err != nil {
+		return nil, err
+	}
+	be := nn.NewCPU(nn.DefaultGemm(), cfg.Threads)
+	batch := max(cfg.Train.Batch, cfg.Train.EvalBatch)
+	net, err := models.Compile(g, be, batch)
+	if err != nil {
+		return nil, err
+	}
+	if err := models.InitParams(net, g, cfg.Seed); err != nil {
+		return nil, err
+	}
+	log.Info("model", "name", g.Name, "params", counts.Params, "macs", counts.MACs, "kernels", be.Name())
+
+	stepsPerEpoch := trainB.Batches()
+	totalSteps := stepsPerEpoch * cfg.Train.Epochs
+	sched, err := makeSchedule(cfg, stepsPerEpoch, totalSteps)
+	if err != nil {
+		return nil, err
+	}
+	optim, err := makeOptimizer(cfg, net.Params)
+	if err != nil {
+		return nil, err
+	}
+	loss := &nn.SoftmaxCrossEntropy{Smoothing: float32(cfg.Train.LabelSmoothing)}
+
+	// Resume point.
+	st := trainState{}
+	if opt.Resume {
+		if st, err = loadCheckpoint(ckptPath, net.Params, optim); err != nil {
+			return nil, err
+		}
+		// Dropout and drop-path masks are functions of the step: continue the count.
+		for _, l := range net.Layers {
+			if s, ok := l.(nn.Stochastic); ok {
+				s.SetStep(uint64(st.Step))
+			}
+		}
+		log.Info("resumed", "epoch", st.Epoch, "batch", st.Batch, "step", st.Step)
+	}
+
+	x := make([]float32, cfg.Train.Batch*train.C*train.H*train.W)
+	labels := make([]int32, cfg.Train.Batch)
+	start := time.Now()
+	prog := newProgress(opt.Progress, opt.TTY)
+	for epoch := st.Epoch; epoch < cfg.Train.Epochs; epoch++ {
+		trainB.StartEpoch(epoch)
+		if st.Batch > 0 {
+			trainB.Skip(st.Batch)
+		}
+		t0 := time.Now()
+		images := 0
+		for b := st.Batch; b < stepsPerEpoch; b++ {
+			if ctx.Err() != nil {
+				st.Epoch, st.Batch = epoch, b
+				if err := saveCheckpoint(ckptPath, net.Params, optim, st); err != nil {
+					return nil, err
+				}
+				return nil, fmt.Errorf("interrupted at epoch %d batch %d; checkpoint saved, continue with --resume: %w", epoch+1, b, ctx.Err())
+			}
+			n, ok := trainB.Next(x, labels)
+			if !ok {
+				return nil, fmt.Errorf("internal: batcher ran out at batch %d of %d", b, stepsPerEpoch)
+			}
+			lr := sched.LR(st.Step)
+			l, correct, err := trainStep(net, loss, optim, x[:n*train.C*train.H*train.W], labels[:n], float32(lr))
+			if err != nil {
+				return nil, err
+			}
+			if math.IsNaN(l) || math.IsInf(l, 0) {
+				return nil, fmt.Errorf("epoch %d step %d: loss is %v (learning rate %g too high?)", epoch+1, st.Step, l, lr)
+			}
+			st.Step++
+			st.LossSum += l * float64(n)
+			st.Correct += correct
+			st.Seen += n
+			images += n
+			prog.update(epoch+1, cfg.Train.Epochs, b+1, stepsPerEpoch, st.LossSum/float64(st.Seen), float64(st.Correct)/float64(st.Seen))
+		}
+		secs := time.Since(t0).Seconds()
+		m := EpochMetrics{
+			Epoch: epoch + 1, Step: st.Step, LR: sched.LR(max(st.Step-1, 0)),
+			TrainLoss: st.LossSum / float64(st.Seen), TrainAcc: float64(st.Correct) / float64(st.Seen),
+			Seconds: secs, ImagesPerSec: float64(images) / secs,
+		}
+		if valB != nil {
+			m.ValLoss, m.ValAcc, err = Evaluate(net, loss, valB)
+			if err != nil {
+				return nil, err
+			}
+		}
+		prog.done()
+		log.Info("epoch", "epoch", m.Epoch, "train_loss", round4(m.TrainLoss), "train_acc", round4(m.TrainAcc),
+			"val_acc", round4(m.ValAcc), "seconds", round4(secs), "images_per_sec", math.Round(m.ImagesPerSec))
+		if err := appendJSONLine(filepath.Join(dir, MetricsFile), m, epoch); err != nil {
+			return nil, err
+		}
+		st = trainState{Epoch: epoch + 1, Step: st.Step}
+		if err := saveCheckpoint(ckptPath, net.Params, optim, st); err != nil {
+			return nil, err
+		}
+	}
+	trainSecs := time.Since(start).Seconds()
+
+	testLoss, testAcc, err := Evaluate(net, loss, testB)
+	if err != nil {
+		return nil, err
+	}
+	sum := &Summary{
+		TestAcc: testAcc, TestLoss: testLoss, Params: counts.Params, MACs: counts.MACs,
+		Epochs: cfg.Train.Epochs, TrainSeconds: trainSecs, Kernels: be.Name(),
+		Threads: be.Pool.Workers(), GoVersion: runtime.Version(),
+	}
+	if valB != nil {
+		_, sum.ValAcc, err = Evaluate(net, loss, valB)
+		if err != nil {
+			return nil, err
+		}
+	}
+	meta := map[string]string{"arch": ArchFile, "format": "bayesnas.weights/v1"}
+	if err := models.SaveWeights(filepath.Join(dir, WeightsFile), net.Params, meta); err != nil {
+		return nil, err
+	}
+	if err := writeJSON(filepath.Join(dir, SummaryFile), sum); err != nil {
+		return nil, err
+	}
+	return sum, nil
+}
+
+// trainStep runs forward, loss, backward and an optimizer step on one batch.
+func trainStep(net *nn.Network, loss *nn.SoftmaxCrossEntropy, optim nn.Optimizer, x []float32, labels []int32, lr float32) (float64, int, error) {
+	net.SetBatch(len(labels))
+	copy(net.Input.Data, x)
+	net.ZeroGrad()
+	net.Forward(true)
+	l, correct, err := loss.Forward(net.Output, labels)
+	if err != nil {
+		return 0, 0, err
+	}
+	net.Backward()
+	optim.Step(lr)
+	return l, correct, nil
+}
+
+// Evaluate returns the mean loss and the accuracy of net over every batch of b
+// (evaluation mode: running BN statistics, no dropout).
+func Evaluate(net *nn.Network, loss *nn.SoftmaxCrossEntropy, b *dataset.Batcher) (float64, float64, error) {
+	b.StartEpoch(0)
+	per := net.Input.PerSample()
+	x := make([]float32, b.BatchSize()*per)
+	labels := make([]int32, b.BatchSize())
+	var lossSum float64
+	var correct, seen int
+	for {
+		n, ok := b.Next(x, labels)
+		if !ok {
+			break
+		}
+		net.SetBatch(n)
+		copy(net.Input.Data, x[:n*per])
+		net.Forward(false)
+		l, c, err := loss.Forward(net.Output, labels[:n])
+		if err != nil {
+			return 0, 0, err
+		}
+		lossSum += l * float64(n)
+		correct += c
+		seen += n
+	}
+	if seen == 0 {
+		return 0, 0, errors.New("evaluate: no images")
+	}
+	return lossSum / float64(seen), float64(correct) / float64(seen), nil
+}
+
+func buildGraph(cfg Config, train *dataset.Set) (*models.Graph, error) {
+	var g *models.Graph
+	var err error
+	if cfg.Model.Arch != "" {
+		g, err = models.ReadGraph(cfg.Model.Arch)
+		if err != nil {
+			return nil, err
+		}
+	} else {
+		build, ok := models.Builders[cfg.Model.Builder]
+		if !ok {
+			return nil, fmt.Errorf("config: model.builder %q is not known (known: %v)", cfg.Model.Builder, builderNames())
+		}
+		params, err := cfg.modelParamsJSON()
+		if err != nil {
+			return nil, err
+		}
+		// The data decides the input shape and class count unless the user set them.
+		var p map[string]any
+		json.Unmarshal(params, &p)
+		if p == nil {
+			p = map[string]any{}
+		}
+		if _, ok := p["input"]; !ok {
+			p["input"] = []int{train.C, train.H, train.W}
+		}
+		if _, ok := p["classes"]; !ok {
+			p["classes"] = train.Classes
+		}
+		params, _ = json.Marshal(p)
+		g, err = build(params)
+		if err != nil {
+			return nil, fmt.Errorf("model.builder %s: %w", cfg.Model.Builder, err)
+		}
+	}
+	shape := g.Input.Shape
+	if len(shape) != 3 || shape[0] != train.C || shape[1] != train.H || shape[2] != train.W {
+		return nil, fmt.Errorf("model input shape %v does not match the data (%d x %d x %d)", shape, train.C, train.H, train.W)
+	}
+	return g, nil
+}
+
+func builderNames() []string {
+	var s []string
+	for k := range models.Builders {
+		s = append(s, k)
+	}
+	return s
+}
+
+func makeSchedule(cfg Config, stepsPerEpoch, total int) (nn.Schedule, error) {
+	warm := int(math.Round(cfg.Train.WarmupEpochs * float64(stepsPerEpoch)))
+	var s nn.Schedule
+	var err error
+	switch cfg.Train.Schedule {
+	case "cosine":
+		s, err = nn.NewCosine(cfg.Train.LR, cfg.Train.MinLR, 0, warm, total)
+	case "step":
+		ms := make([]int, len(cfg.Train.Milestones))
+		for i, e := range cfg.Train.Milestones {
+			ms[i] = e * stepsPerEpoch
+		}
+		s, err = nn.NewStepDecay(cfg.Train.LR, cfg.Train.Gamma, 0, ms, warm)
+	default:
+		s, err = nn.NewStepDecay(cfg.Train.LR, 1, 0, nil, warm)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("config: train.schedule %s: %w", cfg.Train.Schedule, err)
+	}
+	return s, nil
+}
+
+func makeOptimizer(cfg Config, params []*nn.Param) (nn.Optimizer, error) {
+	var o nn.Optimizer
+	var err error
+	switch cfg.Train.Optimizer {
+	case "adam":
+		o, err = nn.NewAdam(params, nn.AdamConfig{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: float32(cfg.Train.WeightDecay)})
+	default:
+		o, err = nn.NewSGD(params, nn.SGDConfig{Momentum: float32(cfg.Train.Momentum), Nesterov: cfg.Train.Nesterov, WeightDecay: float32(cfg.Train.WeightDecay)})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("config: train.optimizer %s: %w", cfg.Train.Optimizer, err)
+	}
+	return o, nil
+}
+
+func loadOrMakeSplit(path string, train *dataset.Set, cfg Config) (dataset.Split, error) {
+	var s dataset.Split
+	if b, err := os.ReadFile(path); err == nil {
+		if err := json.Unmarshal(b, &s); err != nil {
+			return s, fmt.Errorf("reading %s: %w", path, err)
+		}
+		if err := s.Check(train); err != nil {
+			return s, fmt.Errorf("reading %s: %w", path, err)
+		}
+		return s, nil
+	}
+	s, err := dataset.SplitTrainVal(train, cfg.Data.ValCount, cfg.Seed)
+	if err != nil {
+		return s, err
+	}
+	return s, writeJSON(path, s)
+}
+
+func round4(v float64) float64 { return math.Round(v*1e4) / 1e4 }
+
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return atomicfile.Write(path, append(b, '\n'))
+}
+
+func readConfig(path string) (Config, error) {
+	var c Config
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return c, err
+	}
+	if err := json.Unmarshal(b, &c); err != nil {
+		return c, fmt.Errorf("reading %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// sameConfig compares configurations through their JSON form (maps included).
+func sameConfig(a, b Config) bool {
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	var ma, mb any
+	json.Unmarshal(ja, &ma)
+	json.Unmarshal(jb, &mb)
+	ja, _ = json.Marshal(ma)
+	jb, _ = json.Marshal(mb)
+	return string(ja) == string(jb)
+}
+
+// appendJSONLine rewrites metrics.jsonl with the lines of epochs before
+// `epoch` plus m, so a resumed run never duplicates or half-writes a line.
+func appendJSONLine(path string, m EpochMetrics, epoch int) error {
+	var lines [][]byte
+	if b, err := os.ReadFile(path); err == nil {
+		for _, ln := range splitLines(b) {
+			var e EpochMetrics
+			if json.Unmarshal(ln, &e) == nil && e.Epoch <= epoch {
+				lines = append(lines, ln)
+			}
+		}
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	lines = append(lines, b)
+	var out []byte
+	for _, ln := range lines {
+		out = append(append(out, ln...), '\n')
+	}
+	return atomicfile.Write(path, out)
+}
+
+func splitLines(b []byte) [][]byte {
+	var out [][]byte
+	start := 0
+	for i, c := range b {
+		if c == '\n' {
+			if i > start {
+				out = append(out, b[start:i])
+			}
+			start = i + 1
+		}
+	}
+	if start < len(b) {
+		out = append(out, b[start:])
+	}
+	return out
+}

@@ -1,0 +1,126 @@
+package pipeline
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// tinyConfig trains a very small PyramidNet on the synthetic set: seconds, not minutes.
+func tinyConfig(dir string) Config {
+	cfg := Config{RunDir: dir, Seed: 3, Threads: 2}
+	cfg.Data = Data{Name: "synthetic", ValCount: 64, Augment: Augment{CropPad: 1, Flip: true, Cutout: 4}, Limit: 256}
+	cfg.Model = Model{Builder: "pyramidnet", Params: map[string]any{
+		"blocks_per_stage": 1, "alpha": 12, "groups": 2, "stem_channels": 8,
+	}}
+	cfg.Train = Training{Epochs: 2, Batch: 32, Optimizer: "sgd", LR: 0.05, Momentum: 0.9, Nesterov: true,
+		WeightDecay: 5e-4, Schedule: "cosine", EvalBatch: 100}
+	return cfg
+}
+
+// countdown is a context whose Err turns to Canceled after n checks, so a
+// test interrupts training at an exact batch.
+type countdown struct {
+	context.Context
+	n int
+}
+
+func (c *countdown) Err() error {
+	c.n--
+	if c.n < 0 {
+		return context.Canceled
+	}
+	return nil
+}
+
+func TestTrainWritesRunDirectory(t *testing.T) {
+	dir := t.TempDir()
+	sum, err := Train(context.Background(), tinyConfig(dir), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{ConfigFile, SplitFile, ArchFile, WeightsFile, CheckpointFile, MetricsFile, SummaryFile} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("run directory lacks %s: %v", f, err)
+		}
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, MetricsFile))
+	if n := strings.Count(string(b), "\n"); n != 2 {
+		t.Errorf("metrics.jsonl has %d lines, want one per epoch (2)", n)
+	}
+	if sum.TestAcc <= 0 || sum.TestAcc > 1 || sum.Params <= 0 {
+		t.Errorf("implausible summary %+v", sum)
+	}
+	// A second plain run into the same directory must refuse, not overwrite.
+	if _, err := Train(context.Background(), tinyConfig(dir), Options{}); err == nil || !strings.Contains(err.Error(), "--resume") {
+		t.Errorf("second run into a used directory: err = %v, want a hint to use --resume", err)
+	}
+}
+
+// An interrupted run, resumed, must end with exactly the weights of an
+// uninterrupted one: interrupt mid-epoch and at an epoch boundary.
+func TestResumeGivesSameResult(t *testing.T) {
+	ref := t.TempDir()
+	if _, err := Train(context.Background(), tinyConfig(ref), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.ReadFile(filepath.Join(ref, WeightsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 8 batches per epoch (256 images / 32): stop mid-epoch and at the boundary.
+	for _, stopAfter := range []int{3, 8} {
+		dir := t.TempDir()
+		_, err := Train(&countdown{Context: context.Background(), n: stopAfter}, tinyConfig(dir), Options{})
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("stop after %d: err = %v, want an interruption", stopAfter, err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, WeightsFile)); err == nil {
+			t.Fatalf("interrupted run wrote final weights")
+		}
+		if _, err := Train(context.Background(), tinyConfig(dir), Options{Resume: true}); err != nil {
+			t.Fatalf("resume after %d batches: %v", stopAfter, err)
+		}
+		got, err := os.ReadFile(filepath.Join(dir, WeightsFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("stopped after %d batches and resumed: weights differ from the uninterrupted run", stopAfter)
+		}
+		mref, _ := os.ReadFile(filepath.Join(ref, MetricsFile))
+		mgot, _ := os.ReadFile(filepath.Join(dir, MetricsFile))
+		if strings.Count(string(mgot), "\n") != strings.Count(string(mref), "\n") {
+			t.Errorf("metrics.jsonl has %q, want as many lines as %q", mgot, mref)
+		}
+	}
+}
+
+func TestResumeRefusesChangedConfig(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Train(&countdown{Context: context.Background(), n: 2}, tinyConfig(dir), Options{}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v", err)
+	}
+	cfg := tinyConfig(dir)
+	cfg.Train.LR = 0.2
+	if _, err := Train(context.Background(), cfg, Options{Resume: true}); err == nil || !strings.Contains(err.Error(), "differs") {
+		t.Fatalf("resume with another lr: err = %v, want a refusal", err)
+	}
+}
+
+func TestConfigValidateNamesKey(t *testing.T) {
+	cfg := tinyConfig(t.TempDir())
+	cfg.Train.Optimizer = "rmsprop"
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "train.optimizer") {
+		t.Errorf("err = %v, want it to name train.optimizer", err)
+	}
+	cfg = tinyConfig(t.TempDir())
+	cfg.Train.Batch = 0
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "train.batch") {
+		t.Errorf("err = %v, want it to name train.batch", err)
+	}
+}
