@@ -38,6 +38,13 @@ type conv struct {
 	// the backward pass each group's rows are overwritten by their gradient.
 	// Depthwise layers keep a padded input plane and its gradient there.
 	cols [][]float32
+	// gatherDX: the input gradient is computed as a stride-1 convolution of
+	// the padded output gradient with the flipped kernel (im2col of dY, then
+	// one GEMM with depth OutC/Groups*K*K into dX), which gathers with copies
+	// where col2im would scatter-add with scalar loops. wFlip holds the
+	// flipped, transposed weights, rebuilt at each Backward.
+	gatherDX bool
+	wFlip    []float32
 	// dwAcc[chunk] and dbAcc[chunk] collect one chunk's weight and bias gradients.
 	dwAcc, dbAcc [][]float32
 	chunks       int
@@ -118,6 +125,12 @@ func (c *CPU) Conv2D(x *Value, w, b *Param, a ConvAttrs) (Layer, error) {
 	switch l.mode {
 	case convIm2col:
 		scratch = inC * l.k * l.k * l.spatial
+		// Needs a non-negative transposed pad: pad <= dil*(k-1).
+		l.gatherDX = l.stride == 1 && l.pad <= l.dil*(l.k-1)
+		if l.gatherDX {
+			scratch = max(scratch, a.OutC*l.k*l.k*h*wd)
+			l.wFlip = make([]float32, len(w.Data))
+		}
 	case convDepthwise:
 		scratch = 2 * (h + 2*l.pad) * (wd + 2*l.pad) // padded plane and its gradient
 	}
@@ -149,6 +162,9 @@ func (l *conv) Output() *Value { return l.y }
 func (l *conv) Forward(train bool) { l.pool.Run(l.x.N(), l.fwdFn) }
 
 func (l *conv) Backward() {
+	if l.gatherDX && l.x.Grad != nil {
+		l.flipWeights()
+	}
 	n := l.x.N()
 	l.nChunks = min(l.chunks, n)
 	l.pool.Run(l.nChunks, l.bwdFn)
@@ -161,6 +177,26 @@ func (l *conv) Backward() {
 	if l.b != nil && l.b.Grad != nil {
 		for c := 0; c < l.nChunks; c++ {
 			addTo(l.b.Grad, l.dbAcc[c])
+		}
+	}
+}
+
+// flipWeights fills wFlip, per group, with the (InC/G) x (OutC/G*K*K)
+// matrix wFlip[c][o][kh][kw] = w[o][c][K-1-kh][K-1-kw].
+func (l *conv) flipWeights() {
+	k := l.k
+	kk := k * k
+	for g := 0; g < l.groups; g++ {
+		wg := l.w.Data[g*l.ocg*l.kdim : (g+1)*l.ocg*l.kdim]
+		fg := l.wFlip[g*l.ocg*l.kdim : (g+1)*l.ocg*l.kdim]
+		for o := 0; o < l.ocg; o++ {
+			for c := 0; c < l.cg; c++ {
+				src := wg[(o*l.cg+c)*kk : (o*l.cg+c+1)*kk]
+				dst := fg[(c*l.ocg+o)*kk : (c*l.ocg+o+1)*kk]
+				for t := range dst {
+					dst[t] = src[kk-1-t]
+				}
+			}
 		}
 	}
 }
@@ -237,14 +273,18 @@ func (l *conv) backwardChunk(worker, c int) {
 				// dX_g += W_g^T * dY_g directly: the image is its own column matrix.
 				l.gemm.Sgemm(true, false, l.kdim, l.spatial, l.ocg, 1, wg, l.kdim, dyg, l.spatial,
 					1, dxn[g*colsz:(g+1)*colsz], l.spatial)
-			} else {
+			} else if !l.gatherDX {
 				// col_g is no longer needed: overwrite it with dcol_g = W_g^T * dY_g.
 				l.gemm.Sgemm(true, false, l.kdim, l.spatial, l.ocg, 1, wg, l.kdim, dyg, l.spatial,
 					0, srcg, l.spatial)
 			}
 		}
 		if dxn != nil && l.mode == convIm2col {
-			col2im(src, l.inC, l.h, l.wd, l.k, l.stride, l.pad, l.dil, l.oh, l.ow, dxn)
+			if l.gatherDX {
+				l.gatherInputGrad(src, dyn, dxn)
+			} else {
+				col2im(src, l.inC, l.h, l.wd, l.k, l.stride, l.pad, l.dil, l.oh, l.ow, dxn)
+			}
 		}
 		if l.b != nil {
 			for o := range db {
@@ -255,6 +295,19 @@ func (l *conv) backwardChunk(worker, c int) {
 				db[o] += s
 			}
 		}
+	}
+}
+
+// gatherInputGrad adds one image's input gradient into dxn: the weight
+// gradient GEMMs are done with col, so it holds im2col(dY) now.
+func (l *conv) gatherInputGrad(col, dyn, dxn []float32) {
+	hw := l.h * l.wd
+	tpad := l.dil*(l.k-1) - l.pad
+	im2col(dyn, l.outC, l.oh, l.ow, l.k, 1, tpad, l.dil, l.h, l.wd, col)
+	depth := l.ocg * l.k * l.k
+	for g := 0; g < l.groups; g++ {
+		l.gemm.Sgemm(false, false, l.cg, hw, depth, 1, l.wFlip[g*l.cg*depth:(g+1)*l.cg*depth], depth,
+			col[g*depth*hw:(g+1)*depth*hw], hw, 1, dxn[g*l.cg*hw:(g+1)*l.cg*hw], hw)
 	}
 }
 
@@ -286,6 +339,10 @@ func im2col(x []float32, c, h, w, k, stride, pad, dil, oh, ow int, col []float32
 				row := col[((ci*k+kh)*k+kw)*sp : ((ci*k+kh)*k+kw+1)*sp]
 				off := kw*dil - pad
 				lo, hi := tapRange(off, stride, w, ow)
+				if stride == 1 && ow == w {
+					im2colPlane(xc, row, h, w, oh, kh*dil-pad, off, lo, hi)
+					continue
+				}
 				for y := 0; y < oh; y++ {
 					dst := row[y*ow : (y+1)*ow]
 					ih := y*stride - pad + kh*dil
@@ -294,8 +351,14 @@ func im2col(x []float32, c, h, w, k, stride, pad, dil, oh, ow int, col []float32
 						continue
 					}
 					src := xc[ih*w : (ih+1)*w]
-					clear(dst[:lo])
-					clear(dst[hi:])
+					// Loops rather than clear: the borders are a float or two,
+					// where a call costs more than the work.
+					for j := range dst[:lo] {
+						dst[j] = 0
+					}
+					for j := hi; j < len(dst); j++ {
+						dst[j] = 0
+					}
 					if stride == 1 {
 						copy(dst[lo:hi], src[lo+off:hi+off])
 					} else {
@@ -305,6 +368,33 @@ func im2col(x []float32, c, h, w, k, stride, pad, dil, oh, ow int, col []float32
 					}
 				}
 			}
+		}
+	}
+}
+
+// im2colPlane fills one im2col row (an oh x w plane) when the stride is 1
+// and the output is as wide as the input: output (y, j) then reads input
+// (y+dy, j+off), a constant shift, so all valid rows are one copy, after
+// which the columns [0, lo) and [hi, w), copied from neighbouring rows, are
+// zeroed. This replaces oh short copies, whose call overhead dominated.
+func im2colPlane(xc, dst []float32, h, w, oh, dy, off, lo, hi int) {
+	ylo, yhi := max(0, -dy), min(oh, h-dy)
+	if ylo >= yhi || lo >= hi {
+		clear(dst[:oh*w])
+		return
+	}
+	clear(dst[:ylo*w])
+	clear(dst[yhi*w : oh*w])
+	start, end := ylo*w+lo, (yhi-1)*w+hi
+	shift := dy*w + off
+	copy(dst[start:end], xc[start+shift:end+shift])
+	for y := ylo; y < yhi; y++ {
+		r := dst[y*w : (y+1)*w]
+		for j := range r[:lo] {
+			r[j] = 0
+		}
+		for j := hi; j < w; j++ {
+			r[j] = 0
 		}
 	}
 }
@@ -332,6 +422,7 @@ func col2im(col []float32, c, h, w, k, stride, pad, dil, oh, ow int, x []float32
 					dst := xc[ih*w : (ih+1)*w]
 					if stride == 1 {
 						dst = dst[lo+off : hi+off]
+						dst = dst[:len(src)]
 						for j, v := range src {
 							dst[j] += v
 						}

@@ -166,13 +166,7 @@ func dwRowBackward(dy, in, dx, kern, dkern []float32, stride, dil int) {
 		dkern[1] += s1
 		dkern[2] += s2
 		if dx != nil {
-			k0, k1, k2 := kern[0], kern[1], kern[2]
-			da, db, dc := dx[:n], dx[dil:dil+n], dx[2*dil:2*dil+n]
-			for j, g := range dy {
-				da[j] += k0 * g
-				db[j] += k1 * g
-				dc[j] += k2 * g
-			}
+			dwRowGatherDX3(dy, dx, kern, dil)
 		}
 		return
 	}
@@ -202,5 +196,39 @@ func dwRowBackward(dy, in, dx, kern, dkern []float32, stride, dil int) {
 			}
 		}
 		dkern[kw] += s
+	}
+}
+
+// dwRowGatherDX3 adds the input gradient of a stride-1, 3-tap kernel row,
+// dx[p] += sum_kw kern[kw]*dy[p-kw*dil], gathering all taps per element (one
+// store each) on the interior where every tap is valid.
+func dwRowGatherDX3(dy, dx, kern []float32, dil int) {
+	n, span := len(dy), 2*dil
+	k0, k1, k2 := kern[0], kern[1], kern[2]
+	if n > span {
+		d := dx[span:n]
+		a, b, c := dy[span:n], dy[span-dil:n-dil], dy[:n-span]
+		a, b, c = a[:len(d)], b[:len(d)], c[:len(d)]
+		for j := range d {
+			d[j] += k0*a[j] + k1*b[j] + k2*c[j]
+		}
+		dwGatherDXEdge(dy, dx, kern, dil, 0, span)
+		dwGatherDXEdge(dy, dx, kern, dil, n, n+span)
+		return
+	}
+	dwGatherDXEdge(dy, dx, kern, dil, 0, n+span)
+}
+
+// dwGatherDXEdge is dwRowGatherDX3 on dx[plo:phi] with bounds tests.
+func dwGatherDXEdge(dy, dx, kern []float32, dil, plo, phi int) {
+	n := len(dy)
+	for p := plo; p < phi; p++ {
+		var s float32
+		for kw, kv := range kern {
+			if j := p - kw*dil; j >= 0 && j < n {
+				s += kv * dy[j]
+			}
+		}
+		dx[p] += s
 	}
 }

@@ -45,6 +45,8 @@ var convCases = []convCase{
 	{3, 4, 8, 9, ca(8, 3, 1, 1, 1, 4), true},   // depthwise, multiplier 2
 	{3, 4, 11, 9, ca(8, 5, 1, 3, 2, 4), false}, // depthwise, multiplier 2, dilated
 	{3, 3, 10, 11, ca(6, 7, 2, 3, 1, 3), true}, // depthwise, multiplier 2, strided 7x7
+	{3, 3, 5, 6, ca(4, 1, 1, 1, 1, 1), false},  // pad > dil*(k-1): input gradient by col2im
+	{1, 3, 6, 7, ca(4, 3, 1, 3, 1, 1), true},   // pad > dil*(k-1): input gradient by col2im
 }
 
 // convTensors holds the input, parameters and upstream gradient of a case.

@@ -75,8 +75,8 @@ func checkGemm(t *testing.T, rng *rand.Rand, g Gemm, name string, ta, tb bool, m
 	}
 }
 
-// BenchmarkGemm times the GEMM shapes of a 3x3 conv with 64 channels on a
-// 32x32 image (forward, weight gradient, column gradient).
+// BenchmarkGemm times the GEMM shapes of a 3x3 conv with 64 and with 16
+// channels on a 32x32 image (forward, weight gradient, column gradient).
 func BenchmarkGemm(b *testing.B) {
 	shapes := []struct {
 		name    string
@@ -86,6 +86,9 @@ func BenchmarkGemm(b *testing.B) {
 		{"fwd_NN_64x1024x576", false, false, 64, 1024, 576},
 		{"dW_NT_64x576x1024", false, true, 64, 576, 1024},
 		{"dcol_TN_576x1024x64", true, false, 576, 1024, 64},
+		{"fwd_NN_16x1024x144", false, false, 16, 1024, 144},
+		{"dW_NT_16x144x1024", false, true, 16, 144, 1024},
+		{"dcol_TN_144x1024x16", true, false, 144, 1024, 16},
 		{"square_NN_512", false, false, 512, 512, 512},
 	}
 	rng := rand.New(rand.NewPCG(3, 4))
