@@ -413,7 +413,7 @@ func loadOrMakeSplit(path string, train *dataset.Set, cfg Config) (dataset.Split
 	}
 	s, err := dataset.SplitTrainVal(train, cfg.Data.ValCount, cfg.Seed)
 	if err != nil {
-		return s, err
+		return s, fmt.Errorf("config data.val_count: %w", err)
 	}
 	return s, writeJSON(path, s)
 }

@@ -5,6 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"bayesnas/nn"
 	"bayesnas/pipeline"
 )
 
@@ -34,7 +35,7 @@ uninterrupted one.`,
 				return err
 			}
 			resume, _ := cmd.Flags().GetBool("resume")
-			log.Info("bayesnas", "version", versionString(), "blas", blasNote, "run_dir", cfg.RunDir)
+			log.Info("bayesnas", "version", versionString(), "blas", blasNote, "blas_kernels", nn.BLASInfo(), "run_dir", cfg.RunDir)
 			out := cmd.OutOrStdout()
 			sum, err := pipeline.Train(cmd.Context(), cfg, pipeline.Options{
 				Resume: resume, Progress: out, TTY: isTerminal(out), Log: log,
