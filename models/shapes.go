@@ -1,6 +1,9 @@
 package models
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+)
 
 // InferShapes validates the graph and returns the per-sample output shape of
 // the input and of every node: (C,H,W) for feature maps, (C,1,1) after gap,
@@ -83,18 +86,6 @@ func atLeast(field string, v, min int) error {
 		return fmt.Errorf("attribute %s = %d, want >= %d", field, v, min)
 	}
 	return nil
-}
-
-func equalShapes(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // windowOut is the spatial size of a conv or pooling window, or an error when
@@ -219,7 +210,7 @@ func inferNode(n *Node, ins [][]int) ([]int, error) {
 			return nil, err
 		}
 		for j, s := range ins[1:] {
-			if !equalShapes(s, ins[0]) {
+			if !slices.Equal(s, ins[0]) {
 				return nil, fmt.Errorf("input %d (%q) has shape %v, input 0 (%q) has %v", j+1, n.Inputs[j+1], s, n.Inputs[0], ins[0])
 			}
 		}

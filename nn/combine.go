@@ -2,6 +2,7 @@ package nn
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -14,23 +15,11 @@ func checkSameShape(op string, xs []*Value) error {
 		if err := checkShape(op, x, false); err != nil {
 			return fmt.Errorf("input %d: %w", i, err)
 		}
-		if !equalShape(x.Shape, xs[0].Shape) {
+		if !slices.Equal(x.Shape, xs[0].Shape) {
 			return fmt.Errorf("%s: input %s has shape %v, input %s has %v; all must match", op, x.Name, x.Shape, xs[0].Name, xs[0].Shape)
 		}
 	}
 	return nil
-}
-
-func equalShape(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func joinNames(xs []*Value) string {
