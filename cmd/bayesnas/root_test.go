@@ -1,0 +1,110 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/spf13/cobra"
+
+	"bayesnas/pipeline"
+)
+
+// resolve runs loadConfig the way `bayesnas train` does, for the given args.
+func resolve(t *testing.T, args ...string) (pipeline.Config, error) {
+	t.Helper()
+	cmd := newTrainCmd("")
+	var cfg pipeline.Config
+	var err error
+	cmd.RunE = func(c *cobra.Command, _ []string) error {
+		cfg, err = loadConfig(c, trainBinds)
+		return nil
+	}
+	cmd.SetArgs(args)
+	cmd.SetOut(&bytes.Buffer{})
+	if e := cmd.Execute(); e != nil {
+		t.Fatal(e)
+	}
+	return cfg, err
+}
+
+func writeYAML(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestConfigPrecedence(t *testing.T) {
+	file := writeYAML(t, "train:\n  epochs: 3\n  lr: 0.2\nmodel:\n  params:\n    alpha: 12\n")
+	cfg, err := resolve(t, "--config", file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Train.Epochs != 3 || cfg.Train.LR != 0.2 || cfg.Train.Batch != 64 {
+		t.Errorf("file over defaults: epochs %d lr %g batch %d, want 3 0.2 64", cfg.Train.Epochs, cfg.Train.LR, cfg.Train.Batch)
+	}
+	if cfg.Model.Params["alpha"] != 12 {
+		t.Errorf("model.params.alpha = %v, want 12", cfg.Model.Params["alpha"])
+	}
+	t.Setenv("BAYESNAS_TRAIN_EPOCHS", "4")
+	if cfg, _ = resolve(t, "--config", file); cfg.Train.Epochs != 4 {
+		t.Errorf("environment over file: epochs %d, want 4", cfg.Train.Epochs)
+	}
+	if cfg, _ = resolve(t, "--config", file, "--epochs", "5"); cfg.Train.Epochs != 5 {
+		t.Errorf("flag over environment: epochs %d, want 5", cfg.Train.Epochs)
+	}
+	if cfg.Train.LR != 0.2 {
+		t.Errorf("an unset flag overrode the file: lr %g, want 0.2", cfg.Train.LR)
+	}
+}
+
+func TestConfigErrorsNameTheKey(t *testing.T) {
+	for body, want := range map[string]string{
+		"train:\n  epoch: 3\n":           "train.epoch",
+		"train:\n  optimizer: lbfgs\n":   "train.optimizer",
+		"data:\n  val_count: -1\n":       "data.val_count",
+		"train:\n  epochs: [1, 2]\n":     "epochs",
+		"train:\n  label_smoothing: 1\n": "train.label_smoothing",
+	} {
+		_, err := resolve(t, "--config", writeYAML(t, body))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("config %q: err = %v, want it to name %s", body, err, want)
+		}
+	}
+	if _, err := resolve(t, "--config", filepath.Join(t.TempDir(), "missing.yaml")); err == nil || !strings.Contains(err.Error(), "missing.yaml") {
+		t.Errorf("missing config file: err = %v, want it to name the file", err)
+	}
+}
+
+// The whole command on the synthetic set, as a user would run it.
+func TestTrainCommandEndToEnd(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "run")
+	cfg := writeYAML(t, "data:\n  name: synthetic\n  val_count: 100\nmodel:\n  params:\n    blocks_per_stage: 1\n    alpha: 8\n    stem_channels: 8\ntrain:\n  epochs: 1\n  batch: 32\n")
+	root := newRoot("test")
+	var out, errOut bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&errOut)
+	root.SetArgs([]string{"train", "--config", cfg, "--run-dir", dir, "--limit", "128"})
+	if err := root.Execute(); err != nil {
+		t.Fatalf("%v\n%s", err, errOut.String())
+	}
+	if !strings.Contains(out.String(), "test accuracy:") || strings.Contains(out.String(), "\r") {
+		t.Errorf("output %q: want a test accuracy line and no carriage returns off a terminal", out.String())
+	}
+	if _, err := os.Stat(filepath.Join(dir, pipeline.SummaryFile)); err != nil {
+		t.Error(err)
+	}
+	root = newRoot("test")
+	root.SetOut(&out)
+	root.SetErr(&errOut)
+	root.SetArgs([]string{"describe", "--preset", "pyramidnet-cifar10"})
+	out.Reset()
+	if err := root.Execute(); err != nil || !strings.Contains(out.String(), "parameters: 2740368") {
+		t.Errorf("describe cifar10 preset: %v, output %q", err, out.String())
+	}
+}
