@@ -1,0 +1,320 @@
+// Package search is BayesNAS (METHOD.md sections 1-5): groups of
+// architecture variables with a hierarchical ARD (HARD) prior, the
+// Laplace/reweighted-l1 updates of their variances, curvature estimators
+// built on per-sample gradients from the backward pass, derivation of a
+// cell by thresholding, and the search loop over a proxy cell supernet.
+package search
+
+import (
+	"fmt"
+	"math"
+
+	"bayesnas/models"
+	"bayesnas/nn"
+)
+
+// Kind says what a group of architecture variables scales.
+type Kind string
+
+const (
+	// Switch groups scale a whole edge's output ("zero op or not").
+	Switch Kind = "switch"
+	// Op groups scale one candidate op of an edge.
+	Op Kind = "op"
+)
+
+// Cell types: variables are shared across cells of one type.
+const (
+	Normal = "normal"
+	Reduce = "reduce"
+)
+
+// Group is the set of architecture variables that play the same role in
+// every cell of one type; they share one prior variance Gamma.
+type Group struct {
+	Name     string
+	Kind     Kind
+	CellType string
+	From, To int
+	Op       string // "" for a switch
+
+	Params []*nn.Param // one scalar per cell of CellType
+	Lambda float64
+
+	Gamma    float64   // prior variance of the group (METHOD.md section 3)
+	GammaEff float64   // after the dependency rule (section 2)
+	Omega    float64   // reweighting coefficient of the l1 penalty
+	H        []float64 // curvature per member at the last update
+	C        []float64 // Laplace posterior variance per member at the last update
+	Clamped  bool      // omega fell below eps at the last update (flat loss)
+	Frozen   bool      // pruned during the search: held at exactly zero
+
+	parent int // index of the switch group for ops; -1 for switches (their parent is a node)
+}
+
+// Space is the grouped architecture variables of one supernet.
+type Space struct {
+	Nodes  int
+	Ops    []string
+	Groups []*Group
+	// switches[cellType][from][to] and ops[cellType][from][to][op] index Groups.
+	switches map[string]map[[2]int]int
+	ops      map[string]map[[2]int]map[string]int
+}
+
+// NewSpace groups the architecture variables of a network compiled from a
+// proxy supernet. Every group starts at Gamma = 1 and Omega = 1 (a
+// deterministic start; the released code draws omega at random).
+func NewSpace(space *models.ProxySpace, net *nn.Network, lambdaSwitch, lambdaOp float64) (*Space, error) {
+	if space == nil || len(space.Cells) == 0 {
+		return nil, fmt.Errorf("search space: no cells")
+	}
+	if !(lambdaSwitch >= 0) || !(lambdaOp >= 0) {
+		return nil, fmt.Errorf("search space: lambdas (switch %g, op %g) must be >= 0", lambdaSwitch, lambdaOp)
+	}
+	s := &Space{Nodes: space.Nodes, Ops: space.Ops,
+		switches: map[string]map[[2]int]int{}, ops: map[string]map[[2]int]map[string]int{}}
+	param := func(name string) (*nn.Param, error) {
+		p := net.Param(name)
+		if p == nil {
+			return nil, fmt.Errorf("search space: the network has no parameter %q (compiled from another graph?)", name)
+		}
+		if p.Kind != nn.ArchVar || len(p.Data) != 1 {
+			return nil, fmt.Errorf("search space: parameter %q is not a scalar architecture variable", name)
+		}
+		return p, nil
+	}
+	for _, c := range space.Cells {
+		ct := Normal
+		if c.Reduction {
+			ct = Reduce
+		}
+		if s.switches[ct] == nil {
+			s.switches[ct] = map[[2]int]int{}
+			s.ops[ct] = map[[2]int]map[string]int{}
+		}
+		for _, e := range c.Edges {
+			key := [2]int{e.From, e.To}
+			if len(e.OpWeights) != len(space.Ops) {
+				return nil, fmt.Errorf("search space: %s edge %d->%d has %d op weights for %d ops", c.Name, e.From, e.To, len(e.OpWeights), len(space.Ops))
+			}
+			sw, err := param(e.Switch)
+			if err != nil {
+				return nil, err
+			}
+			gi, ok := s.switches[ct][key]
+			if !ok {
+				gi = len(s.Groups)
+				s.switches[ct][key] = gi
+				s.ops[ct][key] = map[string]int{}
+				s.Groups = append(s.Groups, &Group{Name: fmt.Sprintf("%s.e%d_%d.switch", ct, e.From, e.To), Kind: Switch,
+					CellType: ct, From: e.From, To: e.To, Lambda: lambdaSwitch, parent: -1})
+			}
+			s.Groups[gi].Params = append(s.Groups[gi].Params, sw)
+			for i, op := range space.Ops {
+				p, err := param(e.OpWeights[i])
+				if err != nil {
+					return nil, err
+				}
+				oi, ok := s.ops[ct][key][op]
+				if !ok {
+					oi = len(s.Groups)
+					s.ops[ct][key][op] = oi
+					s.Groups = append(s.Groups, &Group{Name: fmt.Sprintf("%s.e%d_%d.%s", ct, e.From, e.To, op), Kind: Op,
+						CellType: ct, From: e.From, To: e.To, Op: op, Lambda: lambdaOp, parent: gi})
+				}
+				s.Groups[oi].Params = append(s.Groups[oi].Params, p)
+			}
+		}
+	}
+	for _, g := range s.Groups {
+		g.Gamma, g.Omega = 1, 1
+	}
+	s.ApplyDependency()
+	return s, nil
+}
+
+// CellTypes lists the cell types present, normal first.
+func (s *Space) CellTypes() []string {
+	var ts []string
+	for _, t := range []string{Normal, Reduce} {
+		if s.switches[t] != nil {
+			ts = append(ts, t)
+		}
+	}
+	return ts
+}
+
+// SwitchGroup and OpGroup return the group of an edge's switch or op, or nil.
+func (s *Space) SwitchGroup(cellType string, from, to int) *Group {
+	if i, ok := s.switches[cellType][[2]int{from, to}]; ok {
+		return s.Groups[i]
+	}
+	return nil
+}
+
+func (s *Space) OpGroup(cellType string, from, to int, op string) *Group {
+	if i, ok := s.ops[cellType][[2]int{from, to}][op]; ok {
+		return s.Groups[i]
+	}
+	return nil
+}
+
+// Values returns the current values of a group's variables.
+func (g *Group) Values() []float64 {
+	a := make([]float64, len(g.Params))
+	for i, p := range g.Params {
+		a[i] = float64(p.Data[0])
+	}
+	return a
+}
+
+// combine adds precisions: a child with prior variance gamma under a parent
+// of effective variance parent has 1/(1/gamma + 1/parent). IEEE arithmetic
+// gives the limits: a zero parent or child gives 0, an infinite parent
+// (a cell input) leaves gamma unchanged.
+func combine(gamma, parent float64) float64 {
+	if gamma == 0 || parent == 0 {
+		return 0
+	}
+	return 1 / (1/gamma + 1/parent)
+}
+
+// ApplyDependency computes every GammaEff from the Gammas (METHOD.md section 2):
+//
+//	gammaNode(0) = gammaNode(1) = +Inf                 (cell inputs)
+//	gammaNode(j) = sum over edges e = (i,j) of max_o GammaEff(e,o)
+//	GammaEff(switch of (j,k)) = 1/(1/Gamma(switch) + 1/gammaNode(j))
+//	GammaEff(op o of (j,k))   = 1/(1/Gamma(op) + 1/GammaEff(switch of (j,k)))
+//
+// evaluated node by node in topological order, per cell type. A node whose
+// in-edges are all pruned has gammaNode 0, so every edge out of it is
+// pruned (the poster's proposition: j carries information to k only if
+// some op into j is alive). Frozen groups count as Gamma = 0.
+func (s *Space) ApplyDependency() {
+	for _, ct := range s.CellTypes() {
+		nodeVar := make([]float64, s.Nodes+2)
+		nodeVar[0], nodeVar[1] = math.Inf(1), math.Inf(1)
+		for k := 2; k < s.Nodes+2; k++ {
+			for j := 0; j < k; j++ {
+				sw := s.SwitchGroup(ct, j, k)
+				if sw == nil {
+					continue
+				}
+				sw.GammaEff = combine(sw.gammaOrZero(), nodeVar[j])
+				best := 0.0
+				for _, op := range s.Ops {
+					g := s.OpGroup(ct, j, k, op)
+					g.GammaEff = combine(g.gammaOrZero(), sw.GammaEff)
+					best = math.Max(best, g.GammaEff)
+				}
+				nodeVar[k] += best
+			}
+		}
+	}
+}
+
+func (g *Group) gammaOrZero() float64 {
+	if g.Frozen {
+		return 0
+	}
+	return g.Gamma
+}
+
+// UpdateGroup is one Laplace / reweighted-l1 step for a group (METHOD.md
+// section 3) from its variables a, their curvature H and its old gamma:
+//
+//	C_i   = 1 / (1/gamma + H_i/lambda)
+//	omega = sqrt( sum_i H_i / (lambda + gamma*H_i) )
+//	gamma = ||a||_2 / max(omega, eps)
+//
+// clamped reports omega < eps (the loss is flat in every member: H = 0).
+// With lambda = 0 there is no penalty and no prior: omega is 0 by
+// convention and gamma stays where it was.
+func UpdateGroup(a, h []float64, gamma, lambda, eps float64) (c []float64, omega, newGamma float64, clamped bool) {
+	c = make([]float64, len(a))
+	var sum, norm2 float64
+	for i := range a {
+		norm2 += a[i] * a[i]
+		if lambda == 0 {
+			c[i] = gamma
+			continue
+		}
+		c[i] = 1 / (1/gamma + h[i]/lambda)
+		sum += h[i] / (lambda + gamma*h[i])
+	}
+	if lambda == 0 {
+		return c, 0, gamma, false
+	}
+	omega = math.Sqrt(sum)
+	clamped = omega < eps
+	return c, omega, math.Sqrt(norm2) / math.Max(omega, eps), clamped
+}
+
+// Update runs UpdateGroup on every live group with curvature h (indexed by
+// parameter) and then the dependency rule. It returns the number of groups
+// whose omega was clamped.
+func (s *Space) Update(h map[*nn.Param]float64, eps float64) (clamped int, err error) {
+	for _, g := range s.Groups {
+		if g.Frozen {
+			continue
+		}
+		hs := make([]float64, len(g.Params))
+		for i, p := range g.Params {
+			v, ok := h[p]
+			if !ok {
+				return 0, fmt.Errorf("search update: no curvature for %s (group %s)", p.Name, g.Name)
+			}
+			hs[i] = v
+		}
+		g.H = hs
+		g.C, g.Omega, g.Gamma, g.Clamped = UpdateGroup(g.Values(), hs, g.Gamma, g.Lambda, eps)
+		if g.Clamped {
+			clamped++
+		}
+	}
+	s.ApplyDependency()
+	return clamped, nil
+}
+
+// AddPenaltyGrad adds the gradient of sum_g lambda_g*omega_g*||a_g||_2 to
+// the architecture variables' gradients and returns the penalty's value.
+// At a_g = 0 the subgradient 0 is used.
+func (s *Space) AddPenaltyGrad() float64 {
+	var total float64
+	for _, g := range s.Groups {
+		if g.Frozen || g.Lambda == 0 {
+			continue
+		}
+		var norm2 float64
+		for _, p := range g.Params {
+			norm2 += float64(p.Data[0]) * float64(p.Data[0])
+		}
+		if norm2 == 0 {
+			continue
+		}
+		norm := math.Sqrt(norm2)
+		k := g.Lambda * g.Omega
+		total += k * norm
+		for _, p := range g.Params {
+			p.Grad[0] += float32(k * float64(p.Data[0]) / norm)
+		}
+	}
+	return total
+}
+
+// Penalty is sum_g lambda_g*omega_g*||a_g||_2 over live groups.
+func (s *Space) Penalty() float64 {
+	var total float64
+	for _, g := range s.Groups {
+		if g.Frozen || g.Lambda == 0 {
+			continue
+		}
+		var norm2 float64
+		for _, p := range g.Params {
+			norm2 += float64(p.Data[0]) * float64(p.Data[0])
+		}
+		total += g.Lambda * g.Omega * math.Sqrt(norm2)
+	}
+	return total
+}
