@@ -1,0 +1,177 @@
+package search
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"bayesnas/dataset"
+	"bayesnas/models"
+)
+
+func tinyRunConfig() Config {
+	cfg := DefaultConfig()
+	cfg.Space = models.ProxyConfig{Input: [3]int{1, 8, 8}, Classes: 3, Channels: 2, Cells: 3, Nodes: 4,
+		StemMultiplier: 1, StemStride: 1, Search: true}
+	cfg.Batch = 32
+	cfg.WarmupEpochs = 1
+	cfg.Iterations = 2
+	cfg.Curvature = GGN
+	cfg.CurvatureBatches = 2
+	cfg.Workers = 2
+	return cfg
+}
+
+func tinyData(t *testing.T, batch int) (train, val *dataset.Batcher) {
+	t.Helper()
+	set, err := dataset.Synthetic(128, 1, 8, 8, 3, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx := set.Indices()
+	train, err = dataset.NewBatcher(set, idx[:96], batch, dataset.Augment{}, dataset.Normalize{}, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	val, err = dataset.NewEvalBatcher(set, idx[96:], batch, dataset.Normalize{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return train, val
+}
+
+// A tiny search runs end to end, logs one JSON line per iteration (plus
+// the warm-up), moves the gammas away from their start, writes its run
+// directory, and gives identical results for the same seed.
+func TestRunSmallDeterministic(t *testing.T) {
+	cfg := tinyRunConfig()
+	var results []*Result
+	var logs []string
+	for range 2 {
+		train, val := tinyData(t, cfg.Batch)
+		var buf bytes.Buffer
+		r, err := Run(context.Background(), cfg, train, val, &buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		results = append(results, r)
+		logs = append(logs, buf.String())
+	}
+	r := results[0]
+	lines := strings.Split(strings.TrimSpace(logs[0]), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("%d log lines, want 3 (warm-up + 2 iterations)", len(lines))
+	}
+	var last IterationLog
+	if err := json.Unmarshal([]byte(lines[2]), &last); err != nil {
+		t.Fatal(err)
+	}
+	if last.Iteration != 2 || last.Epochs != 3 || last.CurvSamples != 64 || !(last.ValAcc >= 0) || last.MeanGamma["switch"] == 0 {
+		t.Errorf("last log line %+v", last)
+	}
+	moved := 0
+	for i, g := range r.Space.Groups {
+		if g.Gamma != 1 {
+			moved++
+		}
+		if h := results[1].Space.Groups[i]; h.Gamma != g.Gamma || h.GammaEff != g.GammaEff {
+			t.Fatalf("%s: gamma %g / %g in two runs with the same seed", g.Name, g.Gamma, h.Gamma)
+		}
+	}
+	if moved < len(r.Space.Groups)/2 {
+		t.Errorf("only %d of %d gammas moved", moved, len(r.Space.Groups))
+	}
+	if !reflect.DeepEqual(results[0].Derivation.Normal, results[1].Derivation.Normal) {
+		t.Errorf("derived cells differ between runs with the same seed")
+	}
+	strip := func(s string) string { // timings legitimately differ
+		var out []string
+		for _, l := range strings.Split(strings.TrimSpace(s), "\n") {
+			var m map[string]any
+			json.Unmarshal([]byte(l), &m)
+			for _, k := range []string{"train_seconds", "curvature_seconds", "elapsed_seconds"} {
+				delete(m, k)
+			}
+			b, _ := json.Marshal(m)
+			out = append(out, string(b))
+		}
+		return strings.Join(out, "\n")
+	}
+	if strip(logs[0]) != strip(logs[1]) {
+		t.Errorf("logs differ between runs with the same seed:\n%s\n%s", strip(logs[0]), strip(logs[1]))
+	}
+	dir := t.TempDir()
+	if err := r.WriteRunDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	g, err := models.ReadGraph(filepath.Join(dir, "arch.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err := g.Count(); err != nil || c.ArchVars != 0 {
+		t.Errorf("arch.json: %d architecture variables, %v", c.ArchVars, err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "decisions.json"))
+	if err != nil || !strings.Contains(string(b), `"posterior_var"`) || !strings.Contains(string(b), `"curvature"`) {
+		t.Errorf("decisions.json lacks curvature or posterior variance (%v)", err)
+	}
+}
+
+// Skipping the layers of frozen branches computes exactly the function of
+// the whole network with those variables at zero, with fewer layers.
+func TestPruningIsExact(t *testing.T) {
+	g, net, s := tinySpace(t, 2)
+	rng := rand.New(rand.NewPCG(5, 6))
+	for _, gr := range s.Groups {
+		for _, p := range gr.Params {
+			p.Data[0] = float32(0.1 + 0.3*rng.Float64())
+		}
+		gr.Gamma = rng.Float64()
+	}
+	s.ApplyDependency()
+	for i := range net.Input.Data {
+		net.Input.Data[i] = float32(rng.NormFloat64())
+	}
+	n := s.freezeBelow(0.2)
+	if n == 0 {
+		t.Fatal("nothing frozen")
+	}
+	net.Forward(false)
+	want := append([]float32(nil), net.Output.Data...)
+	pr := newPruner(g, net)
+	pr.apply(s)
+	if len(net.Layers) >= len(pr.all) {
+		t.Fatalf("pruning %d groups left %d of %d layers", n, len(net.Layers), len(pr.all))
+	}
+	net.Forward(false)
+	for i, v := range net.Output.Data {
+		if v != want[i] {
+			t.Fatalf("logit %d: %g pruned, %g whole", i, v, want[i])
+		}
+	}
+	t.Logf("%d frozen groups: %d of %d layers run", n, len(net.Layers), len(pr.all))
+}
+
+func TestRunConfigErrors(t *testing.T) {
+	for field, mod := range map[string]func(*Config){
+		"batch":      func(c *Config) { c.Batch = 0 },
+		"iterations": func(c *Config) { c.Iterations = 0 },
+		"lambda_op":  func(c *Config) { c.LambdaOp = -1 },
+		"omega_eps":  func(c *Config) { c.OmegaEps = 0 },
+		"curvature":  func(c *Config) { c.Curvature = "exact" },
+		"threshold":  func(c *Config) { c.Derive.Threshold = -1 },
+	} {
+		cfg := tinyRunConfig()
+		mod(&cfg)
+		_, err := Run(context.Background(), cfg, nil, nil, nil)
+		if err == nil || !strings.Contains(err.Error(), field) {
+			t.Errorf("%s: error %v", field, err)
+		}
+	}
+}
