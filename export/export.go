@@ -139,13 +139,16 @@ func Build(g *models.Graph, params []*nn.Param, opts Options) (*Model, error) {
 	if opset < DefaultOpset || opset > MaxOpset {
 		return nil, fmt.Errorf("export of graph %q: opset %d, want %d..%d", g.Name, opset, DefaultOpset, MaxOpset)
 	}
+	shapes, err := g.InferShapes()
+	if err != nil {
+		return nil, fmt.Errorf("export: %w", err)
+	}
 	if len(opts.Mean) != len(opts.Std) || (len(opts.Mean) != 0 && len(opts.Mean) != g.Input.Shape[0]) {
 		return nil, fmt.Errorf("export of graph %q: normalisation has %d means and %d stds, want one of each per input channel (%d) or none",
 			g.Name, len(opts.Mean), len(opts.Std), g.Input.Shape[0])
 	}
-	shapes, err := g.InferShapes()
-	if err != nil {
-		return nil, fmt.Errorf("export: %w", err)
+	if opts.Softmax && len(shapes[g.Output]) != 1 {
+		return nil, fmt.Errorf("export of graph %q: softmax needs a flat output, %q is %v per sample", g.Name, g.Output, shapes[g.Output])
 	}
 	byName, err := checkParams(g, params)
 	if err != nil {
@@ -183,9 +186,6 @@ func Build(g *models.Graph, params []*nn.Param, opts Options) (*Model, error) {
 	in := g.Input
 	inVI := &ValueInfo{Name: in.Name, ElemType: TypeFloat, Shape: batchShape(in.Shape)}
 	outVI := &ValueInfo{Name: outName, ElemType: TypeFloat, Shape: batchShape(shapes[g.Output])}
-	if len(shapes[g.Output]) == 3 && opts.Softmax {
-		return nil, fmt.Errorf("export of graph %q: softmax needs a flat output, %q is a %v feature map", g.Name, g.Output, shapes[g.Output])
-	}
 
 	meta, err := e.metadata(opts, outName)
 	if err != nil {

@@ -265,6 +265,15 @@ func TestErrors(t *testing.T) {
 	infNet := compiled(t, g, 1, 1)
 	infNet.Param("head.bn.running_var").Data[0] = float32(math.Inf(1))
 
+	cases, err := Cases()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mapOut := cases[0].Graph // a conv: its output is a feature map
+	mapNet := compiled(t, mapOut, 1, 1)
+	invalid := smallPyramidNet(t)
+	invalid.Nodes[2].Inputs = []string{"nowhere"}
+
 	unknown := smallPyramidNet(t)
 	unknown.Nodes[3].Op = "frobnicate"
 	wrongShape := slices.Clone(net.Params)
@@ -285,6 +294,8 @@ func TestErrors(t *testing.T) {
 		{"shape", g, wrongShape, Options{}, `"stem.conv.weight" has shape [1 2 3]`},
 		{"extra", g, extra, Options{}, `"stray.weight" is not a parameter of the graph`},
 		{"opset", g, net.Params, Options{Opset: 12}, "opset 12"},
+		{"softmax on a map", mapOut, mapNet.Params, Options{Softmax: true}, "softmax needs a flat output"},
+		{"invalid graph", invalid, net.Params, Options{}, `unknown input "nowhere"`},
 		{"norm", g, net.Params, Options{Mean: []float32{1, 2}, Std: []float32{1, 2}}, "2 means and 2 stds"},
 		{"meta clash", g, net.Params, Options{Metadata: map[string]string{MetaClasses: "x"}}, `key "classes" is written by the exporter`},
 		{"hash key", g, net.Params, Options{Hashes: map[string]string{"data": "x"}}, `unknown key "data"`},
