@@ -4,9 +4,14 @@
 # as arguments (the bench task adds the PyTorch peer).
 set -euo pipefail
 
-pkgs=(libopenblas-dev dataset-fashion-mnist gcc "$@")
+# libopenblas-dev: the GEMM; dataset-fashion-mnist: the default data; gcc: cgo;
+# npm + openssl: fetching ONNX Runtime (scripts/ort.sh); python3-onnx and
+# libonnx-testdata: the export tests' onnx.checker and per-op cases.
+pkgs=(libopenblas-dev dataset-fashion-mnist gcc npm openssl python3-onnx libonnx-testdata "$@")
 missing=()
 for p in "${pkgs[@]}"; do
+  # npm may come from outside Debian (a Node.js install): any npm on PATH will do.
+  if [ "$p" = npm ] && command -v npm >/dev/null; then continue; fi
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
     missing+=("$p")
   fi
