@@ -55,6 +55,11 @@ type Summary struct {
 	Kernels      string  `json:"kernels"`
 	Threads      int     `json:"threads"`
 	GoVersion    string  `json:"go_version"`
+	// The input normalisation the network was trained with and the class
+	// labels: export stamps them into the ONNX metadata.
+	InputMean []float32 `json:"input_mean"`
+	InputStd  []float32 `json:"input_std"`
+	Classes   []string  `json:"classes,omitempty"`
 }
 
 // Options are the per-invocation settings that are not part of the
@@ -250,6 +255,7 @@ func Train(ctx context.Context, cfg Config, opt Options) (*Summary, error) {
 		TestAcc: testAcc, TestLoss: testLoss, Params: counts.Params, MACs: counts.MACs,
 		Epochs: cfg.Train.Epochs, TrainSeconds: trainSecs, Kernels: be.Name(),
 		Threads: be.Pool.Workers(), GoVersion: runtime.Version(),
+		InputMean: mean, InputStd: std, Classes: train.ClassNames,
 	}
 	if valB != nil {
 		_, sum.ValAcc, err = Evaluate(net, loss, valB)

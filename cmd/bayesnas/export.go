@@ -1,0 +1,95 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"bayesnas/onnxrt"
+	"bayesnas/pipeline"
+)
+
+func addValidationFlags(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.String("run", "", "run directory of a finished `bayesnas train` (required)")
+	f.String("onnxruntime-lib", "", "path to libonnxruntime.so.1 (default: $ONNXRUNTIME_LIB, then the cache that `go tool task setup` fills)")
+	f.Int("threads", 0, "threads for ONNX Runtime and our engine alike, 0 = one per core")
+	f.Int("batch", 64, "second timed batch size (the first is 1)")
+	f.Int("repeats", 30, "timed repeats per batch size (after 5 warm-up runs)")
+	f.Int("test-images", 0, "test images to compare, 0 = the whole test set")
+	cmd.MarkFlagRequired("run")
+}
+
+func exportOptions(cmd *cobra.Command) pipeline.ExportOptions {
+	f := cmd.Flags()
+	lib, _ := f.GetString("onnxruntime-lib")
+	threads, _ := f.GetInt("threads")
+	batch, _ := f.GetInt("batch")
+	repeats, _ := f.GetInt("repeats")
+	n, _ := f.GetInt("test-images")
+	return pipeline.ExportOptions{
+		ToolVersion: versionString(), TestImages: n,
+		Validation: onnxrt.ValidateOptions{Library: lib, Threads: threads, Batch: batch, Repeats: repeats},
+	}
+}
+
+func printReport(cmd *cobra.Command, rep *onnxrt.Report, err error) error {
+	if rep != nil {
+		if terr := rep.Table(cmd.OutOrStdout()); terr != nil {
+			return terr
+		}
+	}
+	return err
+}
+
+func newExportCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "export",
+		Short: "Write the ONNX model of a trained run (and validate it in ONNX Runtime)",
+		Long: `Write <run>/model.onnx (IR version 8, opset 13 unless --opset): evaluation mode,
+batch normalisation folded into convolutions where exact, a symbolic batch dimension,
+and metadata with the input normalisation, class labels and content hashes.
+With --validate the model runs in ONNX Runtime next to our engine on the run's
+test images and random inputs; the report (errors, agreement, accuracy, latency)
+goes to <run>/validation.json, and the command fails beyond rtol 1e-3, atol 1e-5.`,
+		Example: `  bayesnas export --run runs/demo --validate`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			f := cmd.Flags()
+			dir, _ := f.GetString("run")
+			opt := exportOptions(cmd)
+			opt.Out, _ = f.GetString("out")
+			opt.Opset, _ = f.GetInt("opset")
+			opt.Softmax, _ = f.GetBool("softmax")
+			opt.Validate, _ = f.GetBool("validate")
+			path, rep, err := pipeline.Export(dir, opt)
+			if path != "" {
+				fmt.Fprintf(cmd.OutOrStdout(), "wrote %s\n", path)
+			}
+			return printReport(cmd, rep, err)
+		},
+	}
+	addValidationFlags(cmd)
+	f := cmd.Flags()
+	f.String("out", "", "model path (default <run>/model.onnx)")
+	f.Int("opset", 0, "default-domain opset (default 13)")
+	f.Bool("softmax", false, "append a Softmax: the model outputs probabilities")
+	f.Bool("validate", false, "validate and time the model in ONNX Runtime")
+	return cmd
+}
+
+func newValidateCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "validate MODEL.onnx",
+		Short:   "Check an ONNX model against our engine in ONNX Runtime and time both",
+		Example: `  bayesnas validate runs/demo/model.onnx --run runs/demo`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dir, _ := cmd.Flags().GetString("run")
+			rep, err := pipeline.ValidateModel(args[0], dir, exportOptions(cmd))
+			return printReport(cmd, rep, err)
+		},
+	}
+	addValidationFlags(cmd)
+	return cmd
+}

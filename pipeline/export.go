@@ -1,0 +1,162 @@
+package pipeline
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"bayesnas/dataset"
+	"bayesnas/export"
+	"bayesnas/models"
+	"bayesnas/nn"
+	"bayesnas/onnxrt"
+)
+
+// ModelFile is the exported ONNX model in a run directory.
+const ModelFile = "model.onnx"
+
+// ExportOptions configure the export stage.
+type ExportOptions struct {
+	Out         string // default <run>/model.onnx
+	Opset       int
+	Softmax     bool
+	ToolVersion string
+	Validate    bool
+	Validation  onnxrt.ValidateOptions
+	// TestImages is how many test images the validation compares (0: all).
+	TestImages int
+}
+
+// trainedRun is what export and validate read from a finished training run.
+type trainedRun struct {
+	cfg     Config
+	sum     Summary
+	g       *models.Graph
+	params  []*nn.Param
+	hashes  map[string]string
+	rawConf []byte
+}
+
+func loadTrainedRun(dir string) (*trainedRun, error) {
+	r := &trainedRun{hashes: map[string]string{}}
+	var err error
+	if r.rawConf, err = os.ReadFile(filepath.Join(dir, ConfigFile)); err != nil {
+		return nil, fmt.Errorf("run directory %s: %w (is it a finished `bayesnas train` run?)", dir, err)
+	}
+	if err := json.Unmarshal(r.rawConf, &r.cfg); err != nil {
+		return nil, fmt.Errorf("reading %s: %w", filepath.Join(dir, ConfigFile), err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, SummaryFile))
+	if err != nil {
+		return nil, fmt.Errorf("run directory %s has no %s: training has not finished (continue it with --resume)", dir, SummaryFile)
+	}
+	if err := json.Unmarshal(b, &r.sum); err != nil {
+		return nil, fmt.Errorf("reading %s: %w", filepath.Join(dir, SummaryFile), err)
+	}
+	if len(r.sum.InputMean) == 0 || len(r.sum.InputMean) != len(r.sum.InputStd) {
+		return nil, fmt.Errorf("reading %s: no input normalisation recorded (input_mean/input_std); retrain with this version", filepath.Join(dir, SummaryFile))
+	}
+	if r.g, err = models.ReadGraph(filepath.Join(dir, ArchFile)); err != nil {
+		return nil, err
+	}
+	specs, err := r.g.ParamSpecs()
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range specs {
+		r.params = append(r.params, nn.NewParam(s.Name, s.Kind, s.Shape...))
+	}
+	wpath := filepath.Join(dir, WeightsFile)
+	if err := models.LoadWeights(wpath, r.params); err != nil {
+		return nil, err
+	}
+	for key, f := range map[string]string{"arch": ArchFile, "weights": WeightsFile, "config": ConfigFile} {
+		h, err := fileHash(filepath.Join(dir, f))
+		if err != nil {
+			return nil, err
+		}
+		r.hashes[key] = h
+	}
+	return r, nil
+}
+
+func fileHash(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("hashing %s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// Export writes the ONNX model of a finished training run and, when asked,
+// validates it in ONNX Runtime against our engine on the run's test images.
+// It returns the model path and the validation report (nil without validation).
+func Export(dir string, opt ExportOptions) (string, *onnxrt.Report, error) {
+	r, err := loadTrainedRun(dir)
+	if err != nil {
+		return "", nil, err
+	}
+	out := opt.Out
+	if out == "" {
+		out = filepath.Join(dir, ModelFile)
+	}
+	err = export.Write(out, r.g, r.params, export.Options{
+		Opset: opt.Opset, Softmax: opt.Softmax, ToolVersion: opt.ToolVersion,
+		Mean: r.sum.InputMean, Std: r.sum.InputStd, Classes: r.sum.Classes,
+		Config: r.rawConf, Hashes: r.hashes,
+	})
+	if err != nil {
+		return "", nil, err
+	}
+	if !opt.Validate {
+		return out, nil, nil
+	}
+	rep, err := validateRun(out, r, dir, opt)
+	return out, rep, err
+}
+
+// ValidateModel checks an ONNX model against the run it was exported from.
+func ValidateModel(modelPath, dir string, opt ExportOptions) (*onnxrt.Report, error) {
+	r, err := loadTrainedRun(dir)
+	if err != nil {
+		return nil, err
+	}
+	return validateRun(modelPath, r, dir, opt)
+}
+
+func validateRun(modelPath string, r *trainedRun, dir string, opt ExportOptions) (*onnxrt.Report, error) {
+	_, test, err := dataset.Load(r.cfg.Data.Name, r.cfg.Data.Dir)
+	if err != nil {
+		return nil, err
+	}
+	n := test.N
+	if opt.TestImages > 0 && opt.TestImages < n {
+		n = opt.TestImages
+	}
+	b, err := dataset.NewEvalBatcher(test, test.Indices()[:n], n, dataset.Normalize{Mean: r.sum.InputMean, Std: r.sum.InputStd})
+	if err != nil {
+		return nil, fmt.Errorf("test data: %w", err)
+	}
+	images := make([]float32, n*test.C*test.H*test.W)
+	labels := make([]int32, n)
+	b.StartEpoch(0)
+	if got, ok := b.Next(images, labels); !ok || got != n {
+		return nil, fmt.Errorf("test data: read %d of %d images", got, n)
+	}
+	rep, verr := onnxrt.Validate(modelPath, r.g, r.params, images, labels, opt.Validation)
+	if rep != nil {
+		if err := rep.WriteJSON(filepath.Join(dir, onnxrt.ReportFile)); err != nil {
+			return rep, err
+		}
+	}
+	return rep, verr
+}
