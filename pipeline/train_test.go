@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"bayesnas/onnxrt"
 )
 
 // tinyConfig trains a very small PyramidNet on the synthetic set: seconds, not minutes.
@@ -122,5 +124,37 @@ func TestConfigValidateNamesKey(t *testing.T) {
 	cfg.Train.Batch = 0
 	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "train.batch") {
 		t.Errorf("err = %v, want it to name train.batch", err)
+	}
+}
+
+// A trained run exports, and the model agrees with our engine in ONNX Runtime.
+func TestExportTrainedRun(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Train(context.Background(), tinyConfig(dir), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	opt := ExportOptions{TestImages: 64}
+	path, rep, err := Export(dir, opt)
+	if err != nil || rep != nil {
+		t.Fatalf("export without validation: %v, report %v", err, rep)
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := onnxrt.LibraryPath(""); err != nil {
+		t.Skipf("SKIP: ONNX Runtime not available (%v); run scripts/ort.sh", err)
+	}
+	opt.Validate = true
+	opt.Validation.Repeats = 2
+	opt.Validation.Threads = 1
+	_, rep, err = Export(dir, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Passed || rep.Real == nil || rep.Real.Inputs != 64 || rep.Real.Top1Agreement != 1 {
+		t.Errorf("validation report: passed %v, real %+v", rep.Passed, rep.Real)
+	}
+	if _, err := os.Stat(filepath.Join(dir, onnxrt.ReportFile)); err != nil {
+		t.Error(err)
 	}
 }
