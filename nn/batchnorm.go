@@ -27,6 +27,7 @@ type bnLayer struct {
 	// batch; partial holds their (sum, sum of squares) or (sum dy,
 	// sum dy*(x-mean)), [channel][chunk][2], when chunks > 1.
 	chunks                 int
+	assignX                bool // the next Backward overwrites x.Grad (see gradLayer)
 	partial                []float64
 	fwdFused, bwdFused     func(worker, ch int)
 	fwdStats, fwdNormalize func(worker, task int)
@@ -225,6 +226,12 @@ func (l *bnLayer) inputGrad(ch, n0, n1 int, sdy, sdyx float64) {
 		xs := x[off : off+hw]
 		g, dx := dy[off:off+hw], dxAll[off:off+hw]
 		g, dx = g[:len(xs)], dx[:len(xs)]
+		if l.assignX {
+			for i, v := range xs {
+				dx[i] = kf*g[i] - ka - kb*(v-mf)
+			}
+			continue
+		}
 		for i, v := range xs {
 			dx[i] += kf*g[i] - ka - kb*(v-mf)
 		}
@@ -352,3 +359,13 @@ func (l *bnLayer) Backward() {
 }
 
 func (l *bnLayer) Output() *Value { return l.y }
+
+func (l *bnLayer) inputs() []*Value { return []*Value{l.x} }
+
+func (l *bnLayer) setAssign(x *Value, on bool) bool {
+	if x != l.x {
+		return false
+	}
+	l.assignX = on
+	return true
+}

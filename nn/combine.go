@@ -46,7 +46,20 @@ type addLayer struct {
 	xs       []*Value
 	y        *Value
 	per      int
+	assign   []bool // per input: the next Backward overwrites its gradient
 	fwd, bwd func(worker, n int)
+}
+
+// setAssignFirst marks x's first position in xs (a value may come twice;
+// only its first writer may overwrite).
+func setAssignFirst(xs []*Value, assign []bool, x *Value, on bool) bool {
+	for j, v := range xs {
+		if v == x {
+			assign[j] = on
+			return true
+		}
+	}
+	return false
 }
 
 // Add sums inputs of equal shape (residual joins, cell nodes).
@@ -54,14 +67,16 @@ func (c *CPU) Add(xs []*Value) (Layer, error) {
 	if err := checkSameShape("add", xs); err != nil {
 		return nil, err
 	}
-	l := &addLayer{pool: c.Pool, xs: append([]*Value(nil), xs...), per: xs[0].PerSample()}
+	l := &addLayer{pool: c.Pool, xs: append([]*Value(nil), xs...), per: xs[0].PerSample(), assign: make([]bool, len(xs))}
 	l.y = c.NewValue("add("+joinNames(xs)+")", xs[0].Shape, true)
 	l.fwd = func(_, n int) {
 		lo, hi := n*l.per, (n+1)*l.per
 		y := l.y.Data[lo:hi]
 		copy(y, l.xs[0].Data[lo:hi])
 		for _, x := range l.xs[1:] {
-			for i, v := range x.Data[lo:hi] {
+			xs := x.Data[lo:hi]
+			y := y[:len(xs)]
+			for i, v := range xs {
 				y[i] += v
 			}
 		}
@@ -69,11 +84,16 @@ func (c *CPU) Add(xs []*Value) (Layer, error) {
 	l.bwd = func(_, n int) {
 		lo, hi := n*l.per, (n+1)*l.per
 		dy := l.y.Grad[lo:hi]
-		for _, x := range l.xs {
+		for j, x := range l.xs {
 			if x.Grad == nil {
 				continue
 			}
 			dx := x.Grad[lo:hi]
+			if l.assign[j] {
+				copy(dx, dy)
+				continue
+			}
+			dx = dx[:len(dy)]
 			for i, g := range dy {
 				dx[i] += g
 			}
@@ -82,9 +102,13 @@ func (c *CPU) Add(xs []*Value) (Layer, error) {
 	return l, nil
 }
 
-func (l *addLayer) Forward(bool)   { l.pool.Run(l.y.N(), l.fwd) }
-func (l *addLayer) Backward()      { l.pool.Run(l.y.N(), l.bwd) }
-func (l *addLayer) Output() *Value { return l.y }
+func (l *addLayer) Forward(bool)     { l.pool.Run(l.y.N(), l.fwd) }
+func (l *addLayer) Backward()        { l.pool.Run(l.y.N(), l.bwd) }
+func (l *addLayer) Output() *Value   { return l.y }
+func (l *addLayer) inputs() []*Value { return l.xs }
+func (l *addLayer) setAssign(x *Value, on bool) bool {
+	return setAssignFirst(l.xs, l.assign, x, on)
+}
 
 type weightedSumLayer struct {
 	pool     *Pool
@@ -166,6 +190,10 @@ func (l *weightedSumLayer) Backward() {
 
 func (l *weightedSumLayer) Output() *Value { return l.y }
 
+func (l *weightedSumLayer) inputs() []*Value { return l.xs }
+
+func (l *weightedSumLayer) setAssign(*Value, bool) bool { return false }
+
 // copyLayer covers the kernels that only move whole channel blocks: each
 // sample's output is a sequence of contiguous runs copied from the input
 // (Concat, SliceChannels, PadChannels, ChannelShuffle).
@@ -174,7 +202,8 @@ type copyLayer struct {
 	xs       []*Value
 	y        *Value
 	runs     []channelRun
-	zeroFrom int // per-sample offset from which the output is zero (PadChannels)
+	zeroFrom int    // per-sample offset from which the output is zero (PadChannels)
+	assign   []bool // per input: the next Backward overwrites its gradient
 	fwd, bwd func(worker, n int)
 }
 
@@ -185,7 +214,7 @@ type channelRun struct {
 }
 
 func (c *CPU) newCopyLayer(name string, xs []*Value, shape []int, runs []channelRun) *copyLayer {
-	l := &copyLayer{pool: c.Pool, xs: xs, runs: runs}
+	l := &copyLayer{pool: c.Pool, xs: xs, runs: runs, assign: make([]bool, len(xs))}
 	l.y = c.NewValue(name, shape, true)
 	l.zeroFrom = l.y.PerSample()
 	l.fwd = func(_, n int) {
@@ -201,6 +230,14 @@ func (c *CPU) newCopyLayer(name string, xs []*Value, shape []int, runs []channel
 	l.bwd = func(_, n int) {
 		outPer := l.y.PerSample()
 		dy := l.y.Grad[n*outPer : (n+1)*outPer]
+		for j, x := range l.xs {
+			// Runs need not cover the input (slices), so overwriting is a
+			// clear of this sample's gradient, in cache, before the adds.
+			if l.assign[j] && x.Grad != nil {
+				inPer := x.PerSample()
+				clear(x.Grad[n*inPer : (n+1)*inPer])
+			}
+		}
 		for _, r := range l.runs {
 			x := l.xs[r.src]
 			if x.Grad == nil {
@@ -216,9 +253,13 @@ func (c *CPU) newCopyLayer(name string, xs []*Value, shape []int, runs []channel
 	return l
 }
 
-func (l *copyLayer) Forward(bool)   { l.pool.Run(l.y.N(), l.fwd) }
-func (l *copyLayer) Backward()      { l.pool.Run(l.y.N(), l.bwd) }
-func (l *copyLayer) Output() *Value { return l.y }
+func (l *copyLayer) Forward(bool)     { l.pool.Run(l.y.N(), l.fwd) }
+func (l *copyLayer) Backward()        { l.pool.Run(l.y.N(), l.bwd) }
+func (l *copyLayer) Output() *Value   { return l.y }
+func (l *copyLayer) inputs() []*Value { return l.xs }
+func (l *copyLayer) setAssign(x *Value, on bool) bool {
+	return setAssignFirst(l.xs, l.assign, x, on)
+}
 
 // Concat joins inputs along the channel axis; batch and spatial sizes must agree.
 func (c *CPU) Concat(xs []*Value) (Layer, error) {

@@ -23,10 +23,13 @@ const (
 // conv is a 2-D convolution layer of the CPU backend.
 type conv struct {
 	x, y *Value
-	w, b *Param
-	gemm Gemm
-	pool *Pool
-	mode convMode
+	// assignX: the next Backward overwrites x.Grad (see gradLayer); each
+	// image's gradient is cleared just before its first accumulation.
+	assignX bool
+	w, b    *Param
+	gemm    Gemm
+	pool    *Pool
+	mode    convMode
 
 	inC, h, wd            int // input channels and spatial size
 	outC, oh, ow          int
@@ -159,6 +162,16 @@ func (c *CPU) Conv2D(x *Value, w, b *Param, a ConvAttrs) (Layer, error) {
 
 func (l *conv) Output() *Value { return l.y }
 
+func (l *conv) inputs() []*Value { return []*Value{l.x} }
+
+func (l *conv) setAssign(x *Value, on bool) bool {
+	if x != l.x {
+		return false
+	}
+	l.assignX = on
+	return true
+}
+
 func (l *conv) Forward(train bool) { l.pool.Run(l.x.N(), l.fwdFn) }
 
 func (l *conv) Backward() {
@@ -251,6 +264,9 @@ func (l *conv) backwardChunk(worker, c int) {
 		var dxn []float32
 		if l.x.Grad != nil {
 			dxn = l.x.Grad[i*inSize : (i+1)*inSize]
+			if l.assignX {
+				clear(dxn)
+			}
 		}
 		src := xn
 		if l.mode == convIm2col {

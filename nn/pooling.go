@@ -11,6 +11,7 @@ type poolLayer struct {
 	a            PoolAttrs
 	h, w, oh, ow int
 	argmax       []int32 // max pooling: winning input offset within its plane
+	assignX      bool    // the next Backward overwrites x.Grad (see gradLayer)
 	fwd, bwd     func(worker, plane int)
 }
 
@@ -94,6 +95,9 @@ func (l *poolLayer) maxBackward(_, p int) {
 	hw, ohw := l.h*l.w, l.oh*l.ow
 	dx := l.x.Grad[p*hw : (p+1)*hw]
 	dy := l.y.Grad[p*ohw : (p+1)*ohw]
+	if l.assignX {
+		clear(dx)
+	}
 	for o, at := range l.argmax[p*ohw : (p+1)*ohw] {
 		dx[at] += dy[o]
 	}
@@ -131,6 +135,9 @@ func (l *poolLayer) avgBackward(_, p int) {
 	h, w, oh, ow := l.h, l.w, l.oh, l.ow
 	dx := l.x.Grad[p*h*w : (p+1)*h*w]
 	dy := l.y.Grad[p*oh*ow : (p+1)*oh*ow]
+	if l.assignX {
+		clear(dx)
+	}
 	for oy := 0; oy < oh; oy++ {
 		y0, y1 := window(oy, l.a.Stride, l.a.Pad, l.a.Kernel, h)
 		for ox := 0; ox < ow; ox++ {
@@ -156,10 +163,21 @@ func (l *poolLayer) Backward() {
 
 func (l *poolLayer) Output() *Value { return l.y }
 
+func (l *poolLayer) inputs() []*Value { return []*Value{l.x} }
+
+func (l *poolLayer) setAssign(x *Value, on bool) bool {
+	if x != l.x {
+		return false
+	}
+	l.assignX = on
+	return true
+}
+
 type globalAvgPoolLayer struct {
 	pool     *Pool
 	x, y     *Value
 	hw       int
+	assignX  bool // the next Backward overwrites x.Grad (see gradLayer)
 	fwd, bwd func(worker, plane int)
 }
 
@@ -180,6 +198,9 @@ func (c *CPU) GlobalAvgPool(x *Value) (Layer, error) {
 	l.bwd = func(_, p int) {
 		g := l.y.Grad[p] / float32(l.hw)
 		dx := l.x.Grad[p*l.hw : (p+1)*l.hw]
+		if l.assignX {
+			clear(dx)
+		}
 		for i := range dx {
 			dx[i] += g
 		}
@@ -196,3 +217,13 @@ func (l *globalAvgPoolLayer) Backward() {
 }
 
 func (l *globalAvgPoolLayer) Output() *Value { return l.y }
+
+func (l *globalAvgPoolLayer) inputs() []*Value { return []*Value{l.x} }
+
+func (l *globalAvgPoolLayer) setAssign(x *Value, on bool) bool {
+	if x != l.x {
+		return false
+	}
+	l.assignX = on
+	return true
+}
