@@ -56,9 +56,17 @@ func (c *CPU) ReLU(x *Value) (Layer, error) {
 
 func (l *reluLayer) forwardSample(_, n int) {
 	lo, hi := n*l.per, (n+1)*l.per
-	ys := l.y.Data[lo:hi]
-	for i, v := range l.x.Data[lo:hi] {
-		ys[i] = max(v, 0)
+	xs, ys := l.x.Data[lo:hi], l.y.Data[lo:hi]
+	ys = ys[:len(xs)]
+	for i, v := range xs {
+		// The builtin max branches on NaN and signed zeros; masking the
+		// bits does not. Negative values (and -0) become +0, NaN stays.
+		b := math.Float32bits(v)
+		keep := ^uint32(int32(b) >> 31)
+		if v != v {
+			keep = ^uint32(0)
+		}
+		ys[i] = math.Float32frombits(b & keep)
 	}
 }
 

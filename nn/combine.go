@@ -72,8 +72,19 @@ func (c *CPU) Add(xs []*Value) (Layer, error) {
 	l.fwd = func(_, n int) {
 		lo, hi := n*l.per, (n+1)*l.per
 		y := l.y.Data[lo:hi]
-		copy(y, l.xs[0].Data[lo:hi])
-		for _, x := range l.xs[1:] {
+		rest := l.xs[1:]
+		if len(rest) == 0 {
+			copy(y, l.xs[0].Data[lo:hi])
+		} else {
+			// One pass for the first two inputs (a residual join has no more).
+			a, b := l.xs[0].Data[lo:hi], rest[0].Data[lo:hi]
+			a, b = a[:len(y)], b[:len(y)]
+			for i := range y {
+				y[i] = a[i] + b[i]
+			}
+			rest = rest[1:]
+		}
+		for _, x := range rest {
 			xs := x.Data[lo:hi]
 			y := y[:len(xs)]
 			for i, v := range xs {
@@ -204,6 +215,9 @@ type copyLayer struct {
 	runs     []channelRun
 	zeroFrom int    // per-sample offset from which the output is zero (PadChannels)
 	assign   []bool // per input: the next Backward overwrites its gradient
+	// whole: per input, its runs cover it exactly once, so an overwriting
+	// Backward can copy instead of clearing and adding.
+	whole    []bool
 	fwd, bwd func(worker, n int)
 }
 
@@ -214,7 +228,17 @@ type channelRun struct {
 }
 
 func (c *CPU) newCopyLayer(name string, xs []*Value, shape []int, runs []channelRun) *copyLayer {
-	l := &copyLayer{pool: c.Pool, xs: xs, runs: runs, assign: make([]bool, len(xs))}
+	l := &copyLayer{pool: c.Pool, xs: xs, runs: runs, assign: make([]bool, len(xs)), whole: make([]bool, len(xs))}
+	for j, x := range xs {
+		// The kernels' runs never overlap, so covering means summing to the size.
+		n := 0
+		for _, r := range runs {
+			if r.src == j {
+				n += r.length
+			}
+		}
+		l.whole[j] = n == x.PerSample()
+	}
 	l.y = c.NewValue(name, shape, true)
 	l.zeroFrom = l.y.PerSample()
 	l.fwd = func(_, n int) {
@@ -233,7 +257,7 @@ func (c *CPU) newCopyLayer(name string, xs []*Value, shape []int, runs []channel
 		for j, x := range l.xs {
 			// Runs need not cover the input (slices), so overwriting is a
 			// clear of this sample's gradient, in cache, before the adds.
-			if l.assign[j] && x.Grad != nil {
+			if l.assign[j] && !l.whole[j] && x.Grad != nil {
 				inPer := x.PerSample()
 				clear(x.Grad[n*inPer : (n+1)*inPer])
 			}
@@ -245,8 +269,14 @@ func (c *CPU) newCopyLayer(name string, xs []*Value, shape []int, runs []channel
 			}
 			inPer := x.PerSample()
 			dx := x.Grad[n*inPer+r.from : n*inPer+r.from+r.length]
-			for i, g := range dy[r.to : r.to+r.length] {
-				dx[i] += g
+			g := dy[r.to : r.to+r.length]
+			if l.assign[r.src] && l.whole[r.src] {
+				copy(dx, g)
+				continue
+			}
+			g = g[:len(dx)]
+			for i, v := range g {
+				dx[i] += v
 			}
 		}
 	}
