@@ -1,6 +1,7 @@
 package models
 
 import (
+	"math"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -12,8 +13,34 @@ import (
 // every-op graph with stale gradients everywhere; and that a second Backward
 // without ZeroGrad adds again, as the layers do.
 func TestDeferredGradClear(t *testing.T) {
+	t.Run("every-op", func(t *testing.T) { checkDeferredGradClear(t, tinyGraph()) })
+	t.Run("conv-kinds", func(t *testing.T) { checkDeferredGradClear(t, convKindsGraph()) })
+}
+
+// convKindsGraph feeds each convolution kind's input gradient from a value
+// it alone consumes, so each is the first writer: pointwise (GEMM), strided
+// 3x3 (col2im), depthwise, stride-1 3x3 (gathered), and a shared value whose
+// last consumer is a max pool.
+func convKindsGraph() *Graph {
+	b := NewGraphBuilder("convkinds", "x", [3]int{3, 9, 9})
+	b.Conv("c0", "x", 8, 3, 1, 1)
+	b.Conv("pw", "c0", 8, 1, 1, 1)
+	b.Conv("s2", "pw", 8, 3, 2, 2)
+	b.Conv("dw", "s2", 8, 3, 1, 8)
+	b.Conv("g1", "dw", 8, 3, 1, 1)
+	b.Node("mp", OpMaxPool, Attrs{Kernel: 3, Stride: 1, Pad: 1}, "g1")
+	b.Node("ad", OpAdd, Attrs{}, "g1", "mp")
+	b.Node("gp", OpGAP, Attrs{}, "ad")
+	b.Node("fc", OpLinear, Attrs{OutChannels: 3}, "gp")
+	g, err := b.Finish("fc", nil)
+	if err != nil {
+		panic(err)
+	}
+	return g
+}
+
+func checkDeferredGradClear(t *testing.T, g *Graph) {
 	be := cpuBackend(t)
-	g := tinyGraph()
 	net, err := Compile(g, be, 3)
 	if err != nil {
 		t.Fatal(err)
@@ -25,9 +52,14 @@ func TestDeferredGradClear(t *testing.T) {
 	randomize(rng, net.Input.Data)
 	r := make([]float32, len(net.Output.Data))
 	randomize(rng, r)
-	stale := func() {
+	// stale leaves garbage in every gradient; with NaNs, any stale element
+	// that a fresh backward pass reads shows up in the comparison.
+	stale := func(nans bool) {
 		for _, v := range net.Values {
 			randomize(rng, v.Grad)
+			for i := 0; nans && i < len(v.Grad); i += 7 {
+				v.Grad[i] = float32(math.NaN())
+			}
 		}
 		for _, p := range net.Params {
 			randomize(rng, p.Grad)
@@ -60,7 +92,7 @@ func TestDeferredGradClear(t *testing.T) {
 	}
 	net.Forward(true)
 	for range 2 { // the second round runs on a plan built by the first
-		stale()
+		stale(true)
 		net.ZeroGrad()
 		copy(net.Output.Grad, r)
 		net.Backward()
@@ -77,7 +109,7 @@ func TestDeferredGradClear(t *testing.T) {
 		compare("ZeroGrad+Backward", got, snapshot())
 	}
 
-	stale()
+	stale(false)
 	before := snapshot()
 	net.Backward()
 	got := snapshot()

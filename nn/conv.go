@@ -262,10 +262,17 @@ func (l *conv) backwardChunk(worker, c int) {
 		xn := l.x.Data[i*inSize : (i+1)*inSize]
 		dyn := l.y.Grad[i*outSize : (i+1)*outSize]
 		var dxn []float32
+		// The pointwise and gathered input gradients are GEMMs whose
+		// outputs tile dxn, so overwriting is beta = 0; col2im scatters and
+		// needs dxn cleared first.
+		dxBeta := float32(1)
 		if l.x.Grad != nil {
 			dxn = l.x.Grad[i*inSize : (i+1)*inSize]
 			if l.assignX {
-				clear(dxn)
+				dxBeta = 0
+				if l.mode == convIm2col && !l.gatherDX {
+					clear(dxn)
+				}
 			}
 		}
 		src := xn
@@ -288,7 +295,7 @@ func (l *conv) backwardChunk(worker, c int) {
 			if l.mode == convPointwise {
 				// dX_g += W_g^T * dY_g directly: the image is its own column matrix.
 				l.gemm.Sgemm(true, false, l.kdim, l.spatial, l.ocg, 1, wg, l.kdim, dyg, l.spatial,
-					1, dxn[g*colsz:(g+1)*colsz], l.spatial)
+					dxBeta, dxn[g*colsz:(g+1)*colsz], l.spatial)
 			} else if !l.gatherDX {
 				// col_g is no longer needed: overwrite it with dcol_g = W_g^T * dY_g.
 				l.gemm.Sgemm(true, false, l.kdim, l.spatial, l.ocg, 1, wg, l.kdim, dyg, l.spatial,
@@ -297,7 +304,7 @@ func (l *conv) backwardChunk(worker, c int) {
 		}
 		if dxn != nil && l.mode == convIm2col {
 			if l.gatherDX {
-				l.gatherInputGrad(src, dyn, dxn)
+				l.gatherInputGrad(src, dyn, dxn, dxBeta)
 			} else {
 				col2im(src, l.inC, l.h, l.wd, l.k, l.stride, l.pad, l.dil, l.oh, l.ow, dxn)
 			}
@@ -314,16 +321,17 @@ func (l *conv) backwardChunk(worker, c int) {
 	}
 }
 
-// gatherInputGrad adds one image's input gradient into dxn: the weight
-// gradient GEMMs are done with col, so it holds im2col(dY) now.
-func (l *conv) gatherInputGrad(col, dyn, dxn []float32) {
+// gatherInputGrad adds one image's input gradient into dxn (beta 1) or
+// writes it there (beta 0): the weight gradient GEMMs are done with col, so
+// it holds im2col(dY) now.
+func (l *conv) gatherInputGrad(col, dyn, dxn []float32, beta float32) {
 	hw := l.h * l.wd
 	tpad := l.dil*(l.k-1) - l.pad
 	im2col(dyn, l.outC, l.oh, l.ow, l.k, 1, tpad, l.dil, l.h, l.wd, col)
 	depth := l.ocg * l.k * l.k
 	for g := 0; g < l.groups; g++ {
 		l.gemm.Sgemm(false, false, l.cg, hw, depth, 1, l.wFlip[g*l.cg*depth:(g+1)*l.cg*depth], depth,
-			col[g*depth*hw:(g+1)*depth*hw], hw, 1, dxn[g*l.cg*hw:(g+1)*l.cg*hw], hw)
+			col[g*depth*hw:(g+1)*depth*hw], hw, beta, dxn[g*l.cg*hw:(g+1)*l.cg*hw], hw)
 	}
 }
 
