@@ -67,7 +67,8 @@ func (c *CPU) BatchNorm(x *Value, gamma, beta, runMean, runVar *Param, a BNAttrs
 	}
 	l := &bnLayer{pool: c.Pool, x: x, gamma: gamma, beta: beta, runMean: runMean, runVar: runVar, a: a,
 		c: ch, hw: x.H() * x.W(), mean: make([]float64, ch), invStd: make([]float64, ch)}
-	l.partial = make([]float64, 2*ch*bnChunks(ch, x.N()))
+	l.chunks = bnChunks(ch, x.N())
+	l.partial = make([]float64, 2*ch*l.chunks)
 	l.y = c.NewValue("batchnorm("+x.Name+")", x.Shape, true)
 	l.fwdFused, l.bwdFused = l.forwardFused, l.backwardFused
 	l.fwdStats, l.fwdNormalize = l.forwardStats, l.forwardNormalize
