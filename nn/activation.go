@@ -59,14 +59,8 @@ func (l *reluLayer) forwardSample(_, n int) {
 	xs, ys := l.x.Data[lo:hi], l.y.Data[lo:hi]
 	ys = ys[:len(xs)]
 	for i, v := range xs {
-		// The builtin max branches on NaN and signed zeros; masking the
-		// bits does not. Negative values (and -0) become +0, NaN stays.
-		b := math.Float32bits(v)
-		keep := ^uint32(int32(b) >> 31)
-		if v != v {
-			keep = ^uint32(0)
-		}
-		ys[i] = math.Float32frombits(b & keep)
+		// The builtin max measured faster here than masking the sign bits.
+		ys[i] = max(v, 0)
 	}
 }
 
