@@ -1,6 +1,7 @@
 package nn
 
 import (
+	"math"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -44,6 +45,28 @@ func wantErr(t *testing.T, what string, err error, fragments ...string) {
 	for _, f := range fragments {
 		if !strings.Contains(err.Error(), f) {
 			t.Errorf("%s: error %q does not mention %q", what, err, f)
+		}
+	}
+}
+
+// TestReLUSpecialValues pins the bit-level results that max(x, 0) gives
+// and the branch-free forward must keep: +0 for negatives and -0, NaN kept
+// (of either sign), infinities.
+func TestReLUSpecialValues(t *testing.T) {
+	c := testBackends()[0]
+	nan, negNaN := float32(math.NaN()), math.Float32frombits(0xffc00000)
+	in := []float32{-1, float32(math.Copysign(0, -1)), 0, 2, nan, negNaN, float32(math.Inf(1)), float32(math.Inf(-1))}
+	x := c.NewValue("x", []int{1, len(in)}, true)
+	copy(x.Data, in)
+	l, err := c.ReLU(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Forward(true)
+	for i, v := range in {
+		want, got := max(v, 0), l.Output().Data[i]
+		if got != want && !(got != got && want != want) || math.Signbit(float64(got)) && got == 0 {
+			t.Errorf("relu(%g) = %g, want %g", v, got, want)
 		}
 	}
 }

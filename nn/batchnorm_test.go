@@ -76,7 +76,9 @@ func refBN(x []float32, n, c, hw int, gamma, beta, rm, rv []float32, eps, mom fl
 
 func TestBatchNormMatchesReference(t *testing.T) {
 	for _, c := range testBackends() {
-		for _, shape := range [][]int{{4, 3, 5, 3}, {6, 5}} {
+		// Shapes cover one task per channel (17 channels) and channels split
+		// into 2 or more sample ranges.
+		for _, shape := range [][]int{{4, 3, 5, 3}, {6, 5}, {3, 17, 2, 3}, {5, 9, 3, 3}} {
 			for _, train := range []bool{true, false} {
 				rng := rand.New(rand.NewPCG(8, 9))
 				f := newBN(t, c, rng, shape...)
@@ -103,12 +105,47 @@ func TestBatchNormMatchesReference(t *testing.T) {
 func TestBatchNormGradients(t *testing.T) {
 	for _, c := range testBackends() {
 		for _, train := range []bool{true, false} {
-			for _, shape := range [][]int{{3, 2, 3, 4}, {5, 3}} {
+			for _, shape := range [][]int{{3, 2, 3, 4}, {5, 3}, {2, 16, 2, 2}} {
 				rng := rand.New(rand.NewPCG(10, 11))
 				f := newBN(t, c, rng, shape...)
 				gradCheck(t, f.l, []*Value{f.x}, []*Param{f.gamma, f.beta, f.runMean, f.runVar}, train, 30)
 				checkAccumulates(t, f.l, []*Value{f.x}, []*Param{f.gamma, f.beta, f.runMean, f.runVar}, train)
 				checkNoAllocs(t, "batchnorm", f.l, train)
+			}
+		}
+	}
+}
+
+// TestBatchNormLargeMean checks the one-pass statistics where the mean is
+// large against the spread (E[x^2]-E[x]^2 unshifted would lose every digit
+// of the variance in float32).
+func TestBatchNormLargeMean(t *testing.T) {
+	for _, shape := range [][]int{{6, 20, 3, 3}, {6, 3, 4, 5}} {
+		c := testBackends()[0]
+		rng := rand.New(rand.NewPCG(20, 21))
+		f := newBN(t, c, rng, shape...)
+		for i := range f.x.Data {
+			f.x.Data[i] = 1000 + 0.01*f.x.Data[i]
+		}
+		f.l.Forward(true)
+		n, ch, hw := shape[0], shape[1], shape[2]*shape[3]
+		l := f.l.(*bnLayer)
+		for k := 0; k < ch; k++ {
+			var s, q float64
+			for b := 0; b < n; b++ {
+				for _, v := range f.x.Data[(b*ch+k)*hw : (b*ch+k+1)*hw] {
+					s += float64(v)
+				}
+			}
+			mean := s / float64(n*hw)
+			for b := 0; b < n; b++ {
+				for _, v := range f.x.Data[(b*ch+k)*hw : (b*ch+k+1)*hw] {
+					q += (float64(v) - mean) * (float64(v) - mean)
+				}
+			}
+			invStd := 1 / math.Sqrt(q/float64(n*hw)+1e-5)
+			if math.Abs(l.mean[k]-mean) > 1e-9*mean || math.Abs(l.invStd[k]-invStd) > 1e-5*invStd {
+				t.Fatalf("%v channel %d: mean %.12g, 1/std %.8g; want %.12g, %.8g", shape, k, l.mean[k], l.invStd[k], mean, invStd)
 			}
 		}
 	}

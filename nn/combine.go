@@ -35,7 +35,20 @@ type addLayer struct {
 	xs       []*Value
 	y        *Value
 	per      int
+	assign   []bool // per input: the next Backward overwrites its gradient
 	fwd, bwd func(worker, n int)
+}
+
+// setAssignFirst marks x's first position in xs (a value may come twice;
+// only its first writer may overwrite).
+func setAssignFirst(xs []*Value, assign []bool, x *Value, on bool) bool {
+	for j, v := range xs {
+		if v == x {
+			assign[j] = on
+			return true
+		}
+	}
+	return false
 }
 
 // Add sums inputs of equal shape (residual joins, cell nodes).
@@ -43,14 +56,27 @@ func (c *CPU) Add(xs []*Value) (Layer, error) {
 	if err := checkSameShape("add", xs); err != nil {
 		return nil, err
 	}
-	l := &addLayer{pool: c.Pool, xs: append([]*Value(nil), xs...), per: xs[0].PerSample()}
+	l := &addLayer{pool: c.Pool, xs: append([]*Value(nil), xs...), per: xs[0].PerSample(), assign: make([]bool, len(xs))}
 	l.y = c.NewValue("add("+joinNames(xs)+")", xs[0].Shape, true)
 	l.fwd = func(_, n int) {
 		lo, hi := n*l.per, (n+1)*l.per
 		y := l.y.Data[lo:hi]
-		copy(y, l.xs[0].Data[lo:hi])
-		for _, x := range l.xs[1:] {
-			for i, v := range x.Data[lo:hi] {
+		rest := l.xs[1:]
+		if len(rest) == 0 {
+			copy(y, l.xs[0].Data[lo:hi])
+		} else {
+			// One pass for the first two inputs (a residual join has no more).
+			a, b := l.xs[0].Data[lo:hi], rest[0].Data[lo:hi]
+			a, b = a[:len(y)], b[:len(y)]
+			for i := range y {
+				y[i] = a[i] + b[i]
+			}
+			rest = rest[1:]
+		}
+		for _, x := range rest {
+			xs := x.Data[lo:hi]
+			y := y[:len(xs)]
+			for i, v := range xs {
 				y[i] += v
 			}
 		}
@@ -58,11 +84,16 @@ func (c *CPU) Add(xs []*Value) (Layer, error) {
 	l.bwd = func(_, n int) {
 		lo, hi := n*l.per, (n+1)*l.per
 		dy := l.y.Grad[lo:hi]
-		for _, x := range l.xs {
+		for j, x := range l.xs {
 			if x.Grad == nil {
 				continue
 			}
 			dx := x.Grad[lo:hi]
+			if l.assign[j] {
+				copy(dx, dy)
+				continue
+			}
+			dx = dx[:len(dy)]
 			for i, g := range dy {
 				dx[i] += g
 			}
@@ -71,9 +102,13 @@ func (c *CPU) Add(xs []*Value) (Layer, error) {
 	return l, nil
 }
 
-func (l *addLayer) Forward(bool)   { l.pool.Run(l.y.N(), l.fwd) }
-func (l *addLayer) Backward()      { l.pool.Run(l.y.N(), l.bwd) }
-func (l *addLayer) Output() *Value { return l.y }
+func (l *addLayer) Forward(bool)     { l.pool.Run(l.y.N(), l.fwd) }
+func (l *addLayer) Backward()        { l.pool.Run(l.y.N(), l.bwd) }
+func (l *addLayer) Output() *Value   { return l.y }
+func (l *addLayer) inputs() []*Value { return l.xs }
+func (l *addLayer) setAssign(x *Value, on bool) bool {
+	return setAssignFirst(l.xs, l.assign, x, on)
+}
 
 type weightedSumLayer struct {
 	pool     *Pool
@@ -155,6 +190,10 @@ func (l *weightedSumLayer) Backward() {
 
 func (l *weightedSumLayer) Output() *Value { return l.y }
 
+func (l *weightedSumLayer) inputs() []*Value { return l.xs }
+
+func (l *weightedSumLayer) setAssign(*Value, bool) bool { return false }
+
 // copyLayer covers the kernels that only move whole channel blocks: each
 // sample's output is a sequence of contiguous runs copied from the input
 // (Concat, SliceChannels, PadChannels, ChannelShuffle).
@@ -163,7 +202,11 @@ type copyLayer struct {
 	xs       []*Value
 	y        *Value
 	runs     []channelRun
-	zeroFrom int // per-sample offset from which the output is zero (PadChannels)
+	zeroFrom int    // per-sample offset from which the output is zero (PadChannels)
+	assign   []bool // per input: the next Backward overwrites its gradient
+	// whole: per input, its runs cover it exactly once, so an overwriting
+	// Backward can copy instead of clearing and adding.
+	whole    []bool
 	fwd, bwd func(worker, n int)
 }
 
@@ -174,7 +217,17 @@ type channelRun struct {
 }
 
 func (c *CPU) newCopyLayer(name string, xs []*Value, shape []int, runs []channelRun) *copyLayer {
-	l := &copyLayer{pool: c.Pool, xs: xs, runs: runs}
+	l := &copyLayer{pool: c.Pool, xs: xs, runs: runs, assign: make([]bool, len(xs)), whole: make([]bool, len(xs))}
+	for j, x := range xs {
+		// The kernels' runs never overlap, so covering means summing to the size.
+		n := 0
+		for _, r := range runs {
+			if r.src == j {
+				n += r.length
+			}
+		}
+		l.whole[j] = n == x.PerSample()
+	}
 	l.y = c.NewValue(name, shape, true)
 	l.zeroFrom = l.y.PerSample()
 	l.fwd = func(_, n int) {
@@ -190,6 +243,14 @@ func (c *CPU) newCopyLayer(name string, xs []*Value, shape []int, runs []channel
 	l.bwd = func(_, n int) {
 		outPer := l.y.PerSample()
 		dy := l.y.Grad[n*outPer : (n+1)*outPer]
+		for j, x := range l.xs {
+			// Runs need not cover the input (slices), so overwriting is a
+			// clear of this sample's gradient, in cache, before the adds.
+			if l.assign[j] && !l.whole[j] && x.Grad != nil {
+				inPer := x.PerSample()
+				clear(x.Grad[n*inPer : (n+1)*inPer])
+			}
+		}
 		for _, r := range l.runs {
 			x := l.xs[r.src]
 			if x.Grad == nil {
@@ -197,17 +258,27 @@ func (c *CPU) newCopyLayer(name string, xs []*Value, shape []int, runs []channel
 			}
 			inPer := x.PerSample()
 			dx := x.Grad[n*inPer+r.from : n*inPer+r.from+r.length]
-			for i, g := range dy[r.to : r.to+r.length] {
-				dx[i] += g
+			g := dy[r.to : r.to+r.length]
+			if l.assign[r.src] && l.whole[r.src] {
+				copy(dx, g)
+				continue
+			}
+			g = g[:len(dx)]
+			for i, v := range g {
+				dx[i] += v
 			}
 		}
 	}
 	return l
 }
 
-func (l *copyLayer) Forward(bool)   { l.pool.Run(l.y.N(), l.fwd) }
-func (l *copyLayer) Backward()      { l.pool.Run(l.y.N(), l.bwd) }
-func (l *copyLayer) Output() *Value { return l.y }
+func (l *copyLayer) Forward(bool)     { l.pool.Run(l.y.N(), l.fwd) }
+func (l *copyLayer) Backward()        { l.pool.Run(l.y.N(), l.bwd) }
+func (l *copyLayer) Output() *Value   { return l.y }
+func (l *copyLayer) inputs() []*Value { return l.xs }
+func (l *copyLayer) setAssign(x *Value, on bool) bool {
+	return setAssignFirst(l.xs, l.assign, x, on)
+}
 
 // Concat joins inputs along the channel axis; batch and spatial sizes must agree.
 func (c *CPU) Concat(xs []*Value) (Layer, error) {

@@ -23,10 +23,13 @@ const (
 // conv is a 2-D convolution layer of the CPU backend.
 type conv struct {
 	x, y *Value
-	w, b *Param
-	gemm Gemm
-	pool *Pool
-	mode convMode
+	// assignX: the next Backward overwrites x.Grad (see gradLayer); each
+	// image's gradient is cleared just before its first accumulation.
+	assignX bool
+	w, b    *Param
+	gemm    Gemm
+	pool    *Pool
+	mode    convMode
 
 	inC, h, wd            int // input channels and spatial size
 	outC, oh, ow          int
@@ -159,6 +162,16 @@ func (c *CPU) Conv2D(x *Value, w, b *Param, a ConvAttrs) (Layer, error) {
 
 func (l *conv) Output() *Value { return l.y }
 
+func (l *conv) inputs() []*Value { return []*Value{l.x} }
+
+func (l *conv) setAssign(x *Value, on bool) bool {
+	if x != l.x {
+		return false
+	}
+	l.assignX = on
+	return true
+}
+
 func (l *conv) Forward(train bool) { l.pool.Run(l.x.N(), l.fwdFn) }
 
 func (l *conv) Backward() {
@@ -249,8 +262,18 @@ func (l *conv) backwardChunk(worker, c int) {
 		xn := l.x.Data[i*inSize : (i+1)*inSize]
 		dyn := l.y.Grad[i*outSize : (i+1)*outSize]
 		var dxn []float32
+		// The pointwise and gathered input gradients are GEMMs whose
+		// outputs tile dxn, so overwriting is beta = 0; col2im scatters and
+		// needs dxn cleared first.
+		dxBeta := float32(1)
 		if l.x.Grad != nil {
 			dxn = l.x.Grad[i*inSize : (i+1)*inSize]
+			if l.assignX {
+				dxBeta = 0
+				if l.mode == convIm2col && !l.gatherDX {
+					clear(dxn)
+				}
+			}
 		}
 		src := xn
 		if l.mode == convIm2col {
@@ -272,7 +295,7 @@ func (l *conv) backwardChunk(worker, c int) {
 			if l.mode == convPointwise {
 				// dX_g += W_g^T * dY_g directly: the image is its own column matrix.
 				l.gemm.Sgemm(true, false, l.kdim, l.spatial, l.ocg, 1, wg, l.kdim, dyg, l.spatial,
-					1, dxn[g*colsz:(g+1)*colsz], l.spatial)
+					dxBeta, dxn[g*colsz:(g+1)*colsz], l.spatial)
 			} else if !l.gatherDX {
 				// col_g is no longer needed: overwrite it with dcol_g = W_g^T * dY_g.
 				l.gemm.Sgemm(true, false, l.kdim, l.spatial, l.ocg, 1, wg, l.kdim, dyg, l.spatial,
@@ -281,7 +304,7 @@ func (l *conv) backwardChunk(worker, c int) {
 		}
 		if dxn != nil && l.mode == convIm2col {
 			if l.gatherDX {
-				l.gatherInputGrad(src, dyn, dxn)
+				l.gatherInputGrad(src, dyn, dxn, dxBeta)
 			} else {
 				col2im(src, l.inC, l.h, l.wd, l.k, l.stride, l.pad, l.dil, l.oh, l.ow, dxn)
 			}
@@ -298,16 +321,17 @@ func (l *conv) backwardChunk(worker, c int) {
 	}
 }
 
-// gatherInputGrad adds one image's input gradient into dxn: the weight
-// gradient GEMMs are done with col, so it holds im2col(dY) now.
-func (l *conv) gatherInputGrad(col, dyn, dxn []float32) {
+// gatherInputGrad adds one image's input gradient into dxn (beta 1) or
+// writes it there (beta 0): the weight gradient GEMMs are done with col, so
+// it holds im2col(dY) now.
+func (l *conv) gatherInputGrad(col, dyn, dxn []float32, beta float32) {
 	hw := l.h * l.wd
 	tpad := l.dil*(l.k-1) - l.pad
 	im2col(dyn, l.outC, l.oh, l.ow, l.k, 1, tpad, l.dil, l.h, l.wd, col)
 	depth := l.ocg * l.k * l.k
 	for g := 0; g < l.groups; g++ {
 		l.gemm.Sgemm(false, false, l.cg, hw, depth, 1, l.wFlip[g*l.cg*depth:(g+1)*l.cg*depth], depth,
-			col[g*depth*hw:(g+1)*depth*hw], hw, 1, dxn[g*l.cg*hw:(g+1)*l.cg*hw], hw)
+			col[g*depth*hw:(g+1)*depth*hw], hw, beta, dxn[g*l.cg*hw:(g+1)*l.cg*hw], hw)
 	}
 }
 

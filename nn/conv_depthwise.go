@@ -104,6 +104,9 @@ func (l *conv) backwardDepthwiseChunk(worker, c int) {
 	for i := lo; i < hi; i++ {
 		xn := l.x.Data[i*inSize : (i+1)*inSize]
 		dyn := l.y.Grad[i*outSize : (i+1)*outSize]
+		if l.x.Grad != nil && l.assignX {
+			clear(l.x.Grad[i*inSize : (i+1)*inSize])
+		}
 		for ic := 0; ic < l.inC; ic++ {
 			l.fillPlane(plane, xn[ic*l.h*l.wd:(ic+1)*l.h*l.wd])
 			var dp []float32

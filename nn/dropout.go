@@ -52,10 +52,12 @@ type stochastic struct {
 	fwd, bwd func(worker, n int)
 }
 
-func (s *stochastic) Step() uint64        { return s.step }
-func (s *stochastic) SetStep(step uint64) { s.step = step }
-func (s *stochastic) Freeze(frozen bool)  { s.frozen = frozen }
-func (s *stochastic) Output() *Value      { return s.y }
+func (s *stochastic) Step() uint64                { return s.step }
+func (s *stochastic) SetStep(step uint64)         { s.step = step }
+func (s *stochastic) Freeze(frozen bool)          { s.frozen = frozen }
+func (s *stochastic) Output() *Value              { return s.y }
+func (s *stochastic) inputs() []*Value            { return []*Value{s.x} }
+func (s *stochastic) setAssign(*Value, bool) bool { return false }
 
 func (s *stochastic) Forward(train bool) {
 	s.train = train

@@ -59,7 +59,7 @@ func BenchmarkReLU(b *testing.B) {
 func BenchmarkPooling(b *testing.B) {
 	c := NewCPU(DefaultGemm(), 0)
 	for _, s := range benchShapes {
-		for _, kind := range []string{"max3s2", "avg3s2", "avg2s2", "global"} {
+		for _, kind := range []string{"max3s2", "avg3s2", "avg2s2", "max3s1", "avg3s1", "global"} {
 			b.Run(kind+"/"+benchName(s), func(b *testing.B) {
 				x := newInput(c, rand.New(rand.NewPCG(1, 2)), "x", s...)
 				var l Layer
@@ -69,6 +69,10 @@ func BenchmarkPooling(b *testing.B) {
 					l, err = c.MaxPool(x, PoolAttrs{Kernel: 3, Stride: 2, Pad: 1})
 				case "avg3s2":
 					l, err = c.AvgPool(x, PoolAttrs{Kernel: 3, Stride: 2, Pad: 1})
+				case "max3s1":
+					l, err = c.MaxPool(x, PoolAttrs{Kernel: 3, Stride: 1, Pad: 1})
+				case "avg3s1":
+					l, err = c.AvgPool(x, PoolAttrs{Kernel: 3, Stride: 1, Pad: 1})
 				case "avg2s2":
 					l, err = c.AvgPool(x, PoolAttrs{Kernel: 2, Stride: 2})
 				default:

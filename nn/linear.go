@@ -67,3 +67,7 @@ func (l *linearLayer) Backward() {
 }
 
 func (l *linearLayer) Output() *Value { return l.y }
+
+func (l *linearLayer) inputs() []*Value { return []*Value{l.x} }
+
+func (l *linearLayer) setAssign(*Value, bool) bool { return false }

@@ -49,7 +49,9 @@ func refPool(x []float32, n, c, h, w int, a PoolAttrs, isMax bool) (out []float3
 func TestPoolingMatchesReference(t *testing.T) {
 	for _, c := range testBackends() {
 		rng := rand.New(rand.NewPCG(3, 4))
-		for _, hw := range [][2]int{{7, 5}, {6, 6}, {1, 3}} {
+		// Odd, even and degenerate sizes, for the general path and the fast
+		// ones (2x2 stride 2, 3x3 stride 1 pad 1) alike.
+		for _, hw := range [][2]int{{7, 5}, {6, 6}, {1, 3}, {2, 9}, {5, 2}} {
 			x := newInput(c, rng, "x", 2, 3, hw[0], hw[1])
 			for k := 1; k <= 3; k++ {
 				for s := 1; s <= 3; s++ {
@@ -96,6 +98,8 @@ func TestPoolingGradients(t *testing.T) {
 			{Kernel: 3, Stride: 2, Pad: 1, CountIncludePad: true},
 			{Kernel: 2, Stride: 2},
 			{Kernel: 3, Stride: 1, Pad: 1},
+			{Kernel: 3, Stride: 1, Pad: 1, CountIncludePad: true},
+			{Kernel: 2, Stride: 2, CountIncludePad: true},
 		} {
 			for _, isMax := range []bool{true, false} {
 				if isMax && a.CountIncludePad {
