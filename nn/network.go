@@ -29,15 +29,16 @@ type gradLayer interface {
 // gradPlan says, for every layer, which value gradients start in its
 // backward: those of the inputs whose last consumer in forward order it is.
 type gradPlan struct {
-	layers, values int      // the network shape it was built for
-	eager          []*Value // cleared by ZeroGrad itself
-	clearBefore    [][]*Value
-	assigned       [][]*Value // the layer overwrites them when fresh
+	layers      []Layer // the layers it was built for, in order
+	values      int
+	eager       []*Value // cleared by ZeroGrad itself
+	clearBefore [][]*Value
+	assigned    [][]*Value // the layer overwrites them when fresh
 }
 
 func (n *Network) buildPlan() {
 	p := &n.plan
-	*p = gradPlan{layers: len(n.Layers), values: len(n.Values)}
+	*p = gradPlan{layers: append([]Layer(nil), n.Layers...), values: len(n.Values)}
 	last := make(map[*Value]int)
 	lazy := true
 	for i, l := range n.Layers {
@@ -90,7 +91,15 @@ func (n *Network) ZeroGrad() {
 	for _, p := range n.Params {
 		clear(p.Grad)
 	}
-	if n.plan.layers != len(n.Layers) || n.plan.values != len(n.Values) || n.plan.clearBefore == nil {
+	if !n.planCurrent() {
+		if n.fresh { // undo the old plan's assignments before replacing it
+			for i, vs := range n.plan.assigned {
+				for _, v := range vs {
+					n.plan.layers[i].(gradLayer).setAssign(v, false)
+				}
+			}
+			n.fresh = false
+		}
 		n.buildPlan()
 	}
 	for _, v := range n.plan.eager {
@@ -117,6 +126,22 @@ func (n *Network) ZeroGrad() {
 		n.plan.assigned[i] = vs[:k]
 	}
 	n.fresh = true
+}
+
+// planCurrent reports whether the plan was built for the layers the network
+// has now: callers (dynamic pruning) may replace or edit Layers between steps.
+// Comparing every layer is a few hundred pointer compares per step.
+func (n *Network) planCurrent() bool {
+	p := &n.plan
+	if p.clearBefore == nil || p.values != len(n.Values) || len(p.layers) != len(n.Layers) {
+		return false
+	}
+	for i, l := range n.Layers {
+		if p.layers[i] != l {
+			return false
+		}
+	}
+	return true
 }
 
 // Backward propagates Output.Grad (set by the loss) to every value and
