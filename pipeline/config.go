@@ -80,7 +80,7 @@ func Defaults() map[string]any {
 		"model.builder":         "pyramidnet",
 		"model.params":          map[string]any{},
 		"model.arch":            "",
-		"train.epochs":          10,
+		"train.epochs":          1,
 		"train.batch":           64,
 		"train.optimizer":       "sgd",
 		"train.lr":              0.1,
