@@ -60,18 +60,7 @@ func loadTrainedRun(dir string) (*trainedRun, error) {
 	if len(r.sum.InputMean) == 0 || len(r.sum.InputMean) != len(r.sum.InputStd) {
 		return nil, fmt.Errorf("reading %s: no input normalisation recorded (input_mean/input_std); retrain with this version", filepath.Join(dir, SummaryFile))
 	}
-	if r.g, err = models.ReadGraph(filepath.Join(dir, ArchFile)); err != nil {
-		return nil, err
-	}
-	specs, err := r.g.ParamSpecs()
-	if err != nil {
-		return nil, err
-	}
-	for _, s := range specs {
-		r.params = append(r.params, nn.NewParam(s.Name, s.Kind, s.Shape...))
-	}
-	wpath := filepath.Join(dir, WeightsFile)
-	if err := models.LoadWeights(wpath, r.params); err != nil {
+	if r.g, r.params, err = loadArchWeights(filepath.Join(dir, ArchFile), filepath.Join(dir, WeightsFile)); err != nil {
 		return nil, err
 	}
 	for key, f := range map[string]string{"arch": ArchFile, "weights": WeightsFile, "config": ConfigFile} {
@@ -82,6 +71,56 @@ func loadTrainedRun(dir string) (*trainedRun, error) {
 		r.hashes[key] = h
 	}
 	return r, nil
+}
+
+// loadArchWeights reads an architecture JSON and the weights that go with it.
+func loadArchWeights(archPath, weightsPath string) (*models.Graph, []*nn.Param, error) {
+	g, err := models.ReadGraph(archPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	specs, err := g.ParamSpecs()
+	if err != nil {
+		return nil, nil, err
+	}
+	params := make([]*nn.Param, len(specs))
+	for i, s := range specs {
+		params[i] = nn.NewParam(s.Name, s.Kind, s.Shape...)
+	}
+	if err := models.LoadWeights(weightsPath, params); err != nil {
+		return nil, nil, err
+	}
+	return g, params, nil
+}
+
+// ExportFiles exports an architecture JSON with its weights outside a run
+// directory. mean/std are the input normalisation to record (both empty:
+// pixels scaled to [0,1]); validation, when asked, uses random inputs only
+// (there are no test images) and writes its report beside the model.
+func ExportFiles(archPath, weightsPath string, mean, std []float32, opt ExportOptions) (string, *onnxrt.Report, error) {
+	if opt.Out == "" {
+		return "", nil, fmt.Errorf("export: give --out when exporting --arch/--weights")
+	}
+	if len(mean) != len(std) {
+		return "", nil, fmt.Errorf("export: %d mean values but %d std values", len(mean), len(std))
+	}
+	g, params, err := loadArchWeights(archPath, weightsPath)
+	if err != nil {
+		return "", nil, err
+	}
+	err = export.Write(opt.Out, g, params, export.Options{
+		Opset: opt.Opset, Softmax: opt.Softmax, ToolVersion: opt.ToolVersion, Mean: mean, Std: std,
+	})
+	if err != nil || !opt.Validate {
+		return opt.Out, nil, err
+	}
+	rep, verr := onnxrt.Validate(opt.Out, g, params, nil, nil, opt.Validation)
+	if rep != nil {
+		if err := rep.WriteJSON(filepath.Join(filepath.Dir(opt.Out), onnxrt.ReportFile)); err != nil {
+			return opt.Out, rep, err
+		}
+	}
+	return opt.Out, rep, verr
 }
 
 func fileHash(path string) (string, error) {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/viper"
 
 	"bayesnas/onnxrt"
 	"bayesnas/pipeline"
@@ -11,18 +12,26 @@ import (
 
 func addValidationFlags(cmd *cobra.Command) {
 	f := cmd.Flags()
-	f.String("run", "", "run directory of a finished `bayesnas train` (required)")
-	f.String("onnxruntime-lib", "", "path to libonnxruntime.so.1 (default: $ONNXRUNTIME_LIB, then the cache that `go tool task setup` fills)")
+	f.String("run", "", "run directory of a finished `bayesnas train`")
+	f.String("onnxruntime-lib", "", "path to libonnxruntime.so.1 (default: onnxruntime.lib in --config, $ONNXRUNTIME_LIB, then the cache that `go tool task setup` fills)")
+	f.String("config", "", "YAML configuration file (only onnxruntime.lib is read here)")
 	f.Int("threads", 0, "threads for ONNX Runtime and our engine alike, 0 = one per core")
 	f.Int("batch", 64, "second timed batch size (the first is 1)")
 	f.Int("repeats", 30, "timed repeats per batch size (after 5 warm-up runs)")
 	f.Int("test-images", 0, "test images to compare, 0 = the whole test set")
-	cmd.MarkFlagRequired("run")
 }
 
-func exportOptions(cmd *cobra.Command) pipeline.ExportOptions {
+func exportOptions(cmd *cobra.Command) (pipeline.ExportOptions, error) {
 	f := cmd.Flags()
 	lib, _ := f.GetString("onnxruntime-lib")
+	if path, _ := f.GetString("config"); lib == "" && path != "" {
+		v := viper.New()
+		v.SetConfigFile(path)
+		if err := v.ReadInConfig(); err != nil {
+			return pipeline.ExportOptions{}, fmt.Errorf("reading config %s: %w", path, err)
+		}
+		lib = v.GetString("onnxruntime.lib")
+	}
 	threads, _ := f.GetInt("threads")
 	batch, _ := f.GetInt("batch")
 	repeats, _ := f.GetInt("repeats")
@@ -30,7 +39,7 @@ func exportOptions(cmd *cobra.Command) pipeline.ExportOptions {
 	return pipeline.ExportOptions{
 		ToolVersion: versionString(), TestImages: n,
 		Validation: onnxrt.ValidateOptions{Library: lib, Threads: threads, Batch: batch, Repeats: repeats},
-	}
+	}, nil
 }
 
 func printReport(cmd *cobra.Command, rep *onnxrt.Report, err error) error {
@@ -52,17 +61,34 @@ and metadata with the input normalisation, class labels and content hashes.
 With --validate the model runs in ONNX Runtime next to our engine on the run's
 test images and random inputs; the report (errors, agreement, accuracy, latency)
 goes to <run>/validation.json, and the command fails beyond rtol 1e-3, atol 1e-5.`,
-		Example: `  bayesnas export --run runs/demo --validate`,
-		Args:    cobra.NoArgs,
+		Example: `  bayesnas export --run runs/demo --validate
+  bayesnas export --arch arch.json --weights weights.safetensors --out model.onnx --mean 0.286 --std 0.353`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			f := cmd.Flags()
 			dir, _ := f.GetString("run")
-			opt := exportOptions(cmd)
+			arch, _ := f.GetString("arch")
+			weights, _ := f.GetString("weights")
+			opt, err := exportOptions(cmd)
+			if err != nil {
+				return err
+			}
 			opt.Out, _ = f.GetString("out")
 			opt.Opset, _ = f.GetInt("opset")
 			opt.Softmax, _ = f.GetBool("softmax")
 			opt.Validate, _ = f.GetBool("validate")
-			path, rep, err := pipeline.Export(dir, opt)
+			var path string
+			var rep *onnxrt.Report
+			switch {
+			case dir != "" && arch == "" && weights == "":
+				path, rep, err = pipeline.Export(dir, opt)
+			case dir == "" && arch != "" && weights != "":
+				mean, _ := f.GetFloat32Slice("mean")
+				std, _ := f.GetFloat32Slice("std")
+				path, rep, err = pipeline.ExportFiles(arch, weights, mean, std, opt)
+			default:
+				return fmt.Errorf("give either --run DIR, or --arch FILE with --weights FILE (and --out)")
+			}
 			if path != "" {
 				fmt.Fprintf(cmd.OutOrStdout(), "wrote %s\n", path)
 			}
@@ -75,6 +101,10 @@ goes to <run>/validation.json, and the command fails beyond rtol 1e-3, atol 1e-5
 	f.Int("opset", 0, "default-domain opset (default 13)")
 	f.Bool("softmax", false, "append a Softmax: the model outputs probabilities")
 	f.Bool("validate", false, "validate and time the model in ONNX Runtime")
+	f.String("arch", "", "architecture JSON to export instead of a run directory (with --weights, --out)")
+	f.String("weights", "", "weights (safetensors) for --arch")
+	f.Float32Slice("mean", nil, "with --arch: per-channel input mean to record, e.g. 0.286")
+	f.Float32Slice("std", nil, "with --arch: per-channel input std to record, e.g. 0.353")
 	return cmd
 }
 
@@ -86,10 +116,15 @@ func newValidateCmd() *cobra.Command {
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dir, _ := cmd.Flags().GetString("run")
-			rep, err := pipeline.ValidateModel(args[0], dir, exportOptions(cmd))
+			opt, err := exportOptions(cmd)
+			if err != nil {
+				return err
+			}
+			rep, err := pipeline.ValidateModel(args[0], dir, opt)
 			return printReport(cmd, rep, err)
 		},
 	}
 	addValidationFlags(cmd)
+	cmd.MarkFlagRequired("run")
 	return cmd
 }

@@ -99,6 +99,24 @@ func TestTrainCommandEndToEnd(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, pipeline.SummaryFile)); err != nil {
 		t.Error(err)
 	}
+	for _, args := range [][]string{
+		{"export", "--run", dir},
+		{"export", "--arch", filepath.Join(dir, pipeline.ArchFile), "--weights", filepath.Join(dir, pipeline.WeightsFile),
+			"--out", filepath.Join(dir, "other.onnx"), "--mean", "0.5", "--std", "0.25"},
+	} {
+		root = newRoot("test")
+		root.SetOut(&out)
+		root.SetErr(&errOut)
+		root.SetArgs(args)
+		if err := root.Execute(); err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+	}
+	for _, f := range []string{pipeline.ModelFile, "other.onnx"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Error(err)
+		}
+	}
 	root = newRoot("test")
 	root.SetOut(&out)
 	root.SetErr(&errOut)
