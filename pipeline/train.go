@@ -100,39 +100,14 @@ func Train(ctx context.Context, cfg Config, opt Options) (*Summary, error) {
 	}
 
 	// Data.
-	train, test, err := dataset.Load(cfg.Data.Name, cfg.Data.Dir)
+	d, err := prepareData(dir, cfg.Data, cfg.Seed, cfg.Train.Batch, cfg.Train.EvalBatch)
 	if err != nil {
 		return nil, err
 	}
-	split, err := loadOrMakeSplit(filepath.Join(dir, SplitFile), train, cfg)
-	if err != nil {
-		return nil, err
-	}
-	mean, std := train.Stats()
-	norm := dataset.Normalize{Mean: mean, Std: std}
-	aug := dataset.Augment{CropPad: cfg.Data.Augment.CropPad, Flip: cfg.Data.Augment.Flip, Cutout: cfg.Data.Augment.Cutout}
-	trainIdx := split.Train
-	if cfg.Data.Limit > 0 && cfg.Data.Limit < len(trainIdx) {
-		// The split stays whole (so it checks against the set); only the
-		// images trained on are capped, the same ones every time.
-		trainIdx = trainIdx[:cfg.Data.Limit]
-	}
-	trainB, err := dataset.NewBatcher(train, trainIdx, cfg.Train.Batch, aug, norm, cfg.Seed)
-	if err != nil {
-		return nil, fmt.Errorf("training data: %w", err)
-	}
-	var valB *dataset.Batcher
-	if len(split.Val) > 0 {
-		if valB, err = dataset.NewEvalBatcher(train, split.Val, cfg.Train.EvalBatch, norm); err != nil {
-			return nil, fmt.Errorf("validation data: %w", err)
-		}
-	}
-	testB, err := dataset.NewEvalBatcher(test, test.Indices(), cfg.Train.EvalBatch, norm)
-	if err != nil {
-		return nil, fmt.Errorf("test data: %w", err)
-	}
-	log.Info("data", "name", train.Name, "train", len(trainIdx), "val", len(split.Val), "test", test.N,
-		"split_hash", split.Hash)
+	train, trainB, valB, testB := d.train, d.trainB, d.valB, d.testB
+	mean, std := d.norm.Mean, d.norm.Std
+	log.Info("data", "name", train.Name, "train", d.trainCount, "val", len(d.split.Val), "test", d.test.N,
+		"split_hash", d.split.Hash)
 
 	// Model.
 	g, err := buildGraph(cfg, train)
@@ -406,7 +381,52 @@ func makeOptimizer(cfg Config, params []*nn.Param) (nn.Optimizer, error) {
 	return o, nil
 }
 
-func loadOrMakeSplit(path string, train *dataset.Set, cfg Config) (dataset.Split, error) {
+// runData is a run's data: the sets, the recorded split, the normalisation
+// and the batchers over training, validation and test images.
+type runData struct {
+	train, test         *dataset.Set
+	split               dataset.Split
+	norm                dataset.Normalize
+	trainB, valB, testB *dataset.Batcher // valB is nil without a validation split
+	trainCount          int
+}
+
+// prepareData loads the data of a run, makes (or re-reads) the split
+// recorded in dir, and builds the batchers. Training and search share it.
+func prepareData(dir string, cfg Data, seed uint64, batch, evalBatch int) (*runData, error) {
+	d := &runData{}
+	var err error
+	if d.train, d.test, err = dataset.Load(cfg.Name, cfg.Dir); err != nil {
+		return nil, err
+	}
+	if d.split, err = loadOrMakeSplit(filepath.Join(dir, SplitFile), d.train, cfg.ValCount, seed); err != nil {
+		return nil, err
+	}
+	mean, std := d.train.Stats()
+	d.norm = dataset.Normalize{Mean: mean, Std: std}
+	aug := dataset.Augment{CropPad: cfg.Augment.CropPad, Flip: cfg.Augment.Flip, Cutout: cfg.Augment.Cutout}
+	trainIdx := d.split.Train
+	if cfg.Limit > 0 && cfg.Limit < len(trainIdx) {
+		// The split stays whole (so it checks against the set); only the
+		// images trained on are capped, the same ones every time.
+		trainIdx = trainIdx[:cfg.Limit]
+	}
+	d.trainCount = len(trainIdx)
+	if d.trainB, err = dataset.NewBatcher(d.train, trainIdx, batch, aug, d.norm, seed); err != nil {
+		return nil, fmt.Errorf("training data: %w", err)
+	}
+	if len(d.split.Val) > 0 {
+		if d.valB, err = dataset.NewEvalBatcher(d.train, d.split.Val, evalBatch, d.norm); err != nil {
+			return nil, fmt.Errorf("validation data: %w", err)
+		}
+	}
+	if d.testB, err = dataset.NewEvalBatcher(d.test, d.test.Indices(), evalBatch, d.norm); err != nil {
+		return nil, fmt.Errorf("test data: %w", err)
+	}
+	return d, nil
+}
+
+func loadOrMakeSplit(path string, train *dataset.Set, valCount int, seed uint64) (dataset.Split, error) {
 	var s dataset.Split
 	if b, err := os.ReadFile(path); err == nil {
 		if err := json.Unmarshal(b, &s); err != nil {
@@ -417,7 +437,7 @@ func loadOrMakeSplit(path string, train *dataset.Set, cfg Config) (dataset.Split
 		}
 		return s, nil
 	}
-	s, err := dataset.SplitTrainVal(train, cfg.Data.ValCount, cfg.Seed)
+	s, err := dataset.SplitTrainVal(train, valCount, seed)
 	if err != nil {
 		return s, fmt.Errorf("config data.val_count: %w", err)
 	}

@@ -126,3 +126,49 @@ func TestTrainCommandEndToEnd(t *testing.T) {
 		t.Errorf("describe cifar10 preset: %v, output %q", err, out.String())
 	}
 }
+
+// search, then train the derived architecture from scratch, as the README says.
+func TestSearchThenTrainArch(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "search")
+	cfg := writeYAML(t, `data:
+  name: synthetic
+  val_count: 64
+search:
+  space: {input: [1, 28, 28], classes: 10, channels: 2, cells: 3, nodes: 4, stem_multiplier: 1, stem_stride: 2}
+  batch: 32
+  warmup_epochs: 1
+  iterations: 1
+  curvature: mc
+  curvature_batches: 1
+`)
+	var out, errOut bytes.Buffer
+	run := func(args ...string) {
+		t.Helper()
+		root := newRoot("test")
+		root.SetOut(&out)
+		root.SetErr(&errOut)
+		root.SetArgs(args)
+		if err := root.Execute(); err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, errOut.String())
+		}
+	}
+	run("search", "--config", cfg, "--run-dir", dir, "--limit", "128")
+	for _, f := range []string{"arch.json", "decisions.json", pipeline.SearchLogFile, "supernet.safetensors"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Error(err)
+		}
+	}
+	if !strings.Contains(out.String(), "derived:") {
+		t.Errorf("search output %q", out.String())
+	}
+	run("train", "--arch", filepath.Join(dir, "arch.json"), "--data", "synthetic", "--run-dir", filepath.Join(dir, "retrain"),
+		"--epochs", "1", "--limit", "64", "--batch", "32", "--val-count", "64")
+	bad := writeYAML(t, "search:\n  iteratons: 2\n")
+	root := newRoot("test")
+	root.SetOut(&out)
+	root.SetErr(&errOut)
+	root.SetArgs([]string{"search", "--config", bad, "--run-dir", filepath.Join(dir, "bad")})
+	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "iteratons") {
+		t.Errorf("misspelt search key: err = %v, want it named", err)
+	}
+}

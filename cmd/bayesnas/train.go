@@ -62,6 +62,7 @@ uninterrupted one.`,
 	f.Int("batch", 0, "batch size (train.batch)")
 	f.Float64("lr", 0, "base learning rate (train.lr)")
 	f.Int("limit", 0, "use at most this many training images, 0 = all (data.limit)")
+	f.Int("val-count", 0, "training images held out for validation (data.val_count)")
 	return cmd
 }
 
@@ -69,5 +70,5 @@ var trainBinds = []flagKey{
 	{"run-dir", "run_dir"}, {"seed", "seed"}, {"threads", "threads"},
 	{"data", "data.name"}, {"data-dir", "data.dir"}, {"builder", "model.builder"},
 	{"arch", "model.arch"}, {"epochs", "train.epochs"}, {"batch", "train.batch"},
-	{"lr", "train.lr"}, {"limit", "data.limit"},
+	{"lr", "train.lr"}, {"limit", "data.limit"}, {"val-count", "data.val_count"},
 }

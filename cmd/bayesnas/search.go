@@ -1,0 +1,118 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/viper"
+
+	"bayesnas/pipeline"
+	"bayesnas/search"
+)
+
+func newSearchCmd(blasNote string) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "search",
+		Short: "BayesNAS on the proxy cell space: derive an architecture from the data",
+		Long: `Train the proxy (DARTS-style) cell supernet with an architecture weight per
+(edge, op) and a switch per edge, estimate the curvature of the loss in every
+architecture variable, update the hierarchical ARD prior (C, omega, gamma), and
+derive the cells whose gamma_eff stays above the threshold.
+
+The YAML file holds run_dir, seed, threads and data (as for train) and a search:
+section whose keys are those of search_config.json in a finished run (space,
+batch, warmup_epochs, iterations, epochs_per_iteration, lr, arch_lr,
+lambda_switch, lambda_op, curvature: empirical|mc|ggn, curvature_batches,
+derive: {threshold, relative}, prune_threshold, ...). The run directory gets
+arch.json (retrain it with 'bayesnas train --arch'), decisions.json (every edge and
+op with gamma, gamma_eff, omega, curvature, posterior variance), search_log.jsonl,
+the supernet and its weights.`,
+		Example: `  bayesnas search --config configs/search-proxy.yaml
+  bayesnas train --arch runs/search/arch.json --run-dir runs/search-retrain`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadSearchConfig(cmd)
+			if err != nil {
+				return err
+			}
+			log, err := newLogger(cmd)
+			if err != nil {
+				return err
+			}
+			log.Info("bayesnas search", "version", versionString(), "blas", blasNote, "run_dir", cfg.RunDir)
+			res, err := pipeline.Search(cmd.Context(), cfg, pipeline.Options{Log: log})
+			if err != nil {
+				return err
+			}
+			last := res.Log[len(res.Log)-1]
+			fmt.Fprintf(cmd.OutOrStdout(), "derived: live ops %v, sparsity %.2f, val acc %.4f -> %s\n",
+				last.LiveOps, last.Sparsity, last.ValAcc, cfg.RunDir)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.String("config", "", "YAML configuration file")
+	f.String("run-dir", "", "run directory (run_dir)")
+	f.Uint64("seed", 0, "random seed (seed)")
+	f.Int("threads", 0, "worker goroutines, 0 = one per core (threads)")
+	f.String("data", "", "dataset (data.name)")
+	f.String("data-dir", "", "dataset directory (data.dir)")
+	f.Int("limit", 0, "use at most this many training images (data.limit)")
+	return cmd
+}
+
+// loadSearchConfig resolves defaults < YAML < BAYESNAS_* < flags for the run
+// settings, and the search: section over search.DefaultConfig.
+func loadSearchConfig(cmd *cobra.Command) (pipeline.SearchConfig, error) {
+	var cfg pipeline.SearchConfig
+	v := viper.New()
+	defaults := pipeline.Defaults()
+	for _, k := range []string{"seed", "threads", "data.name", "data.dir", "data.val_count",
+		"data.augment.crop_pad", "data.augment.flip", "data.augment.cutout", "data.limit"} {
+		v.SetDefault(k, defaults[k])
+	}
+	v.SetDefault("run_dir", "runs/search")
+	v.SetEnvPrefix("BAYESNAS")
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	if path, _ := cmd.Flags().GetString("config"); path != "" {
+		v.SetConfigFile(path)
+		if err := v.ReadInConfig(); err != nil {
+			return cfg, fmt.Errorf("reading config %s: %w", path, err)
+		}
+	}
+	for _, b := range []flagKey{{"run-dir", "run_dir"}, {"seed", "seed"}, {"threads", "threads"},
+		{"data", "data.name"}, {"data-dir", "data.dir"}, {"limit", "data.limit"}} {
+		if err := v.BindPFlag(b.key, cmd.Flags().Lookup(b.flag)); err != nil {
+			return cfg, err
+		}
+	}
+	var run pipeline.Config
+	if err := v.Unmarshal(&run); err != nil {
+		return cfg, fmt.Errorf("config: %w", err)
+	}
+	cfg = pipeline.SearchConfig{RunDir: run.RunDir, Seed: run.Seed, Threads: run.Threads, Data: run.Data,
+		Search: search.DefaultConfig()}
+	if sec := v.Get("search"); sec != nil {
+		// The search settings are search.Config's JSON form; decoding strictly
+		// over the defaults makes a misspelt key an error.
+		b, err := json.Marshal(sec)
+		if err != nil {
+			return cfg, fmt.Errorf("config: search: %w", err)
+		}
+		dec := json.NewDecoder(strings.NewReader(string(b)))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&cfg.Search); err != nil {
+			return cfg, fmt.Errorf("config: search: %w", err)
+		}
+	}
+	for _, k := range v.AllKeys() {
+		if strings.HasPrefix(k, "search.") || k == "run_dir" || k == "seed" || k == "threads" || strings.HasPrefix(k, "data.") {
+			continue
+		}
+		return cfg, fmt.Errorf("config: unknown key %s", k)
+	}
+	return cfg, nil
+}
