@@ -74,25 +74,9 @@ type flagKey struct{ flag, key string }
 // loadConfig resolves defaults < YAML file < BAYESNAS_* environment < flags.
 func loadConfig(cmd *cobra.Command, binds []flagKey) (pipeline.Config, error) {
 	var cfg pipeline.Config
-	v := viper.New()
-	for k, val := range pipeline.Defaults() {
-		v.SetDefault(k, val)
-	}
-	v.SetEnvPrefix("BAYESNAS")
-	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
-	v.AutomaticEnv()
-	if path, _ := cmd.Flags().GetString("config"); path != "" {
-		v.SetConfigFile(path)
-		if err := v.ReadInConfig(); err != nil {
-			return cfg, fmt.Errorf("reading config %s: %w", path, err)
-		}
-	}
-	for _, b := range binds {
-		if f := cmd.Flags().Lookup(b.flag); f != nil {
-			if err := v.BindPFlag(b.key, f); err != nil {
-				return cfg, err
-			}
-		}
+	v, err := newViper(cmd, pipeline.Defaults(), binds)
+	if err != nil {
+		return cfg, err
 	}
 	if err := v.Unmarshal(&cfg); err != nil {
 		return cfg, fmt.Errorf("config: %w", err)
@@ -101,6 +85,32 @@ func loadConfig(cmd *cobra.Command, binds []flagKey) (pipeline.Config, error) {
 		return cfg, fmt.Errorf("config: unknown keys %s (see configs/demo.yaml for the known ones)", strings.Join(unknown, ", "))
 	}
 	return cfg, cfg.Validate()
+}
+
+// newViper layers defaults < the --config YAML file < BAYESNAS_* environment
+// variables < the flags in binds.
+func newViper(cmd *cobra.Command, defaults map[string]any, binds []flagKey) (*viper.Viper, error) {
+	v := viper.New()
+	for k, val := range defaults {
+		v.SetDefault(k, val)
+	}
+	v.SetEnvPrefix("BAYESNAS")
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	if path, _ := cmd.Flags().GetString("config"); path != "" {
+		v.SetConfigFile(path)
+		if err := v.ReadInConfig(); err != nil {
+			return nil, fmt.Errorf("reading config %s: %w", path, err)
+		}
+	}
+	for _, b := range binds {
+		if f := cmd.Flags().Lookup(b.flag); f != nil {
+			if err := v.BindPFlag(b.key, f); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return v, nil
 }
 
 // unknownKeys lists keys set in the file that no field reads: a typo in a

@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/viper"
 
 	"bayesnas/pipeline"
 	"bayesnas/search"
@@ -67,27 +66,16 @@ the supernet and its weights.`,
 // settings, and the search: section over search.DefaultConfig.
 func loadSearchConfig(cmd *cobra.Command) (pipeline.SearchConfig, error) {
 	var cfg pipeline.SearchConfig
-	v := viper.New()
-	defaults := pipeline.Defaults()
+	all := pipeline.Defaults()
+	defaults := map[string]any{"run_dir": "runs/search"}
 	for _, k := range []string{"seed", "threads", "data.name", "data.dir", "data.val_count",
 		"data.augment.crop_pad", "data.augment.flip", "data.augment.cutout", "data.limit"} {
-		v.SetDefault(k, defaults[k])
+		defaults[k] = all[k]
 	}
-	v.SetDefault("run_dir", "runs/search")
-	v.SetEnvPrefix("BAYESNAS")
-	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
-	v.AutomaticEnv()
-	if path, _ := cmd.Flags().GetString("config"); path != "" {
-		v.SetConfigFile(path)
-		if err := v.ReadInConfig(); err != nil {
-			return cfg, fmt.Errorf("reading config %s: %w", path, err)
-		}
-	}
-	for _, b := range []flagKey{{"run-dir", "run_dir"}, {"seed", "seed"}, {"threads", "threads"},
-		{"data", "data.name"}, {"data-dir", "data.dir"}, {"limit", "data.limit"}} {
-		if err := v.BindPFlag(b.key, cmd.Flags().Lookup(b.flag)); err != nil {
-			return cfg, err
-		}
+	v, err := newViper(cmd, defaults, []flagKey{{"run-dir", "run_dir"}, {"seed", "seed"}, {"threads", "threads"},
+		{"data", "data.name"}, {"data-dir", "data.dir"}, {"limit", "data.limit"}})
+	if err != nil {
+		return cfg, err
 	}
 	var run pipeline.Config
 	if err := v.Unmarshal(&run); err != nil {
