@@ -2,7 +2,6 @@ package models
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"sort"
 	"testing"
 	"time"
@@ -32,29 +31,11 @@ func layerKind(n *Node) string {
 // network's layers of that kind, plus ZeroGrad. Timing every layer adds a
 // clock read per layer, negligible at these sizes.
 func BenchmarkLayerTimesPyramidNetDefault(b *testing.B) {
-	be := cpuBackend(b)
 	g, err := PyramidNet(PyramidNetDefault())
 	if err != nil {
 		b.Fatal(err)
 	}
-	const batch = 64
-	net, err := Compile(g, be, batch)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := InitParams(net, g, 1); err != nil {
-		b.Fatal(err)
-	}
-	rng := rand.New(rand.NewPCG(1, 1))
-	randomize(rng, net.Input.Data)
-	labels := make([]int32, batch)
-	for i := range labels {
-		labels[i] = int32(rng.IntN(10))
-	}
-	opt, err := nn.NewSGD(net.Params, nn.SGDConfig{Momentum: 0.9, WeightDecay: 5e-4, Nesterov: true})
-	if err != nil {
-		b.Fatal(err)
-	}
+	net, labels, opt := defaultPyramidStep(b, 64)
 	var lossFn nn.SoftmaxCrossEntropy
 	fwd := make([]time.Duration, len(net.Layers))
 	bwd := make([]time.Duration, len(net.Layers))

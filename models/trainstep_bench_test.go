@@ -12,29 +12,8 @@ import (
 // Nesterov SGD with weight decay. bench/torch_twin.py times the same step in
 // PyTorch from the same graph file.
 func BenchmarkTrainStepPyramidNetDefault(b *testing.B) {
-	be := cpuBackend(b)
-	g, err := PyramidNet(PyramidNetDefault())
-	if err != nil {
-		b.Fatal(err)
-	}
 	const batch = 64
-	net, err := Compile(g, be, batch)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := InitParams(net, g, 1); err != nil {
-		b.Fatal(err)
-	}
-	rng := rand.New(rand.NewPCG(1, 1))
-	randomize(rng, net.Input.Data)
-	labels := make([]int32, batch)
-	for i := range labels {
-		labels[i] = int32(rng.IntN(10))
-	}
-	opt, err := nn.NewSGD(net.Params, nn.SGDConfig{Momentum: 0.9, WeightDecay: 5e-4, Nesterov: true})
-	if err != nil {
-		b.Fatal(err)
-	}
+	net, labels, opt := defaultPyramidStep(b, batch)
 	var lossFn nn.SoftmaxCrossEntropy
 	step := func() {
 		net.ZeroGrad()
@@ -52,4 +31,33 @@ func BenchmarkTrainStepPyramidNetDefault(b *testing.B) {
 		step()
 	}
 	b.ReportMetric(float64(batch*b.N)/b.Elapsed().Seconds(), "images/s")
+}
+
+// defaultPyramidStep compiles the default PyramidNet for batch images with
+// random inputs and labels and an SGD optimizer: the training step the
+// benchmarks time.
+func defaultPyramidStep(b *testing.B, batch int) (*nn.Network, []int32, nn.Optimizer) {
+	be := cpuBackend(b)
+	g, err := PyramidNet(PyramidNetDefault())
+	if err != nil {
+		b.Fatal(err)
+	}
+	net, err := Compile(g, be, batch)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := InitParams(net, g, 1); err != nil {
+		b.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 1))
+	randomize(rng, net.Input.Data)
+	labels := make([]int32, batch)
+	for i := range labels {
+		labels[i] = int32(rng.IntN(10))
+	}
+	opt, err := nn.NewSGD(net.Params, nn.SGDConfig{Momentum: 0.9, WeightDecay: 5e-4, Nesterov: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return net, labels, opt
 }

@@ -277,6 +277,15 @@ func (s *Space) Update(h map[*nn.Param]float64, eps float64) (clamped int, err e
 	return clamped, nil
 }
 
+// norm is ||a_g||_2 over the group's scalar variables.
+func (g *Group) norm() float64 {
+	var norm2 float64
+	for _, p := range g.Params {
+		norm2 += float64(p.Data[0]) * float64(p.Data[0])
+	}
+	return math.Sqrt(norm2)
+}
+
 // AddPenaltyGrad adds the gradient of sum_g lambda_g*omega_g*||a_g||_2 to
 // the architecture variables' gradients and returns the penalty's value.
 // At a_g = 0 the subgradient 0 is used.
@@ -286,14 +295,10 @@ func (s *Space) AddPenaltyGrad() float64 {
 		if g.Frozen || g.Lambda == 0 {
 			continue
 		}
-		var norm2 float64
-		for _, p := range g.Params {
-			norm2 += float64(p.Data[0]) * float64(p.Data[0])
-		}
-		if norm2 == 0 {
+		norm := g.norm()
+		if norm == 0 {
 			continue
 		}
-		norm := math.Sqrt(norm2)
 		k := g.Lambda * g.Omega
 		total += k * norm
 		for _, p := range g.Params {
@@ -310,11 +315,7 @@ func (s *Space) Penalty() float64 {
 		if g.Frozen || g.Lambda == 0 {
 			continue
 		}
-		var norm2 float64
-		for _, p := range g.Params {
-			norm2 += float64(p.Data[0]) * float64(p.Data[0])
-		}
-		total += g.Lambda * g.Omega * math.Sqrt(norm2)
+		total += g.Lambda * g.Omega * g.norm()
 	}
 	return total
 }
