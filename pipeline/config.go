@@ -93,7 +93,7 @@ func Defaults() map[string]any {
 		"train.milestones":      []int{},
 		"train.gamma":           0.1,
 		"train.label_smoothing": 0.0,
-		"train.eval_batch":      256,
+		"train.eval_batch":      64,
 	}
 }
 
