@@ -3,6 +3,7 @@ package models
 import (
 	"encoding/json"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 
@@ -64,13 +65,13 @@ func TestProxySupernetStructure(t *testing.T) {
 	// Resolution: 8x8 in the normal cell, 4x4 and 2x2 after the reductions;
 	// width doubles at each reduction, the output concatenates 4 nodes.
 	for name, want := range map[string][]int{"cell0.out": {8, 8, 8}, "cell1.out": {16, 4, 4}, "cell2.out": {32, 2, 2}, "head.fc": {3}} {
-		if s := shapes[name]; len(s) != len(want) || !equalInts(s, want) {
+		if s := shapes[name]; len(s) != len(want) || !slices.Equal(s, want) {
 			t.Errorf("%s: shape %v, want %v", name, s, want)
 		}
 	}
 	// Reduction cells: stride 2 on edges from the cell inputs only.
 	for name, want := range map[string][]int{"cell1.e0_2.mix": {4, 4, 4}, "cell1.e2_3.mix": {4, 4, 4}, "cell1.e1_2.skip_connect.bn": {4, 4, 4}} {
-		if s := shapes[name]; !equalInts(s, want) {
+		if s := shapes[name]; !slices.Equal(s, want) {
 			t.Errorf("%s: shape %v, want %v", name, s, want)
 		}
 	}
@@ -84,18 +85,6 @@ func TestProxySupernetStructure(t *testing.T) {
 	if n := g.Node("cell2.pre0.conv"); n == nil || n.Attrs.Stride != 2 {
 		t.Errorf("cell after a reduction must reduce its s0 input: %+v", n)
 	}
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // A tiny supernet compiles and one SGD step on a fixed batch lowers the loss.
@@ -170,7 +159,7 @@ func TestProxyDerivedNetwork(t *testing.T) {
 	shapes, _ := g.InferShapes()
 	// Normal cell keeps nodes 2 and 4 (2 x 2 channels); reductions keep node 3 only (4, then 8 channels).
 	for name, want := range map[string][]int{"cell0.out": {4, 8, 8}, "cell1.e1_3.avg_pool_3x3.pool": {4, 4, 4}, "cell2.e1_3.avg_pool_3x3.pool": {8, 2, 2}, "head.fc": {3}} {
-		if s := shapes[name]; !equalInts(s, want) {
+		if s := shapes[name]; !slices.Equal(s, want) {
 			t.Errorf("%s: shape %v, want %v", name, s, want)
 		}
 	}

@@ -3,6 +3,7 @@ package nn
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -39,21 +40,21 @@ func TestDropoutMask(t *testing.T) {
 			t.Errorf("%d of 10000 dropped, want about 3000", dropped)
 		}
 		l.Forward(true)
-		if d.Step() != 2 || equalData(first, y.Data) {
+		if d.Step() != 2 || slices.Equal(first, y.Data) {
 			t.Errorf("the second step (counter %d) repeated the first mask", d.Step())
 		}
 		d.SetStep(0)
 		l.Forward(true)
-		if !equalData(first, y.Data) {
+		if !slices.Equal(first, y.Data) {
 			t.Errorf("SetStep(0) did not reproduce the first mask")
 		}
 		other, _ := c.Dropout(x, p, 100)
 		other.Forward(true)
-		if equalData(first, other.Output().Data) {
+		if slices.Equal(first, other.Output().Data) {
 			t.Errorf("seeds 99 and 100 gave the same mask")
 		}
 		l.Forward(false)
-		if !equalData(x.Data, y.Data) {
+		if !slices.Equal(x.Data, y.Data) {
 			t.Errorf("eval forward is not the identity")
 		}
 		clear(x.Grad)
@@ -61,22 +62,10 @@ func TestDropoutMask(t *testing.T) {
 			y.Grad[i] = 1
 		}
 		l.Backward()
-		if !equalData(x.Grad, y.Grad) {
+		if !slices.Equal(x.Grad, y.Grad) {
 			t.Errorf("eval backward is not the identity")
 		}
 	}
-}
-
-func equalData(a, b []float32) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestDropPathMask(t *testing.T) {

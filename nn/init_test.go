@@ -3,6 +3,7 @@ package nn
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -30,11 +31,11 @@ func TestHeNormal(t *testing.T) {
 		}
 		q := NewParam("conv.w", Weight, 64, 32, 3, 3)
 		HeNormal(q, tc.mode, rand.New(rand.NewPCG(1, 2)))
-		if !equalData(p.Data, q.Data) {
+		if !slices.Equal(p.Data, q.Data) {
 			t.Errorf("same seed gave different weights")
 		}
 		HeNormal(q, tc.mode, rand.New(rand.NewPCG(1, 3)))
-		if equalData(p.Data, q.Data) {
+		if slices.Equal(p.Data, q.Data) {
 			t.Errorf("different seeds gave the same weights")
 		}
 	}

@@ -3,7 +3,6 @@ package pipeline
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -204,7 +203,7 @@ func Train(ctx context.Context, cfg Config, opt Options) (*Summary, error) {
 			Seconds: secs, ImagesPerSec: float64(images) / secs,
 		}
 		if valB != nil {
-			m.ValLoss, m.ValAcc, err = Evaluate(net, loss, valB)
+			m.ValLoss, m.ValAcc, err = nn.Evaluate(net, loss, valB)
 			if err != nil {
 				return nil, err
 			}
@@ -222,7 +221,7 @@ func Train(ctx context.Context, cfg Config, opt Options) (*Summary, error) {
 	}
 	trainSecs := time.Since(start).Seconds()
 
-	testLoss, testAcc, err := Evaluate(net, loss, testB)
+	testLoss, testAcc, err := nn.Evaluate(net, loss, testB)
 	if err != nil {
 		return nil, err
 	}
@@ -233,7 +232,7 @@ func Train(ctx context.Context, cfg Config, opt Options) (*Summary, error) {
 		InputMean: mean, InputStd: std, Classes: train.ClassNames,
 	}
 	if valB != nil {
-		_, sum.ValAcc, err = Evaluate(net, loss, valB)
+		_, sum.ValAcc, err = nn.Evaluate(net, loss, valB)
 		if err != nil {
 			return nil, err
 		}
@@ -261,37 +260,6 @@ func trainStep(net *nn.Network, loss *nn.SoftmaxCrossEntropy, optim nn.Optimizer
 	net.Backward()
 	optim.Step(lr)
 	return l, correct, nil
-}
-
-// Evaluate returns the mean loss and the accuracy of net over every batch of b
-// (evaluation mode: running BN statistics, no dropout).
-func Evaluate(net *nn.Network, loss *nn.SoftmaxCrossEntropy, b *dataset.Batcher) (float64, float64, error) {
-	b.StartEpoch(0)
-	per := net.Input.PerSample()
-	x := make([]float32, b.BatchSize()*per)
-	labels := make([]int32, b.BatchSize())
-	var lossSum float64
-	var correct, seen int
-	for {
-		n, ok := b.Next(x, labels)
-		if !ok {
-			break
-		}
-		net.SetBatch(n)
-		copy(net.Input.Data, x[:n*per])
-		net.Forward(false)
-		l, c, err := loss.Forward(net.Output, labels[:n])
-		if err != nil {
-			return 0, 0, err
-		}
-		lossSum += l * float64(n)
-		correct += c
-		seen += n
-	}
-	if seen == 0 {
-		return 0, 0, errors.New("evaluate: no images")
-	}
-	return lossSum / float64(seen), float64(correct) / float64(seen), nil
 }
 
 func buildGraph(cfg Config, train *dataset.Set) (*models.Graph, error) {

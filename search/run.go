@@ -101,11 +101,7 @@ func (c Config) Validate() error {
 
 // Batches is a source of training or validation batches
 // (*dataset.Batcher implements it).
-type Batches interface {
-	StartEpoch(epoch int)
-	Next(x []float32, labels []int32) (n int, ok bool)
-	BatchSize() int
-}
+type Batches = nn.Batches
 
 // IterationLog is one line of the search log (JSON lines).
 type IterationLog struct {
@@ -269,8 +265,11 @@ func Run(ctx context.Context, cfg Config, train, val Batches, logw io.Writer) (*
 		}
 		it.ActiveLayers = len(net.Layers)
 		if val != nil {
-			acc, err := evaluate(ctx, net, val, x, labels)
+			_, acc, err := nn.Evaluate(net, &lossFn, val)
 			if err != nil {
+				return fmt.Errorf("search: validation: %w", err)
+			}
+			if err := ctx.Err(); err != nil {
 				return err
 			}
 			it.ValAcc = acc
@@ -342,38 +341,6 @@ func Run(ctx context.Context, cfg Config, train, val Batches, logw io.Writer) (*
 		return nil, err
 	}
 	return r, nil
-}
-
-// evaluate returns the accuracy over every batch of b (BN in eval mode).
-func evaluate(ctx context.Context, net *nn.Network, b Batches, x []float32, labels []int32) (float64, error) {
-	b.StartEpoch(0)
-	var correct, seen int
-	loss := nn.SoftmaxCrossEntropy{}
-	for {
-		if err := ctx.Err(); err != nil {
-			return 0, err
-		}
-		n, ok := b.Next(x, labels)
-		if !ok {
-			break
-		}
-		if n > len(labels) {
-			return 0, fmt.Errorf("search: validation batch of %d, network compiled for %d", n, len(labels))
-		}
-		net.SetBatch(n)
-		copy(net.Input.Data, x[:n*net.Input.PerSample()])
-		net.Forward(false)
-		_, c, err := loss.Forward(net.Output, labels[:n])
-		if err != nil {
-			return 0, fmt.Errorf("search: validation: %w", err)
-		}
-		correct += c
-		seen += n
-	}
-	if seen == 0 {
-		return 0, errors.New("search: no validation samples")
-	}
-	return float64(correct) / float64(seen), nil
 }
 
 // meanGammaByOp averages gamma over the groups of each op kind.
