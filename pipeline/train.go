@@ -162,6 +162,8 @@ func Train(ctx context.Context, cfg Config, opt Options) (*Summary, error) {
 	labels := make([]int32, cfg.Train.Batch)
 	start := time.Now()
 	prog := newProgress(opt.Progress, opt.TTY)
+	var finalVal float64
+	var haveVal bool
 	for epoch := st.Epoch; epoch < cfg.Train.Epochs; epoch++ {
 		trainB.StartEpoch(epoch)
 		if st.Batch > 0 {
@@ -204,6 +206,7 @@ func Train(ctx context.Context, cfg Config, opt Options) (*Summary, error) {
 		}
 		if valB != nil {
 			m.ValLoss, m.ValAcc, err = nn.Evaluate(net, loss, valB)
+			finalVal, haveVal = m.ValAcc, true
 			if err != nil {
 				return nil, err
 			}
@@ -231,9 +234,11 @@ func Train(ctx context.Context, cfg Config, opt Options) (*Summary, error) {
 		Threads: be.Pool.Workers(), GoVersion: runtime.Version(),
 		InputMean: mean, InputStd: std, Classes: train.ClassNames,
 	}
-	if valB != nil {
-		_, sum.ValAcc, err = nn.Evaluate(net, loss, valB)
-		if err != nil {
+	// The last epoch already measured the final weights on the validation
+	// set; only a run resumed after its last epoch has to measure them here.
+	sum.ValAcc = finalVal
+	if valB != nil && !haveVal {
+		if _, sum.ValAcc, err = nn.Evaluate(net, loss, valB); err != nil {
 			return nil, err
 		}
 	}

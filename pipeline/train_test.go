@@ -3,6 +3,7 @@ package pipeline
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -56,6 +57,14 @@ func TestTrainWritesRunDirectory(t *testing.T) {
 	}
 	if sum.TestAcc <= 0 || sum.TestAcc > 1 || sum.Params <= 0 {
 		t.Errorf("implausible summary %+v", sum)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	var last EpochMetrics
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &last); err != nil {
+		t.Fatal(err)
+	}
+	if sum.ValAcc != last.ValAcc || sum.ValAcc == 0 {
+		t.Errorf("summary val_acc %v, last epoch's %v: want the same measurement of the final weights", sum.ValAcc, last.ValAcc)
 	}
 	// A second plain run into the same directory must refuse, not overwrite.
 	if _, err := Train(context.Background(), tinyConfig(dir), Options{}); err == nil || !strings.Contains(err.Error(), "--resume") {
