@@ -370,3 +370,52 @@ func (l *bnLayer) setAssign(x *Value, on bool) bool {
 	l.assignX = on
 	return true
 }
+
+// MomentumSetter is a layer with running statistics whose update rate can
+// be changed: BN recalibration (RecalibrateBN) averages the statistics of
+// several batches exactly by setting momentum 1/(k+1) for batch k.
+type MomentumSetter interface {
+	Momentum() float32
+	SetMomentum(m float32)
+}
+
+func (l *bnLayer) Momentum() float32     { return l.a.Momentum }
+func (l *bnLayer) SetMomentum(m float32) { l.a.Momentum = m }
+
+// RecalibrateBN replaces the running statistics of every batch-norm layer
+// of net by their plain average over the batches next yields (forward
+// passes in training mode; nothing else changes), then restores each
+// layer's momentum. Weight-sharing supernets need this: their running
+// statistics, averaged along a trajectory whose architecture weights keep
+// moving, can be far from the statistics of the current network, and
+// evaluation mode then gives logits tens of times too large. It returns
+// the number of batches used.
+func RecalibrateBN(net *Network, next func(x []float32) (n int, ok bool)) int {
+	var bns []MomentumSetter
+	for _, l := range net.Layers {
+		if m, ok := l.(MomentumSetter); ok {
+			bns = append(bns, m)
+		}
+	}
+	saved := make([]float32, len(bns))
+	for i, b := range bns {
+		saved[i] = b.Momentum()
+	}
+	k := 0
+	for {
+		n, ok := next(net.Input.Data[:cap(net.Input.Data)])
+		if !ok || n == 0 {
+			break
+		}
+		net.SetBatch(n)
+		for _, b := range bns {
+			b.SetMomentum(1 / float32(k+1))
+		}
+		net.Forward(true)
+		k++
+	}
+	for i, b := range bns {
+		b.SetMomentum(saved[i])
+	}
+	return k
+}

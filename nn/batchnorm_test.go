@@ -211,3 +211,60 @@ func TestDeterministicAcrossWorkers(t *testing.T) {
 		}
 	}
 }
+
+// RecalibrateBN leaves exactly the average of the batches' means and
+// unbiased variances, whatever the running statistics were, and restores
+// the momentum.
+func TestRecalibrateBN(t *testing.T) {
+	c := testBackends()[0]
+	rng := rand.New(rand.NewPCG(21, 22))
+	f := newBN(t, c, rng, 4, 3, 2, 2)
+	net := &Network{Input: f.x, Output: f.l.Output(), Layers: []Layer{f.l}, Values: []*Value{f.x, f.l.Output()}}
+	batches := [][]float32{}
+	for b := 0; b < 3; b++ {
+		x := make([]float32, len(f.x.Data))
+		for i := range x {
+			x[i] = float32(rng.NormFloat64())*float32(b+1) + float32(b)
+		}
+		batches = append(batches, x)
+	}
+	k := 0
+	used := RecalibrateBN(net, func(x []float32) (int, bool) {
+		if k == len(batches) {
+			return 0, false
+		}
+		copy(x, batches[k])
+		k++
+		return 4, true
+	})
+	if used != 3 || f.l.(MomentumSetter).Momentum() != 0.1 {
+		t.Fatalf("used %d batches, momentum left at %g", used, f.l.(MomentumSetter).Momentum())
+	}
+	for ch := 0; ch < 3; ch++ {
+		var wantMean, wantVar float64
+		for _, x := range batches {
+			var s, q float64
+			var vals []float64
+			for n := 0; n < 4; n++ {
+				for p := 0; p < 4; p++ {
+					vals = append(vals, float64(x[(n*3+ch)*4+p]))
+				}
+			}
+			for _, v := range vals {
+				s += v
+			}
+			m := s / float64(len(vals))
+			for _, v := range vals {
+				q += (v - m) * (v - m)
+			}
+			wantMean += m / 3
+			wantVar += q / float64(len(vals)-1) / 3
+		}
+		if got := float64(f.runMean.Data[ch]); math.Abs(got-wantMean) > 1e-5 {
+			t.Errorf("channel %d: running mean %g, want %g", ch, got, wantMean)
+		}
+		if got := float64(f.runVar.Data[ch]); math.Abs(got-wantVar) > 1e-4*wantVar {
+			t.Errorf("channel %d: running var %g, want %g", ch, got, wantVar)
+		}
+	}
+}

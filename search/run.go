@@ -36,8 +36,15 @@ type Config struct {
 	// clips at 5): with architecture weights starting at 1 the supernet sums
 	// every op of every edge, and its first steps are large. 0 disables.
 	GradClip float64 `json:"grad_clip"`
-	// Architecture variables: plain SGD (their only regulariser is the penalty).
-	ArchLR float64 `json:"arch_lr"`
+	// Architecture variables: their only regulariser is the penalty. Adam
+	// (betas 0.5, 0.999 as DARTS) is the default: the curvature of the mean
+	// loss in an architecture variable is small (1e-3 to 1e-1), so plain SGD
+	// at any stable rate needs 1/(lr*H) ~ 1e4-1e5 steps to move a variable to
+	// where the penalty balances the data, far more than the few epochs of a
+	// search; Adam's per-variable scaling gets there in one epoch and keeps
+	// the stationary points (so lambda keeps its meaning). "sgd" is plain SGD.
+	ArchOptimizer string  `json:"arch_optimizer"`
+	ArchLR        float64 `json:"arch_lr"`
 
 	LambdaSwitch float64 `json:"lambda_switch"`
 	LambdaOp     float64 `json:"lambda_op"`
@@ -47,6 +54,13 @@ type Config struct {
 	// CurvatureBatches caps the training batches the curvature is estimated
 	// on per iteration; 0 uses every batch.
 	CurvatureBatches int `json:"curvature_batches"`
+
+	// BNRecalBatches: before the curvature and each validation the running
+	// statistics of every BN are recomputed as the plain average over this
+	// many training batches with the current weights (nn.RecalibrateBN);
+	// the curvature is taken in evaluation mode, and running statistics
+	// averaged along the search's trajectory can be far off. 0 disables.
+	BNRecalBatches int `json:"bn_recal_batches"`
 
 	Derive DeriveConfig `json:"derive"`
 	// PruneThreshold freezes (at exactly zero, no longer computed) every
@@ -59,9 +73,10 @@ type Config struct {
 // DefaultConfig is a small search on the default proxy supernet.
 func DefaultConfig() Config {
 	return Config{Space: models.ProxySupernetDefault(), Seed: 1, Batch: 64, WarmupEpochs: 1, Iterations: 3,
-		EpochsPerIteration: 1, LR: 0.025, Momentum: 0.9, WeightDecay: 3e-4, GradClip: 5, ArchLR: 0.01,
+		EpochsPerIteration: 1, LR: 0.025, Momentum: 0.9, WeightDecay: 3e-4, GradClip: 5, ArchOptimizer: "adam", ArchLR: 0.01,
 		LambdaSwitch: 0.01, LambdaOp: 0.01, OmegaEps: 1e-8, Curvature: MonteCarloFisher,
-		Derive: DeriveConfig{Threshold: 0.1, Relative: true}}
+		BNRecalBatches: 10,
+		Derive:         DeriveConfig{Threshold: 0.1, Relative: true}}
 }
 
 // Validate names the first bad field.
@@ -85,8 +100,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("search config: lambda_switch = %g and lambda_op = %g must be >= 0", c.LambdaSwitch, c.LambdaOp)
 	case !(c.OmegaEps > 0):
 		return fmt.Errorf("search config: omega_eps = %g, want > 0", c.OmegaEps)
+	case c.ArchOptimizer != "adam" && c.ArchOptimizer != "sgd":
+		return fmt.Errorf("search config: arch_optimizer = %q, want adam or sgd", c.ArchOptimizer)
 	case c.CurvatureBatches < 0:
 		return fmt.Errorf("search config: curvature_batches = %d, want >= 0", c.CurvatureBatches)
+	case c.BNRecalBatches < 0:
+		return fmt.Errorf("search config: bn_recal_batches = %d, want >= 0", c.BNRecalBatches)
 	case !(c.PruneThreshold >= 0):
 		return fmt.Errorf("search config: prune_threshold = %g, want >= 0", c.PruneThreshold)
 	}
@@ -175,7 +194,12 @@ func Run(ctx context.Context, cfg Config, train, val Batches, logw io.Writer) (*
 	if err != nil {
 		return nil, fmt.Errorf("search: %w", err)
 	}
-	optA, err := nn.NewSGD(arch, nn.SGDConfig{})
+	var optA nn.Optimizer
+	if cfg.ArchOptimizer == "adam" {
+		optA, err = nn.NewAdam(arch, nn.AdamConfig{Beta1: 0.5, Beta2: 0.999, Eps: 1e-8})
+	} else {
+		optA, err = nn.NewSGD(arch, nn.SGDConfig{})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("search: %w", err)
 	}
@@ -234,6 +258,25 @@ func Run(ctx context.Context, cfg Config, train, val Batches, logw io.Writer) (*
 			return 0, 0, errors.New("search: an epoch of training data had no samples")
 		}
 		return lossSum / float64(seen), float64(correct) / float64(seen), nil
+	}
+
+	// recalibrate resets the BN statistics on the first BNRecalBatches
+	// batches of a fresh order of the training data.
+	recalibrate := func() {
+		if cfg.BNRecalBatches == 0 {
+			return
+		}
+		train.StartEpoch(epoch)
+		b := 0
+		nn.RecalibrateBN(net, func(in []float32) (int, bool) {
+			if b == cfg.BNRecalBatches {
+				return 0, false
+			}
+			b++
+			n, ok := train.Next(x, labels)
+			copy(in, x[:n*net.Input.PerSample()])
+			return n, ok
+		})
 	}
 
 	logLine := func(it IterationLog) error {
@@ -296,6 +339,7 @@ func Run(ctx context.Context, cfg Config, train, val Batches, logw io.Writer) (*
 		}
 	}
 	it.TrainSeconds = time.Since(t0).Seconds()
+	recalibrate()
 	if err := logLine(it); err != nil {
 		return nil, err
 	}
@@ -309,6 +353,7 @@ func Run(ctx context.Context, cfg Config, train, val Batches, logw io.Writer) (*
 		}
 		it.TrainSeconds = time.Since(t0).Seconds()
 		t1 := time.Now()
+		recalibrate()
 		curv.Reset()
 		train.StartEpoch(epoch) // a fresh order, not the last epoch's
 		for b := 0; cfg.CurvatureBatches == 0 || b < cfg.CurvatureBatches; b++ {
@@ -330,6 +375,7 @@ func Run(ctx context.Context, cfg Config, train, val Batches, logw io.Writer) (*
 		it.CurvSeconds = time.Since(t1).Seconds()
 		if cfg.PruneThreshold > 0 && space.freezeBelow(cfg.PruneThreshold) > 0 {
 			pr.apply(space)
+			recalibrate()
 		}
 		if err := logLine(it); err != nil {
 			return nil, err

@@ -1,0 +1,338 @@
+package search
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+
+	"bayesnas/dataset"
+	"bayesnas/models"
+	"bayesnas/nn"
+)
+
+// Planted architectures: a teacher network built from a known random cell
+// labels random inputs, and the search must find the teacher's edges and
+// ops from those labels alone.
+
+// plantedSpace is the small space the planted tests search: 2 intermediate
+// nodes (5 edges per cell), 4 candidate ops, 1 normal + 2 reduction cells.
+func plantedSpace() models.ProxyConfig {
+	classes := 4
+	if v := os.Getenv("CLASSES"); v != "" {
+		classes, _ = strconv.Atoi(v)
+	}
+	return models.ProxyConfig{Input: [3]int{1, 8, 8}, Classes: classes, Channels: 4, Cells: 3, Nodes: 2,
+		StemMultiplier: 1, StemStride: 1,
+		Ops: []string{models.ProxySep3, models.ProxyMax3, models.ProxyAvg3, models.ProxySkip}}
+}
+
+// randomCell gives every intermediate node one in-edge with one op, chosen
+// at random: a sparse cell whose every node is used.
+func randomCell(rng *rand.Rand, nodes int, ops []string) []models.ProxyEdge {
+	var edges []models.ProxyEdge
+	for k := 2; k < nodes+2; k++ {
+		edges = append(edges, models.ProxyEdge{From: rng.IntN(k), To: k, Ops: []string{ops[rng.IntN(len(ops))]}})
+	}
+	return edges
+}
+
+// plantedTeacher builds the teacher's derived network.
+func plantedTeacher(seed uint64) models.ProxyConfig {
+	cfg := plantedSpace()
+	rng := rand.New(rand.NewPCG(seed, 0x7ea))
+	cfg.Normal = randomCell(rng, cfg.Nodes, cfg.Ops)
+	cfg.Reduce = randomCell(rng, cfg.Nodes, cfg.Ops)
+	return cfg
+}
+
+// plantedSet labels n random images with the teacher (random
+// weights from seed, BN in eval mode). The logits are centred per class
+// over the set before the argmax, so the classes are balanced.
+func plantedSet(t testing.TB, teacher models.ProxyConfig, n int, seed, inputSeed uint64) *dataset.Set {
+	t.Helper()
+	g, _, err := models.ProxyNetwork(teacher)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const batch = 64
+	net, err := models.Compile(g, nn.NewCPU(nn.DefaultGemm(), 2), batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := models.InitParams(net, g, seed); err != nil {
+		t.Fatal(err)
+	}
+	c, h, w := teacher.Input[0], teacher.Input[1], teacher.Input[2]
+	per := c * h * w
+	set := &dataset.Set{Name: "planted", Images: make([]uint8, n*per), Labels: make([]uint8, n),
+		N: n, C: c, H: h, W: w, Classes: teacher.Classes}
+	for i := range teacher.Classes {
+		set.ClassNames = append(set.ClassNames, fmt.Sprint(i))
+	}
+	// Smooth random images (a random 3x3 grid of levels, bilinearly
+	// upsampled, plus a little noise): a random teacher's labels of white
+	// noise are too hard to learn for a small student (60 % at best).
+	rng := rand.New(rand.NewPCG(inputSeed, 0x1ab))
+	{
+		for i := 0; i < n*c; i++ {
+			var grid [9]float64
+			for j := range grid {
+				grid[j] = 255 * rng.Float64()
+			}
+			for y := 0; y < h; y++ {
+				fy := float64(y) * 2 / float64(h-1)
+				gy := min(int(fy), 1)
+				ty := fy - float64(gy)
+				for x := 0; x < w; x++ {
+					fx := float64(x) * 2 / float64(w-1)
+					gx := min(int(fx), 1)
+					tx := fx - float64(gx)
+					v := grid[gy*3+gx]*(1-tx)*(1-ty) + grid[gy*3+gx+1]*tx*(1-ty) + grid[(gy+1)*3+gx]*(1-tx)*ty + grid[(gy+1)*3+gx+1]*tx*ty
+					v += 20 * rng.NormFloat64()
+					set.Images[i*h*w+y*w+x] = uint8(math.Max(0, math.Min(255, v)))
+				}
+			}
+		}
+	}
+	k := teacher.Classes
+	logits := make([]float64, n*k)
+	for s := 0; s < n; s += batch {
+		m := min(batch, n-s)
+		net.SetBatch(m)
+		for i := range m * per {
+			net.Input.Data[i] = (float32(set.Images[s*per+i]) - 127.5) / 73.9
+		}
+		net.Forward(false)
+		for i := range m * k {
+			logits[s*k+i] = float64(net.Output.Data[i])
+		}
+	}
+	mean := make([]float64, k)
+	for i, v := range logits {
+		mean[i%k] += v / float64(n)
+	}
+	for i := range n {
+		best := 0
+		for j := range k {
+			if logits[i*k+j]-mean[j] > logits[i*k+best]-mean[best] {
+				best = j
+			}
+		}
+		set.Labels[i] = uint8(best)
+	}
+	return set
+}
+
+// plantedRun searches on set with cfg (its Space is the planted space).
+func plantedRun(t testing.TB, cfg Config, set *dataset.Set, nTrain int) *Result {
+	t.Helper()
+	idx := set.Indices()
+	norm := dataset.Normalize{Mean: []float32{127.5}, Std: []float32{73.9}}
+	train, err := dataset.NewBatcher(set, idx[:nTrain], cfg.Batch, dataset.Augment{}, norm, cfg.Seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	val, err := dataset.NewEvalBatcher(set, idx[nTrain:], cfg.Batch, norm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Run(context.Background(), cfg, train, val, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func plantedConfig(seed uint64) Config {
+	cfg := DefaultConfig()
+	cfg.Space = plantedSpace()
+	cfg.Seed = seed
+	cfg.Batch = 32
+	cfg.Workers = 2
+	cfg.CurvatureBatches = 8
+	return cfg
+}
+
+// recovery compares the derived cells with the teacher's (edge, op) pairs.
+func recovery(teacher models.ProxyConfig, d *Derivation) (precision, recall float64, kept int) {
+	type key struct {
+		cell     string
+		from, to int
+		op       string
+	}
+	want := map[key]bool{}
+	for _, c := range []struct {
+		name  string
+		edges []models.ProxyEdge
+	}{{Normal, teacher.Normal}, {Reduce, teacher.Reduce}} {
+		for _, e := range c.edges {
+			for _, op := range e.Ops {
+				want[key{c.name, e.From, e.To, op}] = true
+			}
+		}
+	}
+	hit := 0
+	for _, c := range []struct {
+		name  string
+		edges []models.ProxyEdge
+	}{{Normal, d.Normal}, {Reduce, d.Reduce}} {
+		for _, e := range c.edges {
+			for _, op := range e.Ops {
+				kept++
+				if want[key{c.name, e.From, e.To, op}] {
+					hit++
+				}
+			}
+		}
+	}
+	if kept > 0 {
+		precision = float64(hit) / float64(kept)
+	}
+	return precision, float64(hit) / float64(len(want)), kept
+}
+
+// opRanking is the gamma_eff of every op group, in Groups order.
+func opRanking(s *Space) []float64 {
+	var v []float64
+	for _, g := range s.Groups {
+		if g.Kind == Op {
+			v = append(v, g.GammaEff)
+		}
+	}
+	return v
+}
+
+// spearman is the rank correlation of two equally long samples (average
+// ranks for ties).
+func spearman(a, b []float64) float64 {
+	ra, rb := ranks(a), ranks(b)
+	var ma, mb float64
+	for i := range ra {
+		ma += ra[i]
+		mb += rb[i]
+	}
+	ma /= float64(len(ra))
+	mb /= float64(len(rb))
+	var sab, saa, sbb float64
+	for i := range ra {
+		sab += (ra[i] - ma) * (rb[i] - mb)
+		saa += (ra[i] - ma) * (ra[i] - ma)
+		sbb += (rb[i] - mb) * (rb[i] - mb)
+	}
+	return sab / math.Sqrt(saa*sbb)
+}
+
+func ranks(v []float64) []float64 {
+	idx := make([]int, len(v))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.SliceStable(idx, func(i, j int) bool { return v[idx[i]] < v[idx[j]] })
+	r := make([]float64, len(v))
+	for i := 0; i < len(idx); {
+		j := i
+		for j+1 < len(idx) && v[idx[j+1]] == v[idx[i]] {
+			j++
+		}
+		for k := i; k <= j; k++ {
+			r[idx[k]] = float64(i+j) / 2
+		}
+		i = j + 1
+	}
+	return r
+}
+
+func TestSpearman(t *testing.T) {
+	if r := spearman([]float64{1, 2, 3, 4}, []float64{10, 20, 30, 40}); math.Abs(r-1) > 1e-12 {
+		t.Errorf("identical order: %g", r)
+	}
+	if r := spearman([]float64{1, 2, 3, 4}, []float64{4, 3, 2, 1}); math.Abs(r+1) > 1e-12 {
+		t.Errorf("reversed order: %g", r)
+	}
+	if r := spearman([]float64{1, 1, 2}, []float64{5, 5, 7}); math.Abs(r-1) > 1e-12 {
+		t.Errorf("ties: %g", r)
+	}
+}
+
+// TestPlantedExplore prints recovery over seeds; it is a measurement, run
+// with -run PlantedExplore -v.
+func TestPlantedExplore(t *testing.T) {
+	if testing.Short() || os.Getenv("BAYESNAS_EXPLORE") == "" {
+		t.Skip("measurement: set BAYESNAS_EXPLORE=1")
+	}
+	lambdas := []float64{0.01}
+	if v := os.Getenv("LAMBDAS"); v != "" {
+		lambdas = nil
+		for _, f := range strings.Split(v, ",") {
+			x, _ := strconv.ParseFloat(f, 64)
+			lambdas = append(lambdas, x)
+		}
+	}
+	verbose := os.Getenv("VERBOSE") != ""
+	for _, lam := range lambdas {
+		for seed := uint64(1); seed <= 3; seed++ {
+			teacher := plantedTeacher(seed)
+			n := 2048
+			if v := os.Getenv("N"); v != "" {
+				n, _ = strconv.Atoi(v)
+			}
+			set := plantedSet(t, teacher, n, seed, seed)
+			cfg := plantedConfig(seed)
+			cfg.LambdaOp, cfg.LambdaSwitch = lam, lam
+			if v := os.Getenv("ITERS"); v != "" {
+				cfg.Iterations, _ = strconv.Atoi(v)
+			}
+			if v := os.Getenv("ARCHLR"); v != "" {
+				cfg.ArchLR, _ = strconv.ParseFloat(v, 64)
+			}
+			if v := os.Getenv("PRUNE"); v != "" {
+				cfg.PruneThreshold, _ = strconv.ParseFloat(v, 64)
+			}
+			r := plantedRun(t, cfg, set, n*3/4)
+			t.Logf("lambda %g", lam)
+			p, rc, kept := recovery(teacher, r.Derivation)
+			last := r.Log[len(r.Log)-1]
+			t.Logf("seed %d: teacher normal %v reduce %v", seed, teacher.Normal, teacher.Reduce)
+			t.Logf("  derived normal %v reduce %v", r.Derivation.Normal, r.Derivation.Reduce)
+			t.Logf("  precision %.2f recall %.2f kept %d val %.3f", p, rc, kept, last.ValAcc)
+			for _, l := range r.Log {
+				t.Logf("  it %d loss %.4f train %.3f val %.3f penalty %.4g", l.Iteration, l.TrainLoss, l.TrainAcc, l.ValAcc, l.Penalty)
+			}
+			for _, g := range r.Space.Groups {
+				if !verbose {
+					break
+				}
+				t.Logf("    %-28s a=%v gamma %.4g eff %.4g omega %.3g H %v", g.Name, g.Values(), g.Gamma, g.GammaEff, g.Omega, g.H)
+			}
+		}
+	}
+}
+
+// TestDecisionsFollowData measures how much the gamma ranking depends on
+// the labels versus on the search's seed: the same inputs labelled by two
+// different teachers, and the same labels searched with two seeds.
+func TestDecisionsFollowData(t *testing.T) {
+	if os.Getenv("BAYESNAS_EXPLORE") == "" {
+		t.Skip("measurement: set BAYESNAS_EXPLORE=1")
+	}
+	run := func(teacherSeed, searchSeed uint64) []float64 {
+		teacher := plantedTeacher(teacherSeed)
+		set := plantedSet(t, teacher, 2048, teacherSeed, 99)
+		cfg := plantedConfig(searchSeed)
+		r := plantedRun(t, cfg, set, 1536)
+		return opRanking(r.Space)
+	}
+	base := run(1, 1)
+	for _, c := range []struct {
+		what          string
+		teacher, seed uint64
+	}{{"other seed", 1, 2}, {"other seed", 1, 3}, {"other labels", 2, 1}, {"other labels", 3, 1}} {
+		t.Logf("%s (teacher %d, seed %d): rank correlation %.3f", c.what, c.teacher, c.seed, spearman(base, run(c.teacher, c.seed)))
+	}
+}
