@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -29,7 +30,14 @@ func plantedSpace() models.ProxyConfig {
 	}
 	return models.ProxyConfig{Input: [3]int{1, 8, 8}, Classes: classes, Channels: 4, Cells: 3, Nodes: 2,
 		StemMultiplier: 1, StemStride: 1,
-		Ops: []string{models.ProxySep3, models.ProxyMax3, models.ProxyAvg3, models.ProxySkip}}
+		Ops: plantedOps()}
+}
+
+func plantedOps() []string {
+	if os.Getenv("NOSEP") != "" {
+		return []string{models.ProxyMax3, models.ProxyAvg3, models.ProxySkip}
+	}
+	return []string{models.ProxySep3, models.ProxyMax3, models.ProxyAvg3, models.ProxySkip}
 }
 
 // randomCell gives every intermediate node one in-edge with one op, chosen
@@ -54,8 +62,9 @@ func plantedTeacher(seed uint64) models.ProxyConfig {
 // plantedSet labels n random images with the teacher (random
 // weights from seed, BN in eval mode). The logits are centred per class
 // over the set before the argmax, so the classes are balanced.
-func plantedSet(t testing.TB, teacher models.ProxyConfig, n int, seed, inputSeed uint64) *dataset.Set {
+func plantedSet(t testing.TB, teacher models.ProxyConfig, want int, seed, inputSeed uint64) *dataset.Set {
 	t.Helper()
+	n := 2 * want
 	g, _, err := models.ProxyNetwork(teacher)
 	if err != nil {
 		t.Fatal(err)
@@ -114,6 +123,7 @@ func plantedSet(t testing.TB, teacher models.ProxyConfig, n int, seed, inputSeed
 		}
 	}
 	mean := make([]float64, k)
+	margin := make([]float64, n)
 	for i, v := range logits {
 		mean[i%k] += v / float64(n)
 	}
@@ -125,8 +135,28 @@ func plantedSet(t testing.TB, teacher models.ProxyConfig, n int, seed, inputSeed
 			}
 		}
 		set.Labels[i] = uint8(best)
+		second := math.Inf(-1)
+		for j := range k {
+			if j != best {
+				second = math.Max(second, logits[i*k+j]-mean[j])
+			}
+		}
+		margin[i] = logits[i*k+best] - mean[best] - second
 	}
-	return set
+	// Keep the half with the clearest teacher decision: labels on the
+	// boundary are noise for any student.
+	order := make([]int, n)
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool { return margin[order[a]] > margin[order[b]] })
+	keep := order[:want]
+	slices.Sort(keep)
+	sub, err := set.Subset("planted", keep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sub
 }
 
 // plantedRun searches on set with cfg (its Space is the planted space).
@@ -195,6 +225,49 @@ func recovery(teacher models.ProxyConfig, d *Derivation) (precision, recall floa
 		precision = float64(hit) / float64(kept)
 	}
 	return precision, float64(hit) / float64(len(want)), kept
+}
+
+// teacherAUC is the probability that an op of the teacher has a larger
+// gamma_eff than an op the teacher does not use, over pairs in the same
+// cell type (0.5: no better than chance; ties count half).
+func teacherAUC(teacher models.ProxyConfig, s *Space) float64 {
+	in := func(edges []models.ProxyEdge, g *Group) bool {
+		for _, e := range edges {
+			if e.From == g.From && e.To == g.To && slices.Contains(e.Ops, g.Op) {
+				return true
+			}
+		}
+		return false
+	}
+	var wins, pairs float64
+	for _, ct := range []struct {
+		name  string
+		edges []models.ProxyEdge
+	}{{Normal, teacher.Normal}, {Reduce, teacher.Reduce}} {
+		var pos, neg []float64
+		for _, g := range s.Groups {
+			if g.Kind != Op || g.CellType != ct.name {
+				continue
+			}
+			if in(ct.edges, g) {
+				pos = append(pos, g.GammaEff)
+			} else {
+				neg = append(neg, g.GammaEff)
+			}
+		}
+		for _, p := range pos {
+			for _, n := range neg {
+				pairs++
+				switch {
+				case p > n:
+					wins++
+				case p == n:
+					wins += 0.5
+				}
+			}
+		}
+	}
+	return wins / pairs
 }
 
 // opRanking is the gamma_eff of every op group, in Groups order.
@@ -300,7 +373,7 @@ func TestPlantedExplore(t *testing.T) {
 			last := r.Log[len(r.Log)-1]
 			t.Logf("seed %d: teacher normal %v reduce %v", seed, teacher.Normal, teacher.Reduce)
 			t.Logf("  derived normal %v reduce %v", r.Derivation.Normal, r.Derivation.Reduce)
-			t.Logf("  precision %.2f recall %.2f kept %d val %.3f", p, rc, kept, last.ValAcc)
+			t.Logf("  precision %.2f recall %.2f kept %d val %.3f AUC %.3f", p, rc, kept, last.ValAcc, teacherAUC(teacher, r.Space))
 			for _, l := range r.Log {
 				t.Logf("  it %d loss %.4f train %.3f val %.3f penalty %.4g", l.Iteration, l.TrainLoss, l.TrainAcc, l.ValAcc, l.Penalty)
 			}
