@@ -62,10 +62,20 @@ func plantedTeacher(seed uint64) models.ProxyConfig {
 // plantedSet labels n random images with the teacher (random
 // weights from seed, BN in eval mode). The logits are centred per class
 // over the set before the argmax, so the classes are balanced.
-func plantedSet(t testing.TB, teacher models.ProxyConfig, want int, seed, inputSeed uint64) *dataset.Set {
+//
+// With oracle set the teacher is the supernet itself with its
+// architecture variables at the teacher cell's indicator (1 on the
+// teacher's switches and ops, 0 elsewhere) and its BN statistics
+// recalibrated on the images: a search with the same seed starts from the
+// teacher's exact weights and only has to find the variables.
+func plantedSet(t testing.TB, teacher models.ProxyConfig, want int, seed, inputSeed uint64, oracle bool) *dataset.Set {
 	t.Helper()
 	n := 2 * want
-	g, _, err := models.ProxyNetwork(teacher)
+	arch := teacher
+	if oracle {
+		arch.Search, arch.Normal, arch.Reduce = true, nil, nil
+	}
+	g, ps, err := models.ProxyNetwork(arch)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,6 +86,9 @@ func plantedSet(t testing.TB, teacher models.ProxyConfig, want int, seed, inputS
 	}
 	if err := models.InitParams(net, g, seed); err != nil {
 		t.Fatal(err)
+	}
+	if oracle {
+		setIndicator(t, net, ps, teacher)
 	}
 	c, h, w := teacher.Input[0], teacher.Input[1], teacher.Input[2]
 	per := c * h * w
@@ -109,13 +122,27 @@ func plantedSet(t testing.TB, teacher models.ProxyConfig, want int, seed, inputS
 			}
 		}
 	}
+	if oracle {
+		b := 0
+		nn.RecalibrateBN(net, func(in []float32) (int, bool) {
+			if b >= n {
+				return 0, false
+			}
+			m := min(batch, n-b)
+			for i := range m * per {
+				in[i] = plantedPixel(set.Images[b*per+i])
+			}
+			b += m
+			return m, true
+		})
+	}
 	k := teacher.Classes
 	logits := make([]float64, n*k)
 	for s := 0; s < n; s += batch {
 		m := min(batch, n-s)
 		net.SetBatch(m)
 		for i := range m * per {
-			net.Input.Data[i] = (float32(set.Images[s*per+i]) - 127.5) / 73.9
+			net.Input.Data[i] = plantedPixel(set.Images[s*per+i])
 		}
 		net.Forward(false)
 		for i := range m * k {
@@ -159,11 +186,50 @@ func plantedSet(t testing.TB, teacher models.ProxyConfig, want int, seed, inputS
 	return sub
 }
 
+// The inputs are normalised as the batcher does it (v/255 - mean) / std.
+const plantedMean, plantedStd = 0.5, 0.29
+
+func plantedPixel(v uint8) float32 { return (float32(v)/255 - plantedMean) / plantedStd }
+
+// setIndicator sets the supernet's architecture variables to the
+// teacher's cells: 1 on its edges' switches and ops, 0 elsewhere.
+func setIndicator(t testing.TB, net *nn.Network, ps *models.ProxySpace, teacher models.ProxyConfig) {
+	t.Helper()
+	for _, c := range ps.Cells {
+		edges := teacher.Normal
+		if c.Reduction {
+			edges = teacher.Reduce
+		}
+		for _, e := range c.Edges {
+			var ops []string
+			for _, te := range edges {
+				if te.From == e.From && te.To == e.To {
+					ops = te.Ops
+				}
+			}
+			set := func(name string, on bool) {
+				p := net.Param(name)
+				if p == nil {
+					t.Fatalf("no parameter %s", name)
+				}
+				p.Data[0] = 0
+				if on {
+					p.Data[0] = 1
+				}
+			}
+			set(e.Switch, len(ops) > 0)
+			for i, op := range ps.Ops {
+				set(e.OpWeights[i], slices.Contains(ops, op))
+			}
+		}
+	}
+}
+
 // plantedRun searches on set with cfg (its Space is the planted space).
 func plantedRun(t testing.TB, cfg Config, set *dataset.Set, nTrain int) *Result {
 	t.Helper()
 	idx := set.Indices()
-	norm := dataset.Normalize{Mean: []float32{127.5}, Std: []float32{73.9}}
+	norm := dataset.Normalize{Mean: []float32{plantedMean}, Std: []float32{plantedStd}}
 	train, err := dataset.NewBatcher(set, idx[:nTrain], cfg.Batch, dataset.Augment{}, norm, cfg.Seed)
 	if err != nil {
 		t.Fatal(err)
@@ -355,7 +421,7 @@ func TestPlantedExplore(t *testing.T) {
 			if v := os.Getenv("N"); v != "" {
 				n, _ = strconv.Atoi(v)
 			}
-			set := plantedSet(t, teacher, n, seed, seed)
+			set := plantedSet(t, teacher, n, seed, seed, os.Getenv("ORACLE") != "")
 			cfg := plantedConfig(seed)
 			cfg.LambdaOp, cfg.LambdaSwitch = lam, lam
 			if v := os.Getenv("ITERS"); v != "" {
@@ -363,6 +429,12 @@ func TestPlantedExplore(t *testing.T) {
 			}
 			if v := os.Getenv("ARCHLR"); v != "" {
 				cfg.ArchLR, _ = strconv.ParseFloat(v, 64)
+			}
+			if v := os.Getenv("LR"); v != "" {
+				cfg.LR, _ = strconv.ParseFloat(v, 64)
+			}
+			if v := os.Getenv("WARMUP"); v != "" {
+				cfg.WarmupEpochs, _ = strconv.Atoi(v)
 			}
 			if v := os.Getenv("PRUNE"); v != "" {
 				cfg.PruneThreshold, _ = strconv.ParseFloat(v, 64)
@@ -396,7 +468,7 @@ func TestDecisionsFollowData(t *testing.T) {
 	}
 	run := func(teacherSeed, searchSeed uint64) []float64 {
 		teacher := plantedTeacher(teacherSeed)
-		set := plantedSet(t, teacher, 2048, teacherSeed, 99)
+		set := plantedSet(t, teacher, 2048, teacherSeed, 99, false)
 		cfg := plantedConfig(searchSeed)
 		r := plantedRun(t, cfg, set, 1536)
 		return opRanking(r.Space)
