@@ -289,10 +289,11 @@ func PyramidTreeNetwork(cfg PyramidTreeConfig) (*Graph, *TreeSpace, error) {
 			sc.Block, sc.Cell = prefix, cellName
 			space.Cells = append(space.Cells, sc)
 		} else {
-			c := cfg.Cells[block]
+			i := block
 			if cfg.SharePerStage {
-				c = cfg.Cells[stage]
+				i = stage
 			}
+			c := cfg.Cells[i]
 			out = tc.derived(input, stride, cfg.Groups, c)
 		}
 		block++
