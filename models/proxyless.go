@@ -577,3 +577,129 @@ func ReadProxylessNAS(path string) (*Graph, error) {
 	}
 	return ImportProxylessNAS(data, path)
 }
+
+// pxTreeOps maps the published network's edge layers to tree-cell ops.
+func pxTreeOp(raw json.RawMessage) (string, error) {
+	var l pxLayer
+	if err := decodeStrict(raw, &l); err != nil {
+		return "", err
+	}
+	switch {
+	case l.Name == "IdentityLayer" && !l.UseBN && l.ActFunc == nil:
+		return TreeIdentity, nil
+	case l.Name == "DepthConvLayer" && l.UseBN && l.ActFunc != nil && *l.ActFunc == "relu" && l.Stride == 1 && l.Groups == 1 && !l.Bias && l.OpsOrder == "bn_act_weight":
+		switch [2]int{l.KernelSize, l.Dilation} {
+		case [2]int{3, 1}:
+			return TreeSep3, nil
+		case [2]int{5, 1}:
+			return TreeSep5, nil
+		case [2]int{7, 1}:
+			return TreeSep7, nil
+		case [2]int{3, 2}:
+			return TreeDil3, nil
+		}
+	case l.Name == "PoolingLayer" && !l.UseBN && l.ActFunc == nil && l.KernelSize == 3 && l.Stride == 1:
+		switch l.PoolType {
+		case "max":
+			return TreeMax3, nil
+		case "avg":
+			return TreeAvg3, nil
+		}
+	}
+	return "", fmt.Errorf("layer %s (kernel %d, dilation %d) is not a tree-cell candidate op", l.Name, l.KernelSize, l.Dilation)
+}
+
+// ProxylessTreeCells reads the searched cell of every ResidualTreeBlock of a
+// net.config in the tree-cell space's terms (TreeCell, edges depth first),
+// for networks whose cells have exactly the shape of ours: a root node with
+// one conv edge, a split node with two identity edges, and below each half
+// copy-and-add nodes of two edges over two leaf edges. It is how the tests
+// check that our cell is the published one.
+func ProxylessTreeCells(data []byte) ([]TreeCell, error) {
+	type node struct {
+		SplitType  *string           `json:"split_type"`
+		Edges      []json.RawMessage `json:"edges"`
+		ChildNodes []json.RawMessage `json:"child_nodes"`
+	}
+	var f struct {
+		Blocks []struct {
+			Name string          `json:"name"`
+			Cell json.RawMessage `json:"cell"`
+		} `json:"blocks"`
+	}
+	if err := json.Unmarshal(data, &f); err != nil {
+		return nil, err
+	}
+	parse := func(raw json.RawMessage, split string, edges int) (node, error) {
+		var n node
+		if err := json.Unmarshal(raw, &n); err != nil {
+			return n, err
+		}
+		s := ""
+		if n.SplitType != nil {
+			s = *n.SplitType
+		}
+		if s != split || len(n.Edges) != edges || len(n.ChildNodes) != edges {
+			return n, fmt.Errorf("a node with split_type %q and %d edges, want %q and %d", s, len(n.Edges), split, edges)
+		}
+		return n, nil
+	}
+	var cells []TreeCell
+	for bi, b := range f.Blocks {
+		if b.Name != "ResidualTreeBlock" {
+			continue
+		}
+		cell := TreeCell{Edges: make([][]string, TreeEdges)}
+		err := func() error {
+			root, err := parse(b.Cell, "", 1)
+			if err != nil {
+				return fmt.Errorf("root: %w", err)
+			}
+			split, err := parse(root.ChildNodes[0], "split", 2)
+			if err != nil {
+				return fmt.Errorf("split node: %w", err)
+			}
+			for h := range 2 {
+				if op, err := pxTreeOp(split.Edges[h]); err != nil || op != TreeIdentity {
+					return fmt.Errorf("split edge %d is not an identity", h)
+				}
+				half, err := parse(split.ChildNodes[h], "copy", 2)
+				if err != nil {
+					return fmt.Errorf("half %d: %w", h, err)
+				}
+				for ti := range 2 {
+					top := 6*h + 3*ti
+					if cell.Edges[top], err = opList(half.Edges[ti]); err != nil {
+						return fmt.Errorf("edge %s: %w", treeEdgeNames[top], err)
+					}
+					leaves, err := parse(half.ChildNodes[ti], "copy", 2)
+					if err != nil {
+						return fmt.Errorf("below edge %s: %w", treeEdgeNames[top], err)
+					}
+					for li := range 2 {
+						if string(leaves.ChildNodes[li]) != "null" {
+							return fmt.Errorf("edge %s has a child node", treeEdgeNames[top+1+li])
+						}
+						if cell.Edges[top+1+li], err = opList(leaves.Edges[li]); err != nil {
+							return fmt.Errorf("edge %s: %w", treeEdgeNames[top+1+li], err)
+						}
+					}
+				}
+			}
+			return cell.check()
+		}()
+		if err != nil {
+			return nil, fmt.Errorf("block %d: cell: %w", bi, err)
+		}
+		cells = append(cells, cell)
+	}
+	return cells, nil
+}
+
+func opList(raw json.RawMessage) ([]string, error) {
+	op, err := pxTreeOp(raw)
+	if err != nil {
+		return nil, err
+	}
+	return []string{op}, nil
+}
