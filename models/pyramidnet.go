@@ -41,6 +41,8 @@ func PyramidNetDefault() PyramidNetConfig {
 // in PyramidNet; a tree cell in the search) and returns its output node. It
 // maps `channels` to `channels` at the given stride; node names start with
 // prefix (the block's, e.g. "stage2.block0").
+// It returns "" when it computes nothing (a derived tree cell whose every
+// edge is pruned): the block then has no residual branch.
 type MiddleOp func(b *GraphBuilder, prefix, input string, channels, stride int) string
 
 // GroupedConv3x3 is PyramidNet's middle op: a 3x3 conv with the given groups,
@@ -60,11 +62,18 @@ func GroupedConv3x3(groups int) MiddleOp {
 // as Bottleneck in the reference code (no ReLU before the first BN: the block
 // input is the previous block's un-activated sum).
 func PyramidBlock(b *GraphBuilder, prefix, input string, inC, planes, stride int, middle MiddleOp, dropPath float64) string {
+	mark := len(b.g.Nodes)
 	x := b.BN(prefix+".bn1", input)
 	x = b.Conv(prefix+".conv1", x, planes, 1, 1, 1)
 	x = b.BN(prefix+".bn2", x)
 	x = b.ReLU(prefix+".relu2", x)
 	x = middle(b, prefix, x, planes, stride)
+	if x == "" {
+		// Nothing reaches the residual branch's output, so the branch and the
+		// nodes that fed the middle op go; the block is its shortcut.
+		b.g.Nodes = b.g.Nodes[:mark]
+		return pyramidShortcut(b, prefix, input, inC, 4*planes, stride)
+	}
 	x = b.BN(prefix+".bn3", x)
 	x = b.ReLU(prefix+".relu3", x)
 	x = b.Conv(prefix+".conv3", x, 4*planes, 1, 1, 1)
@@ -72,6 +81,12 @@ func PyramidBlock(b *GraphBuilder, prefix, input string, inC, planes, stride int
 	if dropPath > 0 {
 		x = b.Node(prefix+".droppath", OpDropPath, Attrs{P: dropPath}, x)
 	}
+	return b.Node(prefix+".add", OpAdd, Attrs{}, x, pyramidShortcut(b, prefix, input, inC, 4*planes, stride))
+}
+
+// pyramidShortcut appends a block's shortcut: a 2x2 average pool where the
+// stride is 2, then zero channels up to outC.
+func pyramidShortcut(b *GraphBuilder, prefix, input string, inC, outC, stride int) string {
 	short := input
 	if stride != 1 {
 		// The reference pools with ceil_mode=True; for the even sizes used here
@@ -79,10 +94,10 @@ func PyramidBlock(b *GraphBuilder, prefix, input string, inC, planes, stride int
 		// shape check reports the mismatch rather than hiding it.
 		short = b.Node(prefix+".pool", OpAvgPool, Attrs{Kernel: 2, Stride: 2}, short)
 	}
-	if inC != 4*planes {
-		short = b.Node(prefix+".pad", OpPadCh, Attrs{OutChannels: 4 * planes}, short)
+	if inC != outC {
+		short = b.Node(prefix+".pad", OpPadCh, Attrs{OutChannels: outC}, short)
 	}
-	return b.Node(prefix+".add", OpAdd, Attrs{}, x, short)
+	return short
 }
 
 // PyramidWidths returns the bottleneck width (planes) of every block, stage
