@@ -1,25 +1,172 @@
 package nn
 
-// Depthwise convolution (Groups == InC, OutC = InC*mult) as direct loops:
-// each output channel reads one input channel, so a GEMM per group would be
-// a one-row matrix product dominated by im2col. Each input channel is first
-// copied into a zero-bordered plane (per-worker scratch) so that the inner
-// loops have no border tests: for stride 1 every kernel row is a few fused
-// multiply-add sweeps over contiguous rows.
+import "bayesnas/internal/tapsum"
 
-// dwPlanes returns a worker's padded input plane and its gradient plane.
-// Their borders are never written, so they stay zero.
-func (l *conv) dwPlanes(worker int) (plane, dplane []float32) {
-	sz := (l.h + 2*l.pad) * (l.wd + 2*l.pad)
-	s := l.cols[worker]
-	return s[:sz], s[sz : 2*sz]
+// Depthwise convolution (Groups == InC, OutC = InC*mult). Each output
+// channel reads one input channel, so a GEMM per group would be a one-row
+// matrix product dominated by im2col; instead every pass is a sum of shifted
+// copies of one flat array, which a single kernel (tapsum.MAC, a multiply-add
+// over a table of tap offsets) runs over the whole plane at once instead of over
+// short rows:
+//
+//   - The zero-padded input plane is split into stride x stride phase planes
+//     (phase (a, b) holds padded pixels (r*s+a, c*s+b)), each hq x wq. Tap
+//     (kh, kw) then reads phase ((kh*dil)%s, (kw*dil)%s) at a constant offset
+//     from the output position, for stride 1 (one phase) and 2 alike.
+//   - Outputs are computed on a grid oh x wq as wide as a phase plane. The
+//     columns past ow are garbage (they read into the next row) and are
+//     dropped; they cost (wq-ow)/ow extra work but make each pass one long
+//     vector loop.
+//   - The weight gradient is one dot product per tap between the output
+//     gradient, laid out on the same grid with zero garbage columns, and the
+//     shifted phase buffer.
+//   - The input gradient is gathered rather than scattered: each phase plane
+//     of dP is a dwMAC over the taps of that phase reading the output gradient
+//     at the negated offsets, from a buffer with a zero margin in front.
+//
+// Sums run in a fixed order per (image, channel), so the result depends on
+// neither the worker count nor the scheduling.
+
+// dwPlan is the layer's fixed geometry and the layout of its per-worker
+// scratch (conv.cols[worker]).
+type dwPlan struct {
+	s          int // stride: s*s phase planes
+	hq, wq     int // phase plane size
+	phaseSize  int // hq*wq
+	grid       int // oh*wq outputs computed per channel
+	offs       []int
+	maxOff     int
+	used       []bool  // phase planes read by some tap
+	phaseTaps  [][]int // per phase: the taps (kh*k+kw) in it
+	phaseOffs  [][]int // per phase: offsets into dyz of those taps
+	planeEnd   int     // phase buffer length (reads of garbage outputs included)
+	scratchLen int
+
+	// scratch layout: P | dP | y grid | dyz (maxOff zeros, then the grid) | wsub
+	pOff, dpOff, yOff, dyzOff, wsubOff int
 }
 
-// fillPlane copies one input channel into the interior of a padded plane.
-func (l *conv) fillPlane(plane, xc []float32) {
-	wp := l.wd + 2*l.pad
+func newDWPlan(l *conv) *dwPlan {
+	s, k, d := l.stride, l.k, l.dil
+	hp, wp := l.h+2*l.pad, l.wd+2*l.pad
+	p := &dwPlan{s: s, hq: (hp + s - 1) / s, wq: (wp + s - 1) / s}
+	p.phaseSize = p.hq * p.wq
+	p.grid = l.oh * p.wq
+	p.used = make([]bool, s*s)
+	p.phaseTaps = make([][]int, s*s)
+	p.offs = make([]int, k*k)
+	for kh := 0; kh < k; kh++ {
+		for kw := 0; kw < k; kw++ {
+			ph := (kh*d%s)*s + kw*d%s
+			t := kh*k + kw
+			p.offs[t] = ph*p.phaseSize + kh*d/s*p.wq + kw*d/s
+			p.maxOff = max(p.maxOff, p.offs[t])
+			p.used[ph] = true
+			p.phaseTaps[ph] = append(p.phaseTaps[ph], t)
+		}
+	}
+	p.phaseOffs = make([][]int, s*s)
+	for ph, taps := range p.phaseTaps {
+		for _, t := range taps {
+			p.phaseOffs[ph] = append(p.phaseOffs[ph], ph*p.phaseSize+p.maxOff-p.offs[t])
+		}
+	}
+	// Garbage outputs of the last rows read up to maxOff+grid.
+	p.planeEnd = max(s*s*p.phaseSize, p.maxOff+p.grid)
+	p.pOff = 0
+	p.dpOff = p.planeEnd
+	p.yOff = p.dpOff + s*s*p.phaseSize
+	p.dyzOff = p.yOff + p.grid
+	// dP plane ph reads dyz up to ph*phaseSize + phaseSize + maxOff - offs[t],
+	// at most maxOff + phaseSize since offs[t] >= ph*phaseSize.
+	p.wsubOff = p.dyzOff + p.maxOff + max(p.phaseSize, p.grid)
+	p.scratchLen = p.wsubOff + k*k
+	return p
+}
+
+// dwScratch is one worker's scratch split into its parts.
+type dwScratch struct {
+	plane, dplane, ygrid, dyz, dygrid, wsub []float32
+}
+
+func (l *conv) dwScratch(worker int) dwScratch {
+	p, s := l.dw, l.cols[worker]
+	return dwScratch{
+		plane:  s[p.pOff:p.dpOff],
+		dplane: s[p.dpOff:p.yOff],
+		ygrid:  s[p.yOff:p.dyzOff],
+		dyz:    s[p.dyzOff:p.wsubOff],
+		dygrid: s[p.dyzOff+p.maxOff : p.dyzOff+p.maxOff+p.grid],
+		wsub:   s[p.wsubOff:p.scratchLen],
+	}
+}
+
+// fillPhases copies one input channel into the interior of the phase
+// planes. Nothing else is ever written there, so the padding stays zero.
+func (l *conv) fillPhases(plane, xc []float32) {
+	p := l.dw
+	s, w := p.s, l.wd
+	if s == 1 {
+		for y := 0; y < l.h; y++ {
+			copy(plane[(y+l.pad)*p.wq+l.pad:(y+l.pad)*p.wq+l.pad+w], xc[y*w:(y+1)*w])
+		}
+		return
+	}
 	for y := 0; y < l.h; y++ {
-		copy(plane[(y+l.pad)*wp+l.pad:(y+l.pad)*wp+l.pad+l.wd], xc[y*l.wd:(y+1)*l.wd])
+		py := y + l.pad
+		a, r := py%s, py/s
+		src := xc[y*w : (y+1)*w]
+		for b := 0; b < s; b++ {
+			if !p.used[a*s+b] {
+				continue
+			}
+			// Input columns x with (x+pad)%s == b, from x0 on in steps of s.
+			x0 := ((b-l.pad)%s + s) % s
+			if x0 >= w {
+				continue
+			}
+			dst := plane[(a*s+b)*p.phaseSize+r*p.wq+(x0+l.pad)/s:]
+			cnt := (w - x0 + s - 1) / s
+			dst = dst[:cnt]
+			for j := range dst {
+				dst[j] = src[x0+j*s]
+			}
+		}
+	}
+}
+
+// addPhases adds the interior of the phase planes of dP into one channel's
+// input gradient (the border is the padding's gradient and is dropped).
+func (l *conv) addPhases(dx, dplane []float32) {
+	p := l.dw
+	s, w := p.s, l.wd
+	for y := 0; y < l.h; y++ {
+		py := y + l.pad
+		a, r := py%s, py/s
+		dst := dx[y*w : (y+1)*w]
+		if s == 1 {
+			src := dplane[r*p.wq+l.pad : r*p.wq+l.pad+w]
+			src = src[:len(dst)]
+			for j, v := range src {
+				dst[j] += v
+			}
+			continue
+		}
+		for b := 0; b < s; b++ {
+			if !p.used[a*s+b] {
+				continue // no tap reads these pixels: their gradient is zero
+			}
+			x0 := ((b-l.pad)%s + s) % s
+			if x0 >= w {
+				continue
+			}
+			cnt := (w - x0 + s - 1) / s
+			src := dplane[(a*s+b)*p.phaseSize+r*p.wq+(x0+l.pad)/s:]
+			src = src[:cnt]
+			for j, v := range src {
+				dst[x0+j*s] += v
+			}
+		}
 	}
 }
 
@@ -27,66 +174,27 @@ func (l *conv) forwardDepthwise(worker, i int) {
 	inSize, outSize := l.inC*l.h*l.wd, l.outC*l.spatial
 	xn := l.x.Data[i*inSize : (i+1)*inSize]
 	yn := l.y.Data[i*outSize : (i+1)*outSize]
-	plane, _ := l.dwPlanes(worker)
+	p := l.dw
+	sc := l.dwScratch(worker)
 	mult := l.outC / l.inC
 	kk := l.k * l.k
-	wp := l.wd + 2*l.pad
 	for ic := 0; ic < l.inC; ic++ {
-		l.fillPlane(plane, xn[ic*l.h*l.wd:(ic+1)*l.h*l.wd])
+		l.fillPhases(sc.plane, xn[ic*l.h*l.wd:(ic+1)*l.h*l.wd])
 		for oc := ic * mult; oc < (ic+1)*mult; oc++ {
-			yc := yn[oc*l.spatial : (oc+1)*l.spatial]
+			tapsum.MAC(sc.ygrid, sc.plane, p.offs, l.w.Data[oc*kk:(oc+1)*kk], false)
 			var bias float32
 			if l.b != nil {
 				bias = l.b.Data[oc]
 			}
-			for j := range yc {
-				yc[j] = bias
-			}
-			kern := l.w.Data[oc*kk : (oc+1)*kk]
+			yc := yn[oc*l.spatial : (oc+1)*l.spatial]
 			for y := 0; y < l.oh; y++ {
-				yrow := yc[y*l.ow : (y+1)*l.ow]
-				for kh := 0; kh < l.k; kh++ {
-					r := (y*l.stride + kh*l.dil) * wp
-					dwRowForward(yrow, plane[r:r+wp], kern[kh*l.k:(kh+1)*l.k], l.stride, l.dil)
+				dst := yc[y*l.ow : (y+1)*l.ow]
+				src := sc.ygrid[y*p.wq : y*p.wq+l.ow]
+				src = src[:len(dst)]
+				for j, v := range src {
+					dst[j] = v + bias
 				}
 			}
-		}
-	}
-}
-
-// dwRowForward adds one kernel row's taps into an output row:
-// out[o] += sum_kw kern[kw] * in[o*stride + kw*dil], in being a padded row.
-func dwRowForward(out, in, kern []float32, stride, dil int) {
-	n := len(out)
-	if stride == 1 {
-		switch len(kern) {
-		case 3:
-			k0, k1, k2 := kern[0], kern[1], kern[2]
-			a, b, c := in[:n], in[dil:dil+n], in[2*dil:2*dil+n]
-			for j := range out {
-				out[j] += k0*a[j] + k1*b[j] + k2*c[j]
-			}
-			return
-		case 5:
-			k0, k1, k2, k3, k4 := kern[0], kern[1], kern[2], kern[3], kern[4]
-			a, b, c, d, e := in[:n], in[dil:dil+n], in[2*dil:2*dil+n], in[3*dil:3*dil+n], in[4*dil:4*dil+n]
-			for j := range out {
-				out[j] += k0*a[j] + k1*b[j] + k2*c[j] + k3*d[j] + k4*e[j]
-			}
-			return
-		}
-		for kw, kv := range kern {
-			src := in[kw*dil : kw*dil+n]
-			for j := range out {
-				out[j] += kv * src[j]
-			}
-		}
-		return
-	}
-	for kw, kv := range kern {
-		src := in[kw*dil:]
-		for j := range out {
-			out[j] += kv * src[j*stride]
 		}
 	}
 }
@@ -97,27 +205,29 @@ func (l *conv) backwardDepthwiseChunk(worker, c int) {
 	clear(db)
 	lo, hi := l.chunkImages(c)
 	inSize, outSize := l.inC*l.h*l.wd, l.outC*l.spatial
-	plane, dplane := l.dwPlanes(worker)
+	p := l.dw
+	sc := l.dwScratch(worker)
 	mult := l.outC / l.inC
 	kk := l.k * l.k
-	wp := l.wd + 2*l.pad
+	hw := l.h * l.wd
+	wantW := l.w.Grad != nil
 	for i := lo; i < hi; i++ {
 		xn := l.x.Data[i*inSize : (i+1)*inSize]
 		dyn := l.y.Grad[i*outSize : (i+1)*outSize]
-		if l.x.Grad != nil && l.assignX {
-			clear(l.x.Grad[i*inSize : (i+1)*inSize])
+		var dxn []float32
+		if l.x.Grad != nil {
+			dxn = l.x.Grad[i*inSize : (i+1)*inSize]
+			if l.assignX {
+				clear(dxn)
+			}
 		}
 		for ic := 0; ic < l.inC; ic++ {
-			l.fillPlane(plane, xn[ic*l.h*l.wd:(ic+1)*l.h*l.wd])
-			var dp []float32
-			if l.x.Grad != nil {
-				dp = dplane
-				clear(dp)
+			if wantW {
+				l.fillPhases(sc.plane, xn[ic*hw:(ic+1)*hw])
 			}
-			for oc := ic * mult; oc < (ic+1)*mult; oc++ {
+			for m := 0; m < mult; m++ {
+				oc := ic*mult + m
 				dyc := dyn[oc*l.spatial : (oc+1)*l.spatial]
-				kern := l.w.Data[oc*kk : (oc+1)*kk]
-				dkern := dw[oc*kk : (oc+1)*kk]
 				if l.b != nil {
 					var s float32
 					for _, v := range dyc {
@@ -125,113 +235,32 @@ func (l *conv) backwardDepthwiseChunk(worker, c int) {
 					}
 					db[oc] += s
 				}
+				// Valid columns only: the garbage columns of dygrid stay zero.
 				for y := 0; y < l.oh; y++ {
-					dyrow := dyc[y*l.ow : (y+1)*l.ow]
-					for kh := 0; kh < l.k; kh++ {
-						r := (y*l.stride + kh*l.dil) * wp
-						var dprow []float32
-						if dp != nil {
-							dprow = dp[r : r+wp]
-						}
-						dwRowBackward(dyrow, plane[r:r+wp], dprow, kern[kh*l.k:(kh+1)*l.k],
-							dkern[kh*l.k:(kh+1)*l.k], l.stride, l.dil)
+					copy(sc.dygrid[y*p.wq:y*p.wq+l.ow], dyc[y*l.ow:(y+1)*l.ow])
+				}
+				kern := l.w.Data[oc*kk : (oc+1)*kk]
+				if wantW {
+					tapsum.Dots(sc.dygrid, sc.plane, p.offs, dw[oc*kk:(oc+1)*kk])
+				}
+				if dxn == nil {
+					continue
+				}
+				for ph, taps := range p.phaseTaps {
+					if len(taps) == 0 {
+						continue
 					}
-				}
-			}
-			if dp != nil {
-				// The border of the gradient plane belongs to the padding: drop it.
-				dxc := l.x.Grad[i*inSize+ic*l.h*l.wd : i*inSize+(ic+1)*l.h*l.wd]
-				for y := 0; y < l.h; y++ {
-					src := dp[(y+l.pad)*wp+l.pad : (y+l.pad)*wp+l.pad+l.wd]
-					dst := dxc[y*l.wd : (y+1)*l.wd]
-					for j, v := range src {
-						dst[j] += v
+					wsub := sc.wsub[:len(taps)]
+					for j, t := range taps {
+						wsub[j] = kern[t]
 					}
+					tapsum.MAC(sc.dplane[ph*p.phaseSize:(ph+1)*p.phaseSize], sc.dyz,
+						p.phaseOffs[ph], wsub, m > 0)
 				}
 			}
-		}
-	}
-}
-
-// dwRowBackward is the adjoint of dwRowForward for one kernel row: it adds
-// dy*in into the taps' gradients and (when dx is not nil) kern*dy into dx.
-func dwRowBackward(dy, in, dx, kern, dkern []float32, stride, dil int) {
-	n := len(dy)
-	if stride == 1 && len(kern) == 3 {
-		a, b, c := in[:n], in[dil:dil+n], in[2*dil:2*dil+n]
-		var s0, s1, s2 float32
-		for j, g := range dy {
-			s0 += g * a[j]
-			s1 += g * b[j]
-			s2 += g * c[j]
-		}
-		dkern[0] += s0
-		dkern[1] += s1
-		dkern[2] += s2
-		if dx != nil {
-			dwRowGatherDX3(dy, dx, kern, dil)
-		}
-		return
-	}
-	for kw, kv := range kern {
-		var s float32
-		if stride == 1 {
-			src := in[kw*dil : kw*dil+n]
-			for j, g := range dy {
-				s += g * src[j]
-			}
-			if dx != nil {
-				d := dx[kw*dil : kw*dil+n]
-				for j, g := range dy {
-					d[j] += kv * g
-				}
-			}
-		} else {
-			src := in[kw*dil:]
-			for j, g := range dy {
-				s += g * src[j*stride]
-			}
-			if dx != nil {
-				d := dx[kw*dil:]
-				for j, g := range dy {
-					d[j*stride] += kv * g
-				}
+			if dxn != nil {
+				l.addPhases(dxn[ic*hw:(ic+1)*hw], sc.dplane)
 			}
 		}
-		dkern[kw] += s
-	}
-}
-
-// dwRowGatherDX3 adds the input gradient of a stride-1, 3-tap kernel row,
-// dx[p] += sum_kw kern[kw]*dy[p-kw*dil], gathering all taps per element (one
-// store each) on the interior where every tap is valid.
-func dwRowGatherDX3(dy, dx, kern []float32, dil int) {
-	n, span := len(dy), 2*dil
-	k0, k1, k2 := kern[0], kern[1], kern[2]
-	if n > span {
-		d := dx[span:n]
-		a, b, c := dy[span:n], dy[span-dil:n-dil], dy[:n-span]
-		a, b, c = a[:len(d)], b[:len(d)], c[:len(d)]
-		for j := range d {
-			d[j] += k0*a[j] + k1*b[j] + k2*c[j]
-		}
-		dwGatherDXEdge(dy, dx, kern, dil, 0, span)
-		dwGatherDXEdge(dy, dx, kern, dil, n, n+span)
-		return
-	}
-	dwGatherDXEdge(dy, dx, kern, dil, 0, n+span)
-}
-
-// dwGatherDXEdge is dwRowGatherDX3 on dx[plo:phi] with bounds tests.
-func dwGatherDXEdge(dy, dx, kern []float32, dil, plo, phi int) {
-	n := len(dy)
-	for p := plo; p < phi; p++ {
-		var s float32
-		for kw, kv := range kern {
-			if j := p - kw*dil; j >= 0 && j < n {
-				s += kv * dy[j]
-			}
-		}
-		dx[p] += s
 	}
 }
