@@ -36,7 +36,9 @@ type dwPlan struct {
 	grid       int // oh*wq outputs computed per channel
 	offs       []int
 	maxOff     int
-	used       []bool  // phase planes read by some tap
+	phaseIdx   []int32 // stride > 1: phase buffer index of each input pixel
+	ones       []float32
+	oneOff     []int
 	phaseTaps  [][]int // per phase: the taps (kh*k+kw) in it
 	phaseOffs  [][]int // per phase: offsets into dyz of those taps
 	planeEnd   int     // phase buffer length (reads of garbage outputs included)
@@ -52,7 +54,6 @@ func newDWPlan(l *conv) *dwPlan {
 	p := &dwPlan{s: s, hq: (hp + s - 1) / s, wq: (wp + s - 1) / s}
 	p.phaseSize = p.hq * p.wq
 	p.grid = l.oh * p.wq
-	p.used = make([]bool, s*s)
 	p.phaseTaps = make([][]int, s*s)
 	p.offs = make([]int, k*k)
 	for kh := 0; kh < k; kh++ {
@@ -61,10 +62,26 @@ func newDWPlan(l *conv) *dwPlan {
 			t := kh*k + kw
 			p.offs[t] = ph*p.phaseSize + kh*d/s*p.wq + kw*d/s
 			p.maxOff = max(p.maxOff, p.offs[t])
-			p.used[ph] = true
 			p.phaseTaps[ph] = append(p.phaseTaps[ph], t)
 		}
 	}
+	if s > 1 {
+		// Division-free fill and gather: a table instead of per-row phase
+		// arithmetic, which cost more than the arithmetic of the taps.
+		p.phaseIdx = make([]int32, l.h*l.wd)
+		for y := 0; y < l.h; y++ {
+			for x := 0; x < l.wd; x++ {
+				py, px := y+l.pad, x+l.pad
+				p.phaseIdx[y*l.wd+x] = int32((py%s*s+px%s)*p.phaseSize + py/s*p.wq + px/s)
+			}
+		}
+	}
+	// The bias gradient is the dot product of the output gradient with ones.
+	p.ones = make([]float32, p.grid)
+	for i := range p.ones {
+		p.ones[i] = 1
+	}
+	p.oneOff = []int{0}
 	p.phaseOffs = make([][]int, s*s)
 	for ph, taps := range p.phaseTaps {
 		for _, t := range taps {
@@ -105,68 +122,40 @@ func (l *conv) dwScratch(worker int) dwScratch {
 // planes. Nothing else is ever written there, so the padding stays zero.
 func (l *conv) fillPhases(plane, xc []float32) {
 	p := l.dw
-	s, w := p.s, l.wd
-	if s == 1 {
+	if p.s == 1 {
+		w, wq := l.wd, p.wq
 		for y := 0; y < l.h; y++ {
-			copy(plane[(y+l.pad)*p.wq+l.pad:(y+l.pad)*p.wq+l.pad+w], xc[y*w:(y+1)*w])
+			copy(plane[(y+l.pad)*wq+l.pad:(y+l.pad)*wq+l.pad+w], xc[y*w:(y+1)*w])
 		}
 		return
 	}
-	for y := 0; y < l.h; y++ {
-		py := y + l.pad
-		a, r := py%s, py/s
-		src := xc[y*w : (y+1)*w]
-		for b := 0; b < s; b++ {
-			if !p.used[a*s+b] {
-				continue
-			}
-			// Input columns x with (x+pad)%s == b, from x0 on in steps of s.
-			x0 := ((b-l.pad)%s + s) % s
-			if x0 >= w {
-				continue
-			}
-			dst := plane[(a*s+b)*p.phaseSize+r*p.wq+(x0+l.pad)/s:]
-			cnt := (w - x0 + s - 1) / s
-			dst = dst[:cnt]
-			for j := range dst {
-				dst[j] = src[x0+j*s]
-			}
-		}
+	idx := p.phaseIdx[:len(xc)]
+	for i, v := range xc {
+		plane[idx[i]] = v
 	}
 }
 
 // addPhases adds the interior of the phase planes of dP into one channel's
 // input gradient (the border is the padding's gradient and is dropped).
+// Phase planes that no tap reads were never written: their zeros are the
+// gradient of the pixels that no output depends on.
 func (l *conv) addPhases(dx, dplane []float32) {
 	p := l.dw
-	s, w := p.s, l.wd
-	for y := 0; y < l.h; y++ {
-		py := y + l.pad
-		a, r := py%s, py/s
-		dst := dx[y*w : (y+1)*w]
-		if s == 1 {
-			src := dplane[r*p.wq+l.pad : r*p.wq+l.pad+w]
+	if p.s == 1 {
+		w, wq := l.wd, p.wq
+		for y := 0; y < l.h; y++ {
+			dst := dx[y*w : (y+1)*w]
+			src := dplane[(y+l.pad)*wq+l.pad : (y+l.pad)*wq+l.pad+w]
 			src = src[:len(dst)]
 			for j, v := range src {
 				dst[j] += v
 			}
-			continue
 		}
-		for b := 0; b < s; b++ {
-			if !p.used[a*s+b] {
-				continue // no tap reads these pixels: their gradient is zero
-			}
-			x0 := ((b-l.pad)%s + s) % s
-			if x0 >= w {
-				continue
-			}
-			cnt := (w - x0 + s - 1) / s
-			src := dplane[(a*s+b)*p.phaseSize+r*p.wq+(x0+l.pad)/s:]
-			src = src[:cnt]
-			for j, v := range src {
-				dst[x0+j*s] += v
-			}
-		}
+		return
+	}
+	idx := p.phaseIdx[:len(dx)]
+	for i := range dx {
+		dx[i] += dplane[idx[i]]
 	}
 }
 
@@ -228,16 +217,12 @@ func (l *conv) backwardDepthwiseChunk(worker, c int) {
 			for m := 0; m < mult; m++ {
 				oc := ic*mult + m
 				dyc := dyn[oc*l.spatial : (oc+1)*l.spatial]
-				if l.b != nil {
-					var s float32
-					for _, v := range dyc {
-						s += v
-					}
-					db[oc] += s
-				}
 				// Valid columns only: the garbage columns of dygrid stay zero.
 				for y := 0; y < l.oh; y++ {
 					copy(sc.dygrid[y*p.wq:y*p.wq+l.ow], dyc[y*l.ow:(y+1)*l.ow])
+				}
+				if l.b != nil {
+					tapsum.Dots(sc.dygrid, p.ones, p.oneOff, db[oc:oc+1])
 				}
 				kern := l.w.Data[oc*kk : (oc+1)*kk]
 				if wantW {
