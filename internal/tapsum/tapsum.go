@@ -1,42 +1,66 @@
 // Package tapsum has the two kernels of the depthwise convolution
 // (nn/conv_depthwise.go): sums over a table of taps, each a weight and an
-// offset into one flat source array. They are in a package of their own
-// because package nn uses cgo, which cannot be mixed with Go assembly.
+// offset into one source array, over a grid of rows x width elements. They
+// are in a package of their own because package nn uses cgo, which cannot be
+// mixed with Go assembly.
 package tapsum
 
 import "fmt"
 
-// MAC sets out[i] (acc false) or adds to it (acc true)
-// sum_t w[t] * src[offs[t]+i] for every i. The AVX2 kernel, where the CPU
-// has one, does the multiples of 8 and MACGo the rest.
-func MAC(out, src []float32, offs []int, w []float32, acc bool) {
-	n := len(out)
-	if len(offs) != len(w) {
-		panic(fmt.Sprintf("tapsum.MAC: %d offsets, %d weights", len(offs), len(w)))
+// Grid is Rows rows of Width elements; row r of the output (or dy) starts
+// at r*OutStride and row r of a tap's source at its offset + r*SrcStride.
+type Grid struct {
+	Rows, Width, OutStride, SrcStride int
+}
+
+// check panics (a caller's bug, not bad input) unless every element that a
+// kernel over g touches lies inside out and src: the assembly does not check.
+func (g Grid) check(fn string, out, src []float32, offs []int, nw int) {
+	if len(offs) != nw {
+		panic(fmt.Sprintf("tapsum.%s: %d offsets, %d weights or sums", fn, len(offs), nw))
 	}
+	if g.Rows < 0 || g.Width < 0 || g.OutStride < g.Width || g.SrcStride < 0 {
+		panic(fmt.Sprintf("tapsum.%s: bad grid %+v", fn, g))
+	}
+	if g.Rows == 0 || g.Width == 0 {
+		return
+	}
+	if n := (g.Rows-1)*g.OutStride + g.Width; n > len(out) {
+		panic(fmt.Sprintf("tapsum.%s: grid %+v needs %d outputs, have %d", fn, g, n, len(out)))
+	}
+	span := (g.Rows-1)*g.SrcStride + g.Width
 	for _, o := range offs {
-		if o < 0 || o+n > len(src) {
-			panic(fmt.Sprintf("tapsum.MAC: offset %d + %d outputs outside source of %d", o, n, len(src)))
+		if o < 0 || o+span > len(src) {
+			panic(fmt.Sprintf("tapsum.%s: offset %d + %d elements outside source of %d", fn, o, span, len(src)))
 		}
-	}
-	n8 := 0
-	if UseAVX2 {
-		n8 = n &^ 7
-		if n8 > 0 {
-			macAVX2(out[:n8], src, offs, w, acc)
-		}
-	}
-	if n8 < n {
-		MACGo(out[n8:], src[n8:], offs, w, acc)
 	}
 }
 
-// MACGo is MAC in Go, four taps per sweep so that each output is
-// loaded and stored once per four multiply-adds.
-func MACGo(out, src []float32, offs []int, w []float32, acc bool) {
+// MAC sets (acc false) or adds to (acc true) every output of the grid
+// out[r*OutStride+i] = init + sum_t w[t] * src[offs[t] + r*SrcStride + i],
+// init being added only when acc is false.
+func MAC(out, src []float32, g Grid, offs []int, w []float32, init float32, acc bool) {
+	g.check("MAC", out, src, offs, len(w))
+	if g.Rows == 0 || g.Width == 0 {
+		return
+	}
+	if UseAVX2 {
+		macAVX2(out, g.OutStride, src, g.SrcStride, g.Rows, g.Width, offs, w, init, acc)
+		return
+	}
+	for r := 0; r < g.Rows; r++ {
+		macRowGo(out[r*g.OutStride:r*g.OutStride+g.Width], src[r*g.SrcStride:], offs, w, init, acc)
+	}
+}
+
+// macRowGo is MAC over one row in Go, four taps per sweep so that each
+// output is loaded and stored once per four multiply-adds.
+func macRowGo(out, src []float32, offs []int, w []float32, init float32, acc bool) {
 	n := len(out)
 	if !acc {
-		clear(out)
+		for i := range out {
+			out[i] = init
+		}
 	}
 	t := 0
 	for ; t+4 <= len(offs); t += 4 {
@@ -60,59 +84,50 @@ func MACGo(out, src []float32, offs []int, w []float32, acc bool) {
 	}
 }
 
-// Dots adds dot(dy, src[offs[t]:offs[t]+len(dy)]) to out[t] for every tap.
-func Dots(dy, src []float32, offs []int, out []float32) {
-	n := len(dy)
-	if len(offs) != len(out) {
-		panic(fmt.Sprintf("tapsum.Dots: %d offsets, %d outputs", len(offs), len(out)))
+// Dots adds to sums[t] the dot product over the grid of dy (laid out with
+// OutStride) and tap t's source: sum_{r,i} dy[r*OutStride+i] *
+// src[offs[t] + r*SrcStride + i].
+func Dots(dy, src []float32, g Grid, offs []int, sums []float32) {
+	g.check("Dots", dy, src, offs, len(sums))
+	if g.Rows == 0 || g.Width == 0 {
+		return
 	}
-	for _, o := range offs {
-		if o < 0 || o+n > len(src) {
-			panic(fmt.Sprintf("tapsum.Dots: offset %d + %d inputs outside source of %d", o, n, len(src)))
-		}
-	}
-	n8 := 0
 	if UseAVX2 {
-		n8 = n &^ 7
-		if n8 > 0 {
-			dotsAVX2(dy[:n8], src, offs, out)
-		}
+		dotsAVX2(dy, g.OutStride, src, g.SrcStride, g.Rows, g.Width, offs, sums)
+		return
 	}
-	if n8 < n {
-		DotsGo(dy[n8:], src[n8:], offs, out)
-	}
-}
-
-// DotsGo is Dots in Go, four taps per sweep so that each dy is loaded
-// once per four multiply-adds.
-func DotsGo(dy, src []float32, offs []int, out []float32) {
-	n := len(dy)
 	t := 0
+	// Four taps per sweep so that each dy is loaded once per four multiply-adds.
 	for ; t+4 <= len(offs); t += 4 {
-		a := src[offs[t] : offs[t]+n]
-		b := src[offs[t+1] : offs[t+1]+n]
-		c := src[offs[t+2] : offs[t+2]+n]
-		d := src[offs[t+3] : offs[t+3]+n]
-		a, b, c, d = a[:len(dy)], b[:len(dy)], c[:len(dy)], d[:len(dy)]
 		var s0, s1, s2, s3 float32
-		for i, g := range dy {
-			s0 += g * a[i]
-			s1 += g * b[i]
-			s2 += g * c[i]
-			s3 += g * d[i]
+		for r := 0; r < g.Rows; r++ {
+			d := dy[r*g.OutStride : r*g.OutStride+g.Width]
+			rs := src[r*g.SrcStride:]
+			a := rs[offs[t] : offs[t]+len(d)]
+			b := rs[offs[t+1] : offs[t+1]+len(d)]
+			c := rs[offs[t+2] : offs[t+2]+len(d)]
+			e := rs[offs[t+3] : offs[t+3]+len(d)]
+			for i, v := range d {
+				s0 += v * a[i]
+				s1 += v * b[i]
+				s2 += v * c[i]
+				s3 += v * e[i]
+			}
 		}
-		out[t] += s0
-		out[t+1] += s1
-		out[t+2] += s2
-		out[t+3] += s3
+		sums[t] += s0
+		sums[t+1] += s1
+		sums[t+2] += s2
+		sums[t+3] += s3
 	}
 	for ; t < len(offs); t++ {
-		a := src[offs[t] : offs[t]+n]
-		a = a[:len(dy)]
 		var s float32
-		for i, g := range dy {
-			s += g * a[i]
+		for r := 0; r < g.Rows; r++ {
+			d := dy[r*g.OutStride : r*g.OutStride+g.Width]
+			a := src[r*g.SrcStride+offs[t] : r*g.SrcStride+offs[t]+len(d)]
+			for i, v := range d {
+				s += v * a[i]
+			}
 		}
-		out[t] += s
+		sums[t] += s
 	}
 }

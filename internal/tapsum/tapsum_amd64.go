@@ -2,21 +2,19 @@
 
 package tapsum
 
-// UseAVX2 selects the AVX2+FMA kernels of tapsum_amd64.s for the multiples
-// of 8 outputs; tests turn it off to check the Go kernels too.
+// UseAVX2 selects the AVX2+FMA kernels of tapsum_amd64.s; tests turn it off
+// to check the Go kernels too.
 var UseAVX2 = cpuHasAVX2FMA()
 
-// macAVX2 is MAC for len(out) a multiple of 8; the caller has checked
-// that every offs[t]+len(out) lies inside src.
+// macAVX2 is MAC on a grid checked by the caller.
 //
 //go:noescape
-func macAVX2(out, src []float32, offs []int, w []float32, acc bool)
+func macAVX2(out []float32, ostride int, src []float32, sstride, rows, width int, offs []int, w []float32, init float32, acc bool)
 
-// dotsAVX2 is Dots for len(dy) a multiple of 8; the caller has checked
-// the offsets as for macAVX2.
+// dotsAVX2 is Dots on a grid checked by the caller.
 //
 //go:noescape
-func dotsAVX2(dy, src []float32, offs []int, out []float32)
+func dotsAVX2(dy []float32, dstride int, src []float32, sstride, rows, width int, offs []int, sums []float32)
 
 func cpuid(leaf, sub uint32) (a, b, c, d uint32)
 

@@ -21,15 +21,23 @@ func paths(t *testing.T, f func(t *testing.T)) {
 }
 
 type tapCase struct {
+	g        Grid
 	out, src []float32
 	offs     []int
 	w        []float32
 }
 
-// randCase draws n outputs over a source with ntaps random offsets, n
-// crossing the 8- and 64-element block sizes of the assembly.
-func randCase(rng *rand.Rand, n, ntaps int) tapCase {
-	c := tapCase{out: make([]float32, n), src: make([]float32, n+40), offs: make([]int, ntaps), w: make([]float32, ntaps)}
+// randCase draws a grid of rows x width with ntaps random offsets, width
+// crossing the 8- and 32-element blocks and the masked tail of the assembly.
+// The output and source are exactly as long as the grid needs, so a kernel
+// touching one element too many would fail the slice check or the race
+// detector's bounds.
+func randCase(rng *rand.Rand, rows, width, ntaps int) tapCase {
+	g := Grid{Rows: rows, Width: width, OutStride: width + rng.IntN(3), SrcStride: width + rng.IntN(9)}
+	maxOff := 20
+	c := tapCase{g: g, offs: make([]int, ntaps), w: make([]float32, ntaps)}
+	c.out = make([]float32, (rows-1)*g.OutStride+width)
+	c.src = make([]float32, maxOff+(rows-1)*g.SrcStride+width)
 	for i := range c.src {
 		c.src[i] = rng.Float32()*2 - 1
 	}
@@ -37,7 +45,7 @@ func randCase(rng *rand.Rand, n, ntaps int) tapCase {
 		c.out[i] = rng.Float32()*2 - 1
 	}
 	for t := range c.offs {
-		c.offs[t] = rng.IntN(41)
+		c.offs[t] = rng.IntN(maxOff + 1)
 		c.w[t] = rng.Float32()*2 - 1
 	}
 	return c
@@ -47,26 +55,39 @@ func near(got float32, want float64) bool {
 	return math.Abs(float64(got)-want) <= 1e-5*(1+math.Abs(want))
 }
 
+var widths = []int{1, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 40, 63, 64, 65, 100}
+
 func TestMACMatchesNaive(t *testing.T) {
 	paths(t, func(t *testing.T) {
 		rng := rand.New(rand.NewPCG(1, 2))
-		for _, n := range []int{0, 1, 7, 8, 9, 15, 16, 63, 64, 65, 71, 72, 127, 128, 200} {
-			for _, ntaps := range []int{0, 1, 2, 3, 4, 5, 9, 25, 49} {
-				for _, acc := range []bool{false, true} {
-					c := randCase(rng, n, ntaps)
-					want := make([]float64, n)
-					for i := range want {
-						if acc {
-							want[i] = float64(c.out[i])
-						}
-						for k, o := range c.offs {
-							want[i] += float64(c.w[k]) * float64(c.src[o+i])
-						}
-					}
-					MAC(c.out, c.src, c.offs, c.w, acc)
-					for i, w := range want {
-						if !near(c.out[i], w) {
-							t.Fatalf("n=%d taps=%d acc=%v: out[%d] = %g, want %g", n, ntaps, acc, i, c.out[i], w)
+		for _, rows := range []int{1, 2, 5} {
+			for _, width := range widths {
+				for _, ntaps := range []int{0, 1, 2, 3, 4, 5, 9, 25, 49} {
+					for _, acc := range []bool{false, true} {
+						c := randCase(rng, rows, width, ntaps)
+						init := float32(0.25)
+						before := append([]float32(nil), c.out...)
+						MAC(c.out, c.src, c.g, c.offs, c.w, init, acc)
+						for r := 0; r < rows; r++ {
+							for i := 0; i < c.g.OutStride && r*c.g.OutStride+i < len(c.out); i++ {
+								j := r*c.g.OutStride + i
+								if i >= width { // between rows: untouched
+									if c.out[j] != before[j] {
+										t.Fatalf("%+v: out[%d] outside the grid changed", c.g, j)
+									}
+									continue
+								}
+								want := float64(init)
+								if acc {
+									want = float64(before[j])
+								}
+								for k, o := range c.offs {
+									want += float64(c.w[k]) * float64(c.src[o+r*c.g.SrcStride+i])
+								}
+								if !near(c.out[j], want) {
+									t.Fatalf("%+v taps=%d acc=%v: out[%d] = %g, want %g", c.g, ntaps, acc, j, c.out[j], want)
+								}
+							}
 						}
 					}
 				}
@@ -78,23 +99,26 @@ func TestMACMatchesNaive(t *testing.T) {
 func TestDotsMatchesNaive(t *testing.T) {
 	paths(t, func(t *testing.T) {
 		rng := rand.New(rand.NewPCG(3, 4))
-		for _, n := range []int{0, 1, 7, 8, 9, 31, 32, 33, 40, 100, 257} {
-			for _, ntaps := range []int{0, 1, 3, 4, 5, 9, 25, 49} {
-				c := randCase(rng, n, ntaps)
-				dy := c.out
-				sums := make([]float32, ntaps)
-				want := make([]float64, ntaps)
-				for k, o := range c.offs {
-					sums[k] = c.w[k] // Dots adds: start from something non-zero
-					want[k] = float64(c.w[k])
-					for i, g := range dy {
-						want[k] += float64(g) * float64(c.src[o+i])
+		for _, rows := range []int{1, 2, 5} {
+			for _, width := range widths {
+				for _, ntaps := range []int{0, 1, 3, 4, 5, 9, 25, 49} {
+					c := randCase(rng, rows, width, ntaps)
+					sums := make([]float32, ntaps)
+					want := make([]float64, ntaps)
+					for k, o := range c.offs {
+						sums[k] = c.w[k] // Dots adds: start from something non-zero
+						want[k] = float64(c.w[k])
+						for r := 0; r < rows; r++ {
+							for i := 0; i < width; i++ {
+								want[k] += float64(c.out[r*c.g.OutStride+i]) * float64(c.src[o+r*c.g.SrcStride+i])
+							}
+						}
 					}
-				}
-				Dots(dy, c.src, c.offs, sums)
-				for k, w := range want {
-					if !near(sums[k], w) {
-						t.Fatalf("n=%d taps=%d: out[%d] = %g, want %g", n, ntaps, k, sums[k], w)
+					Dots(c.out, c.src, c.g, c.offs, sums)
+					for k, w := range want {
+						if !near(sums[k], w) {
+							t.Fatalf("%+v taps=%d: sums[%d] = %g, want %g", c.g, ntaps, k, sums[k], w)
+						}
 					}
 				}
 			}
@@ -102,23 +126,29 @@ func TestDotsMatchesNaive(t *testing.T) {
 	})
 }
 
-// TestOffsetsChecked: an offset running past the source is a panic naming
-// the offset before any memory is touched (the assembly does not check).
-func TestOffsetsChecked(t *testing.T) {
+// TestGridChecked: a grid or offset reaching past the slices panics with a
+// message naming it, before the assembly (which does not check) runs.
+func TestGridChecked(t *testing.T) {
 	paths(t, func(t *testing.T) {
-		for _, f := range []func(){
-			func() { MAC(make([]float32, 16), make([]float32, 20), []int{0, 5}, []float32{1, 1}, false) },
-			func() { Dots(make([]float32, 16), make([]float32, 20), []int{-1}, make([]float32, 1)) },
-			func() { MAC(make([]float32, 16), make([]float32, 20), []int{0}, []float32{1, 1}, false) },
+		g := Grid{Rows: 2, Width: 8, OutStride: 8, SrcStride: 10}
+		for _, c := range []struct {
+			f    func()
+			want string
+		}{
+			{func() { MAC(make([]float32, 16), make([]float32, 22), g, []int{0, 5}, []float32{1, 1}, 0, false) }, "offset 5"},
+			{func() { Dots(make([]float32, 16), make([]float32, 30), g, []int{-1}, make([]float32, 1)) }, "offset -1"},
+			{func() { MAC(make([]float32, 15), make([]float32, 30), g, []int{0}, []float32{1}, 0, false) }, "needs 16 outputs"},
+			{func() { MAC(make([]float32, 16), make([]float32, 30), g, []int{0}, []float32{1, 1}, 0, false) }, "1 offsets, 2 weights"},
+			{func() { Dots(make([]float32, 16), make([]float32, 30), Grid{Rows: 2, Width: 8, OutStride: 7}, []int{0}, make([]float32, 1)) }, "bad grid"},
 		} {
 			func() {
 				defer func() {
 					r := recover()
-					if s, ok := r.(string); !ok || !strings.Contains(s, "offset") {
-						t.Errorf("recovered %v, want a panic about the offsets", r)
+					if s, ok := r.(string); !ok || !strings.Contains(s, c.want) {
+						t.Errorf("recovered %v, want a panic containing %q", r, c.want)
 					}
 				}()
-				f()
+				c.f()
 			}()
 		}
 	})
