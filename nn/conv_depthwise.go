@@ -36,17 +36,29 @@ type dwPlan struct {
 	offs      []int
 	maxOff    int
 	outGrid   tapsum.Grid // the output (and its gradient) over the phase planes
-	ones      []float32
-	oneOff    []int
-	dxGrid    tapsum.Grid // stride 1: the input gradient over the dy grid
-	dxOffs    []int       // stride 1: offsets of the taps into dyz
-	phaseIdx  []int32     // stride > 1: phase buffer index of each input pixel
-	phaseTaps [][]int     // stride > 1: per phase, the taps (kh*k+kw) in it
-	phaseOffs [][]int     // stride > 1: per phase, offsets of those taps into dyz
+	// flat: the output is narrower than a 32-wide block, where per-row
+	// kernels would run one short dependency chain per row: compute on
+	// flatGrid, all oh rows of wq columns as one long row (the columns past
+	// ow are garbage, dropped), and copy out with a one-tap MAC.
+	flat     bool
+	flatGrid tapsum.Grid
+	unit     []float32 // the weight of that one tap
+	zeroOff  []int
+	ones     []float32
+	oneOff   []int
+	dxGrid   tapsum.Grid // stride 1: the input gradient over the dy grid
+	dxOffs   []int       // stride 1: offsets of the taps into dyz
+	// stride 1, flat: dP's interior as one row from dxStart, dxFlat long
+	dxStart    int
+	dxStartOff []int
+	dxFlat     tapsum.Grid
+	phaseIdx   []int32 // stride > 1: phase buffer index of each input pixel
+	phaseTaps  [][]int // stride > 1: per phase, the taps (kh*k+kw) in it
+	phaseOffs  [][]int // stride > 1: per phase, offsets of those taps into dyz
 
-	// scratch layout: P | dP (stride > 1) | dyz (maxOff zeros, then the dy
-	// grid, then zeros) | wsub
-	dpOff, dyzOff, wsubOff, scratchLen int
+	// scratch layout: P | dP | dyz (maxOff zeros, then the dy grid, then
+	// zeros) | y grid (flat) | wsub
+	dpOff, dyzOff, ygridOff, wsubOff, scratchLen int
 }
 
 func newDWPlan(l *conv) *dwPlan {
@@ -71,6 +83,9 @@ func newDWPlan(l *conv) *dwPlan {
 		p.ones[i] = 1
 	}
 	p.oneOff = []int{0}
+	p.flat = l.ow < 32
+	p.flatGrid = tapsum.Grid{Rows: 1, Width: l.oh * p.wq, OutStride: l.oh * p.wq}
+	p.unit, p.zeroOff = []float32{1}, []int{0}
 	// dyz holds dy at row stride wq from maxOff on. Output pixel (y, x)
 	// reads phase-buffer position offs[t] + y*wq + x, so a phase-buffer
 	// position q receives dy at dyz index q + maxOff - offs[t]: at most
@@ -78,6 +93,9 @@ func newDWPlan(l *conv) *dwPlan {
 	dyzLen := p.maxOff + max(p.phaseSize, l.oh*p.wq)
 	if s == 1 {
 		p.dxGrid = tapsum.Grid{Rows: l.h, Width: l.wd, OutStride: l.wd, SrcStride: p.wq}
+		p.dxStart = l.pad*p.wq + l.pad
+		p.dxFlat = tapsum.Grid{Rows: 1, Width: (l.h-1)*p.wq + l.wd, OutStride: (l.h-1)*p.wq + l.wd}
+		p.dxStartOff = []int{p.dxStart}
 		for _, o := range p.offs {
 			p.dxOffs = append(p.dxOffs, l.pad*p.wq+l.pad+p.maxOff-o)
 		}
@@ -99,21 +117,18 @@ func newDWPlan(l *conv) *dwPlan {
 		}
 	}
 	// Phase buffers: the last phase's taps read up to maxOff plus the grid.
-	planeLen := max(s*s*p.phaseSize, p.maxOff+(l.oh-1)*p.wq+l.ow)
+	planeLen := max(s*s*p.phaseSize, p.maxOff+l.oh*p.wq)
 	p.dpOff = planeLen
-	if s > 1 {
-		p.dyzOff = p.dpOff + s*s*p.phaseSize
-	} else {
-		p.dyzOff = p.dpOff
-	}
-	p.wsubOff = p.dyzOff + dyzLen
+	p.dyzOff = p.dpOff + s*s*p.phaseSize
+	p.ygridOff = p.dyzOff + dyzLen
+	p.wsubOff = p.ygridOff + l.oh*p.wq
 	p.scratchLen = p.wsubOff + k*k
 	return p
 }
 
 // dwScratch is one worker's scratch split into its parts.
 type dwScratch struct {
-	plane, dplane, dyz, dygrid, wsub []float32
+	plane, dplane, dyz, dygrid, ygrid, wsub []float32
 }
 
 func (l *conv) dwScratch(worker int) dwScratch {
@@ -121,8 +136,9 @@ func (l *conv) dwScratch(worker int) dwScratch {
 	return dwScratch{
 		plane:  s[:p.dpOff],
 		dplane: s[p.dpOff:p.dyzOff],
-		dyz:    s[p.dyzOff:p.wsubOff],
-		dygrid: s[p.dyzOff+p.maxOff : p.wsubOff],
+		dyz:    s[p.dyzOff:p.ygridOff],
+		dygrid: s[p.dyzOff+p.maxOff : p.ygridOff],
+		ygrid:  s[p.ygridOff:p.wsubOff],
 		wsub:   s[p.wsubOff:p.scratchLen],
 	}
 }
@@ -149,7 +165,8 @@ func (l *conv) forwardDepthwise(worker, i int) {
 	xn := l.x.Data[i*inSize : (i+1)*inSize]
 	yn := l.y.Data[i*outSize : (i+1)*outSize]
 	p := l.dw
-	plane := l.dwScratch(worker).plane
+	sc := l.dwScratch(worker)
+	plane := sc.plane
 	mult := l.outC / l.inC
 	kk := l.k * l.k
 	for ic := 0; ic < l.inC; ic++ {
@@ -159,8 +176,13 @@ func (l *conv) forwardDepthwise(worker, i int) {
 			if l.b != nil {
 				bias = l.b.Data[oc]
 			}
-			tapsum.MAC(yn[oc*l.spatial:(oc+1)*l.spatial], plane, p.outGrid, p.offs,
-				l.w.Data[oc*kk:(oc+1)*kk], bias, false)
+			yc, kern := yn[oc*l.spatial:(oc+1)*l.spatial], l.w.Data[oc*kk:(oc+1)*kk]
+			if p.flat {
+				tapsum.MAC(sc.ygrid, plane, p.flatGrid, p.offs, kern, 0, false)
+				tapsum.MAC(yc, sc.ygrid, p.outGrid, p.zeroOff, p.unit, bias, false)
+				continue
+			}
+			tapsum.MAC(yc, plane, p.outGrid, p.offs, kern, bias, false)
 		}
 	}
 }
@@ -199,18 +221,29 @@ func (l *conv) backwardDepthwiseChunk(worker, c int) {
 						p.oneOff, db[oc:oc+1])
 				}
 				kern := l.w.Data[oc*kk : (oc+1)*kk]
+				if dxn != nil || p.flat {
+					// Valid columns only: the columns past ow stay zero.
+					for y := 0; y < l.oh; y++ {
+						copy(sc.dygrid[y*p.wq:y*p.wq+l.ow], dyc[y*l.ow:(y+1)*l.ow])
+					}
+				}
 				if wantW {
-					tapsum.Dots(dyc, sc.plane, p.outGrid, p.offs, dw[oc*kk:(oc+1)*kk])
+					if p.flat {
+						tapsum.Dots(sc.dygrid, sc.plane, p.flatGrid, p.offs, dw[oc*kk:(oc+1)*kk])
+					} else {
+						tapsum.Dots(dyc, sc.plane, p.outGrid, p.offs, dw[oc*kk:(oc+1)*kk])
+					}
 				}
 				if dxn == nil {
 					continue
 				}
-				// Valid columns only: the columns past ow stay zero.
-				for y := 0; y < l.oh; y++ {
-					copy(sc.dygrid[y*p.wq:y*p.wq+l.ow], dyc[y*l.ow:(y+1)*l.ow])
+				if p.s == 1 && !p.flat {
+					tapsum.MAC(dxn[ic*hw:(ic+1)*hw], sc.dyz, p.dxGrid, p.dxOffs, kern, 0, true)
+					continue
 				}
 				if p.s == 1 {
-					tapsum.MAC(dxn[ic*hw:(ic+1)*hw], sc.dyz, p.dxGrid, p.dxOffs, kern, 0, true)
+					// The interior of dP as one long row from its first pixel.
+					tapsum.MAC(sc.dplane[p.dxStart:], sc.dyz, p.dxFlat, p.dxOffs, kern, 0, m > 0)
 					continue
 				}
 				for ph, taps := range p.phaseTaps {
@@ -225,6 +258,9 @@ func (l *conv) backwardDepthwiseChunk(worker, c int) {
 						tapsum.Grid{Rows: 1, Width: p.phaseSize, OutStride: p.phaseSize},
 						p.phaseOffs[ph], wsub, 0, m > 0)
 				}
+			}
+			if dxn != nil && p.s == 1 && p.flat {
+				tapsum.MAC(dxn[ic*hw:(ic+1)*hw], sc.dplane, p.dxGrid, p.dxStartOff, p.unit, 0, true)
 			}
 			if dxn != nil && p.s > 1 {
 				// Phase planes that no tap reads were never written: their

@@ -29,9 +29,8 @@ type tapCase struct {
 
 // randCase draws a grid of rows x width with ntaps random offsets, width
 // crossing the 8- and 32-element blocks and the masked tail of the assembly.
-// The output and source are exactly as long as the grid needs, so a kernel
-// touching one element too many would fail the slice check or the race
-// detector's bounds.
+// The output and source are exactly as long as the grid needs, so the Go
+// kernels' bounds checks catch an element too many.
 func randCase(rng *rand.Rand, rows, width, ntaps int) tapCase {
 	g := Grid{Rows: rows, Width: width, OutStride: width + rng.IntN(3), SrcStride: width + rng.IntN(9)}
 	maxOff := 20
@@ -139,7 +138,9 @@ func TestGridChecked(t *testing.T) {
 			{func() { Dots(make([]float32, 16), make([]float32, 30), g, []int{-1}, make([]float32, 1)) }, "offset -1"},
 			{func() { MAC(make([]float32, 15), make([]float32, 30), g, []int{0}, []float32{1}, 0, false) }, "needs 16 outputs"},
 			{func() { MAC(make([]float32, 16), make([]float32, 30), g, []int{0}, []float32{1, 1}, 0, false) }, "1 offsets, 2 weights"},
-			{func() { Dots(make([]float32, 16), make([]float32, 30), Grid{Rows: 2, Width: 8, OutStride: 7}, []int{0}, make([]float32, 1)) }, "bad grid"},
+			{func() {
+				Dots(make([]float32, 16), make([]float32, 30), Grid{Rows: 2, Width: 8, OutStride: 7}, []int{0}, make([]float32, 1))
+			}, "bad grid"},
 		} {
 			func() {
 				defer func() {
