@@ -39,8 +39,9 @@ type conv struct {
 
 	// cols[worker] holds one image's im2col matrix (inC*k*k x spatial); in
 	// the backward pass each group's rows are overwritten by their gradient.
-	// Depthwise layers keep a padded input plane and its gradient there.
+	// Depthwise layers keep their planes there (layout in dw).
 	cols [][]float32
+	dw   *dwPlan
 	// gatherDX: the input gradient is computed as a stride-1 convolution of
 	// the padded output gradient with the flipped kernel (im2col of dY, then
 	// one GEMM with depth OutC/Groups*K*K into dX), which gathers with copies
@@ -135,7 +136,8 @@ func (c *CPU) Conv2D(x *Value, w, b *Param, a ConvAttrs) (Layer, error) {
 			l.wFlip = make([]float32, len(w.Data))
 		}
 	case convDepthwise:
-		scratch = 2 * (h + 2*l.pad) * (wd + 2*l.pad) // padded plane and its gradient
+		l.dw = newDWPlan(l)
+		scratch = l.dw.scratchLen
 	}
 	if scratch > 0 {
 		l.cols = make([][]float32, workers)

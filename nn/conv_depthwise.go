@@ -1,25 +1,162 @@
 package nn
 
-// Depthwise convolution (Groups == InC, OutC = InC*mult) as direct loops:
-// each output channel reads one input channel, so a GEMM per group would be
-// a one-row matrix product dominated by im2col. Each input channel is first
-// copied into a zero-bordered plane (per-worker scratch) so that the inner
-// loops have no border tests: for stride 1 every kernel row is a few fused
-// multiply-add sweeps over contiguous rows.
+import "bayesnas/internal/tapsum"
 
-// dwPlanes returns a worker's padded input plane and its gradient plane.
-// Their borders are never written, so they stay zero.
-func (l *conv) dwPlanes(worker int) (plane, dplane []float32) {
-	sz := (l.h + 2*l.pad) * (l.wd + 2*l.pad)
-	s := l.cols[worker]
-	return s[:sz], s[sz : 2*sz]
+// Depthwise convolution (Groups == InC, OutC = InC*mult). Each output
+// channel reads one input channel, so a GEMM per group would be a one-row
+// matrix product dominated by im2col. Instead every pass is a sum of
+// shifted copies of one array, which two kernels of package tapsum (AVX2
+// assembly with a Go fallback) run over whole planes at a time: MAC, a
+// multiply-add over a table of tap offsets, and Dots, one dot product per
+// tap.
+//
+//   - The zero-padded input channel is split into stride x stride phase
+//     planes (phase (a, b) holds padded pixels (r*s+a, c*s+b)), each hq x wq,
+//     so that tap (kh, kw) reads phase ((kh*dil)%s, (kw*dil)%s) at a
+//     constant offset from the output pixel for any stride: the output is
+//     MAC over the taps, its rows read with stride wq.
+//   - The weight gradient is Dots of the output gradient with the same
+//     shifted planes; the bias gradient is Dots with ones.
+//   - The input gradient is gathered rather than scattered: the output
+//     gradient is copied into a grid of row stride wq with zeros around it,
+//     and each input pixel is MAC over the taps at the negated offsets. For
+//     stride 1 that writes the input gradient directly; for larger strides
+//     it fills the phase planes of dP, each from the taps of its phase, and
+//     a table maps them back.
+//
+// Sums run in a fixed order per (image, channel), so the result depends on
+// neither the worker count nor the scheduling.
+
+// dwPlan is the layer's fixed geometry and the layout of its per-worker
+// scratch (conv.cols[worker]).
+type dwPlan struct {
+	s         int // stride: s*s phase planes
+	hq, wq    int // phase plane size
+	phaseSize int // hq*wq
+	offs      []int
+	maxOff    int
+	outGrid   tapsum.Grid // the output (and its gradient) over the phase planes
+	// flat: the output is narrower than a 32-wide block, where per-row
+	// kernels would run one short dependency chain per row: compute on
+	// flatGrid, all oh rows of wq columns as one long row (the columns past
+	// ow are garbage, dropped), and copy out with a one-tap MAC.
+	flat     bool
+	flatGrid tapsum.Grid
+	unit     []float32 // the weight of that one tap
+	zeroOff  []int
+	ones     []float32
+	oneOff   []int
+	dxGrid   tapsum.Grid // stride 1: the input gradient over the dy grid
+	dxOffs   []int       // stride 1: offsets of the taps into dyz
+	// stride 1, flat: dP's interior as one row from dxStart, dxFlat long
+	dxStart    int
+	dxStartOff []int
+	dxFlat     tapsum.Grid
+	phaseIdx   []int32 // stride > 1: phase buffer index of each input pixel
+	phaseTaps  [][]int // stride > 1: per phase, the taps (kh*k+kw) in it
+	phaseOffs  [][]int // stride > 1: per phase, offsets of those taps into dyz
+
+	// scratch layout: P | dP | dyz (maxOff zeros, then the dy grid, then
+	// zeros) | y grid (flat) | wsub
+	dpOff, dyzOff, ygridOff, wsubOff, scratchLen int
 }
 
-// fillPlane copies one input channel into the interior of a padded plane.
-func (l *conv) fillPlane(plane, xc []float32) {
-	wp := l.wd + 2*l.pad
-	for y := 0; y < l.h; y++ {
-		copy(plane[(y+l.pad)*wp+l.pad:(y+l.pad)*wp+l.pad+l.wd], xc[y*l.wd:(y+1)*l.wd])
+func newDWPlan(l *conv) *dwPlan {
+	s, k, d := l.stride, l.k, l.dil
+	hp, wp := l.h+2*l.pad, l.wd+2*l.pad
+	p := &dwPlan{s: s, hq: (hp + s - 1) / s, wq: (wp + s - 1) / s}
+	p.phaseSize = p.hq * p.wq
+	p.phaseTaps = make([][]int, s*s)
+	p.offs = make([]int, k*k)
+	for kh := 0; kh < k; kh++ {
+		for kw := 0; kw < k; kw++ {
+			ph := (kh*d%s)*s + kw*d%s
+			t := kh*k + kw
+			p.offs[t] = ph*p.phaseSize + kh*d/s*p.wq + kw*d/s
+			p.maxOff = max(p.maxOff, p.offs[t])
+			p.phaseTaps[ph] = append(p.phaseTaps[ph], t)
+		}
+	}
+	p.outGrid = tapsum.Grid{Rows: l.oh, Width: l.ow, OutStride: l.ow, SrcStride: p.wq}
+	p.ones = make([]float32, l.ow)
+	for i := range p.ones {
+		p.ones[i] = 1
+	}
+	p.oneOff = []int{0}
+	p.flat = l.ow < 32
+	p.flatGrid = tapsum.Grid{Rows: 1, Width: l.oh * p.wq, OutStride: l.oh * p.wq}
+	p.unit, p.zeroOff = []float32{1}, []int{0}
+	// dyz holds dy at row stride wq from maxOff on. Output pixel (y, x)
+	// reads phase-buffer position offs[t] + y*wq + x, so a phase-buffer
+	// position q receives dy at dyz index q + maxOff - offs[t]: at most
+	// maxOff + phaseSize for q inside its phase plane.
+	dyzLen := p.maxOff + max(p.phaseSize, l.oh*p.wq)
+	if s == 1 {
+		p.dxGrid = tapsum.Grid{Rows: l.h, Width: l.wd, OutStride: l.wd, SrcStride: p.wq}
+		p.dxStart = l.pad*p.wq + l.pad
+		p.dxFlat = tapsum.Grid{Rows: 1, Width: (l.h-1)*p.wq + l.wd, OutStride: (l.h-1)*p.wq + l.wd}
+		p.dxStartOff = []int{p.dxStart}
+		for _, o := range p.offs {
+			p.dxOffs = append(p.dxOffs, l.pad*p.wq+l.pad+p.maxOff-o)
+		}
+	} else {
+		// Division-free fill and gather: a table instead of per-row phase
+		// arithmetic, which cost more than the multiply-adds.
+		p.phaseIdx = make([]int32, l.h*l.wd)
+		for y := 0; y < l.h; y++ {
+			for x := 0; x < l.wd; x++ {
+				py, px := y+l.pad, x+l.pad
+				p.phaseIdx[y*l.wd+x] = int32((py%s*s+px%s)*p.phaseSize + py/s*p.wq + px/s)
+			}
+		}
+		p.phaseOffs = make([][]int, s*s)
+		for ph, taps := range p.phaseTaps {
+			for _, t := range taps {
+				p.phaseOffs[ph] = append(p.phaseOffs[ph], ph*p.phaseSize+p.maxOff-p.offs[t])
+			}
+		}
+	}
+	// Phase buffers: the last phase's taps read up to maxOff plus the grid.
+	planeLen := max(s*s*p.phaseSize, p.maxOff+l.oh*p.wq)
+	p.dpOff = planeLen
+	p.dyzOff = p.dpOff + s*s*p.phaseSize
+	p.ygridOff = p.dyzOff + dyzLen
+	p.wsubOff = p.ygridOff + l.oh*p.wq
+	p.scratchLen = p.wsubOff + k*k
+	return p
+}
+
+// dwScratch is one worker's scratch split into its parts.
+type dwScratch struct {
+	plane, dplane, dyz, dygrid, ygrid, wsub []float32
+}
+
+func (l *conv) dwScratch(worker int) dwScratch {
+	p, s := l.dw, l.cols[worker]
+	return dwScratch{
+		plane:  s[:p.dpOff],
+		dplane: s[p.dpOff:p.dyzOff],
+		dyz:    s[p.dyzOff:p.ygridOff],
+		dygrid: s[p.dyzOff+p.maxOff : p.ygridOff],
+		ygrid:  s[p.ygridOff:p.wsubOff],
+		wsub:   s[p.wsubOff:p.scratchLen],
+	}
+}
+
+// fillPhases copies one input channel into the interior of the phase
+// planes. Nothing else is ever written there, so the padding stays zero.
+func (l *conv) fillPhases(plane, xc []float32) {
+	p := l.dw
+	if p.s == 1 {
+		w, wq := l.wd, p.wq
+		for y := 0; y < l.h; y++ {
+			copy(plane[(y+l.pad)*wq+l.pad:(y+l.pad)*wq+l.pad+w], xc[y*w:(y+1)*w])
+		}
+		return
+	}
+	idx := p.phaseIdx[:len(xc)]
+	for i, v := range xc {
+		plane[idx[i]] = v
 	}
 }
 
@@ -27,66 +164,25 @@ func (l *conv) forwardDepthwise(worker, i int) {
 	inSize, outSize := l.inC*l.h*l.wd, l.outC*l.spatial
 	xn := l.x.Data[i*inSize : (i+1)*inSize]
 	yn := l.y.Data[i*outSize : (i+1)*outSize]
-	plane, _ := l.dwPlanes(worker)
+	p := l.dw
+	sc := l.dwScratch(worker)
+	plane := sc.plane
 	mult := l.outC / l.inC
 	kk := l.k * l.k
-	wp := l.wd + 2*l.pad
 	for ic := 0; ic < l.inC; ic++ {
-		l.fillPlane(plane, xn[ic*l.h*l.wd:(ic+1)*l.h*l.wd])
+		l.fillPhases(plane, xn[ic*l.h*l.wd:(ic+1)*l.h*l.wd])
 		for oc := ic * mult; oc < (ic+1)*mult; oc++ {
-			yc := yn[oc*l.spatial : (oc+1)*l.spatial]
 			var bias float32
 			if l.b != nil {
 				bias = l.b.Data[oc]
 			}
-			for j := range yc {
-				yc[j] = bias
+			yc, kern := yn[oc*l.spatial:(oc+1)*l.spatial], l.w.Data[oc*kk:(oc+1)*kk]
+			if p.flat {
+				tapsum.MAC(sc.ygrid, plane, p.flatGrid, p.offs, kern, 0, false)
+				tapsum.MAC(yc, sc.ygrid, p.outGrid, p.zeroOff, p.unit, bias, false)
+				continue
 			}
-			kern := l.w.Data[oc*kk : (oc+1)*kk]
-			for y := 0; y < l.oh; y++ {
-				yrow := yc[y*l.ow : (y+1)*l.ow]
-				for kh := 0; kh < l.k; kh++ {
-					r := (y*l.stride + kh*l.dil) * wp
-					dwRowForward(yrow, plane[r:r+wp], kern[kh*l.k:(kh+1)*l.k], l.stride, l.dil)
-				}
-			}
-		}
-	}
-}
-
-// dwRowForward adds one kernel row's taps into an output row:
-// out[o] += sum_kw kern[kw] * in[o*stride + kw*dil], in being a padded row.
-func dwRowForward(out, in, kern []float32, stride, dil int) {
-	n := len(out)
-	if stride == 1 {
-		switch len(kern) {
-		case 3:
-			k0, k1, k2 := kern[0], kern[1], kern[2]
-			a, b, c := in[:n], in[dil:dil+n], in[2*dil:2*dil+n]
-			for j := range out {
-				out[j] += k0*a[j] + k1*b[j] + k2*c[j]
-			}
-			return
-		case 5:
-			k0, k1, k2, k3, k4 := kern[0], kern[1], kern[2], kern[3], kern[4]
-			a, b, c, d, e := in[:n], in[dil:dil+n], in[2*dil:2*dil+n], in[3*dil:3*dil+n], in[4*dil:4*dil+n]
-			for j := range out {
-				out[j] += k0*a[j] + k1*b[j] + k2*c[j] + k3*d[j] + k4*e[j]
-			}
-			return
-		}
-		for kw, kv := range kern {
-			src := in[kw*dil : kw*dil+n]
-			for j := range out {
-				out[j] += kv * src[j]
-			}
-		}
-		return
-	}
-	for kw, kv := range kern {
-		src := in[kw*dil:]
-		for j := range out {
-			out[j] += kv * src[j*stride]
+			tapsum.MAC(yc, plane, p.outGrid, p.offs, kern, bias, false)
 		}
 	}
 }
@@ -97,141 +193,84 @@ func (l *conv) backwardDepthwiseChunk(worker, c int) {
 	clear(db)
 	lo, hi := l.chunkImages(c)
 	inSize, outSize := l.inC*l.h*l.wd, l.outC*l.spatial
-	plane, dplane := l.dwPlanes(worker)
+	p := l.dw
+	sc := l.dwScratch(worker)
 	mult := l.outC / l.inC
 	kk := l.k * l.k
-	wp := l.wd + 2*l.pad
+	hw := l.h * l.wd
+	wantW := l.w.Grad != nil
 	for i := lo; i < hi; i++ {
 		xn := l.x.Data[i*inSize : (i+1)*inSize]
 		dyn := l.y.Grad[i*outSize : (i+1)*outSize]
-		if l.x.Grad != nil && l.assignX {
-			clear(l.x.Grad[i*inSize : (i+1)*inSize])
+		var dxn []float32
+		if l.x.Grad != nil {
+			dxn = l.x.Grad[i*inSize : (i+1)*inSize]
+			if l.assignX {
+				clear(dxn)
+			}
 		}
 		for ic := 0; ic < l.inC; ic++ {
-			l.fillPlane(plane, xn[ic*l.h*l.wd:(ic+1)*l.h*l.wd])
-			var dp []float32
-			if l.x.Grad != nil {
-				dp = dplane
-				clear(dp)
+			if wantW {
+				l.fillPhases(sc.plane, xn[ic*hw:(ic+1)*hw])
 			}
-			for oc := ic * mult; oc < (ic+1)*mult; oc++ {
+			for m := 0; m < mult; m++ {
+				oc := ic*mult + m
 				dyc := dyn[oc*l.spatial : (oc+1)*l.spatial]
-				kern := l.w.Data[oc*kk : (oc+1)*kk]
-				dkern := dw[oc*kk : (oc+1)*kk]
 				if l.b != nil {
-					var s float32
-					for _, v := range dyc {
-						s += v
-					}
-					db[oc] += s
+					tapsum.Dots(dyc, p.ones, tapsum.Grid{Rows: l.oh, Width: l.ow, OutStride: l.ow},
+						p.oneOff, db[oc:oc+1])
 				}
-				for y := 0; y < l.oh; y++ {
-					dyrow := dyc[y*l.ow : (y+1)*l.ow]
-					for kh := 0; kh < l.k; kh++ {
-						r := (y*l.stride + kh*l.dil) * wp
-						var dprow []float32
-						if dp != nil {
-							dprow = dp[r : r+wp]
-						}
-						dwRowBackward(dyrow, plane[r:r+wp], dprow, kern[kh*l.k:(kh+1)*l.k],
-							dkern[kh*l.k:(kh+1)*l.k], l.stride, l.dil)
+				kern := l.w.Data[oc*kk : (oc+1)*kk]
+				if dxn != nil || p.flat {
+					// Valid columns only: the columns past ow stay zero.
+					for y := 0; y < l.oh; y++ {
+						copy(sc.dygrid[y*p.wq:y*p.wq+l.ow], dyc[y*l.ow:(y+1)*l.ow])
 					}
 				}
-			}
-			if dp != nil {
-				// The border of the gradient plane belongs to the padding: drop it.
-				dxc := l.x.Grad[i*inSize+ic*l.h*l.wd : i*inSize+(ic+1)*l.h*l.wd]
-				for y := 0; y < l.h; y++ {
-					src := dp[(y+l.pad)*wp+l.pad : (y+l.pad)*wp+l.pad+l.wd]
-					dst := dxc[y*l.wd : (y+1)*l.wd]
-					for j, v := range src {
-						dst[j] += v
+				if wantW {
+					if p.flat {
+						tapsum.Dots(sc.dygrid, sc.plane, p.flatGrid, p.offs, dw[oc*kk:(oc+1)*kk])
+					} else {
+						tapsum.Dots(dyc, sc.plane, p.outGrid, p.offs, dw[oc*kk:(oc+1)*kk])
 					}
 				}
-			}
-		}
-	}
-}
-
-// dwRowBackward is the adjoint of dwRowForward for one kernel row: it adds
-// dy*in into the taps' gradients and (when dx is not nil) kern*dy into dx.
-func dwRowBackward(dy, in, dx, kern, dkern []float32, stride, dil int) {
-	n := len(dy)
-	if stride == 1 && len(kern) == 3 {
-		a, b, c := in[:n], in[dil:dil+n], in[2*dil:2*dil+n]
-		var s0, s1, s2 float32
-		for j, g := range dy {
-			s0 += g * a[j]
-			s1 += g * b[j]
-			s2 += g * c[j]
-		}
-		dkern[0] += s0
-		dkern[1] += s1
-		dkern[2] += s2
-		if dx != nil {
-			dwRowGatherDX3(dy, dx, kern, dil)
-		}
-		return
-	}
-	for kw, kv := range kern {
-		var s float32
-		if stride == 1 {
-			src := in[kw*dil : kw*dil+n]
-			for j, g := range dy {
-				s += g * src[j]
-			}
-			if dx != nil {
-				d := dx[kw*dil : kw*dil+n]
-				for j, g := range dy {
-					d[j] += kv * g
+				if dxn == nil {
+					continue
+				}
+				if p.s == 1 && !p.flat {
+					tapsum.MAC(dxn[ic*hw:(ic+1)*hw], sc.dyz, p.dxGrid, p.dxOffs, kern, 0, true)
+					continue
+				}
+				if p.s == 1 {
+					// The interior of dP as one long row from its first pixel.
+					tapsum.MAC(sc.dplane[p.dxStart:], sc.dyz, p.dxFlat, p.dxOffs, kern, 0, m > 0)
+					continue
+				}
+				for ph, taps := range p.phaseTaps {
+					if len(taps) == 0 {
+						continue
+					}
+					wsub := sc.wsub[:len(taps)]
+					for j, t := range taps {
+						wsub[j] = kern[t]
+					}
+					tapsum.MAC(sc.dplane[ph*p.phaseSize:(ph+1)*p.phaseSize], sc.dyz,
+						tapsum.Grid{Rows: 1, Width: p.phaseSize, OutStride: p.phaseSize},
+						p.phaseOffs[ph], wsub, 0, m > 0)
 				}
 			}
-		} else {
-			src := in[kw*dil:]
-			for j, g := range dy {
-				s += g * src[j*stride]
+			if dxn != nil && p.s == 1 && p.flat {
+				tapsum.MAC(dxn[ic*hw:(ic+1)*hw], sc.dplane, p.dxGrid, p.dxStartOff, p.unit, 0, true)
 			}
-			if dx != nil {
-				d := dx[kw*dil:]
-				for j, g := range dy {
-					d[j*stride] += kv * g
+			if dxn != nil && p.s > 1 {
+				// Phase planes that no tap reads were never written: their
+				// zeros are the gradient of pixels no output depends on.
+				dxc := dxn[ic*hw : (ic+1)*hw]
+				idx := p.phaseIdx[:len(dxc)]
+				for j := range dxc {
+					dxc[j] += sc.dplane[idx[j]]
 				}
 			}
 		}
-		dkern[kw] += s
-	}
-}
-
-// dwRowGatherDX3 adds the input gradient of a stride-1, 3-tap kernel row,
-// dx[p] += sum_kw kern[kw]*dy[p-kw*dil], gathering all taps per element (one
-// store each) on the interior where every tap is valid.
-func dwRowGatherDX3(dy, dx, kern []float32, dil int) {
-	n, span := len(dy), 2*dil
-	k0, k1, k2 := kern[0], kern[1], kern[2]
-	if n > span {
-		d := dx[span:n]
-		a, b, c := dy[span:n], dy[span-dil:n-dil], dy[:n-span]
-		a, b, c = a[:len(d)], b[:len(d)], c[:len(d)]
-		for j := range d {
-			d[j] += k0*a[j] + k1*b[j] + k2*c[j]
-		}
-		dwGatherDXEdge(dy, dx, kern, dil, 0, span)
-		dwGatherDXEdge(dy, dx, kern, dil, n, n+span)
-		return
-	}
-	dwGatherDXEdge(dy, dx, kern, dil, 0, n+span)
-}
-
-// dwGatherDXEdge is dwRowGatherDX3 on dx[plo:phi] with bounds tests.
-func dwGatherDXEdge(dy, dx, kern []float32, dil, plo, phi int) {
-	n := len(dy)
-	for p := plo; p < phi; p++ {
-		var s float32
-		for kw, kv := range kern {
-			if j := p - kw*dil; j >= 0 && j < n {
-				s += kv * dy[j]
-			}
-		}
-		dx[p] += s
 	}
 }

@@ -41,12 +41,19 @@ var convCases = []convCase{
 	{1, 6, 9, 7, ca(6, 5, 2, 2, 1, 6), false},
 	{3, 5, 7, 7, ca(5, 3, 2, 0, 1, 5), true},
 	{3, 4, 9, 9, ca(4, 3, 1, 2, 2, 4), false},
-	{1, 2, 3, 2, ca(2, 3, 1, 1, 1, 2), true},   // narrower than the kernel
-	{3, 4, 8, 9, ca(8, 3, 1, 1, 1, 4), true},   // depthwise, multiplier 2
-	{3, 4, 11, 9, ca(8, 5, 1, 3, 2, 4), false}, // depthwise, multiplier 2, dilated
-	{3, 3, 10, 11, ca(6, 7, 2, 3, 1, 3), true}, // depthwise, multiplier 2, strided 7x7
-	{3, 3, 5, 6, ca(4, 1, 1, 1, 1, 1), false},  // pad > dil*(k-1): input gradient by col2im
-	{1, 3, 6, 7, ca(4, 3, 1, 3, 1, 1), true},   // pad > dil*(k-1): input gradient by col2im
+	{1, 2, 3, 2, ca(2, 3, 1, 1, 1, 2), true},    // narrower than the kernel
+	{3, 4, 8, 9, ca(8, 3, 1, 1, 1, 4), true},    // depthwise, multiplier 2
+	{3, 4, 11, 9, ca(8, 5, 1, 3, 2, 4), false},  // depthwise, multiplier 2, dilated
+	{3, 3, 10, 11, ca(6, 7, 2, 3, 1, 3), true},  // depthwise, multiplier 2, strided 7x7
+	{3, 3, 5, 6, ca(4, 1, 1, 1, 1, 1), false},   // pad > dil*(k-1): input gradient by col2im
+	{1, 3, 6, 7, ca(4, 3, 1, 3, 1, 1), true},    // pad > dil*(k-1): input gradient by col2im
+	{3, 4, 12, 13, ca(4, 7, 1, 3, 1, 4), true},  // depthwise 7x7
+	{3, 4, 9, 10, ca(4, 3, 2, 2, 2, 4), false},  // depthwise, strided and dilated: one phase plane
+	{2, 3, 11, 9, ca(3, 5, 2, 4, 2, 3), true},   // depthwise 5x5, strided and dilated
+	{2, 3, 10, 11, ca(3, 3, 3, 1, 1, 3), true},  // depthwise, stride 3: nine phase planes
+	{2, 3, 33, 35, ca(3, 5, 1, 2, 1, 3), false}, // depthwise, planes of several 64-output blocks
+	{2, 3, 6, 5, ca(3, 3, 1, 3, 1, 3), true},    // depthwise, pad > dil*(k-1)
+	{3, 2, 8, 8, ca(4, 7, 1, 6, 2, 2), false},   // depthwise 7x7, dilated, multiplier 2
 }
 
 // convTensors holds the input, parameters and upstream gradient of a case.
