@@ -236,3 +236,35 @@ func TestProgressReports(t *testing.T) {
 		t.Errorf("last report: %+v, want curvature 1/1 batch 2/2", p)
 	}
 }
+
+// The cost of one checkpoint of the default supernet (written after every
+// epoch): compare with BenchmarkSupernetTrainStep times the batches of an epoch.
+func BenchmarkCheckpointDefaultSupernet(b *testing.B) {
+	net, _, _ := benchNet(b)
+	var weights, arch []*nn.Param
+	for _, p := range net.Params {
+		if p.Kind == nn.ArchVar {
+			arch = append(arch, p)
+		} else {
+			weights = append(weights, p)
+		}
+	}
+	optW, err := nn.NewSGD(weights, nn.SGDConfig{Momentum: 0.9})
+	if err != nil {
+		b.Fatal(err)
+	}
+	optA, err := nn.NewAdam(arch, nn.AdamConfig{Beta1: 0.5, Beta2: 0.999})
+	if err != nil {
+		b.Fatal(err)
+	}
+	path := filepath.Join(b.TempDir(), "checkpoint.safetensors")
+	opts := []models.CheckpointOptimizer{{Name: "optimizer", Opt: optW}, {Name: "arch_optimizer", Opt: optA}}
+	for b.Loop() {
+		if err := models.SaveCheckpoint(path, net.Params, opts, map[string]string{"format": checkpointFormat}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if st, err := os.Stat(path); err == nil {
+		b.ReportMetric(float64(st.Size())/1e6, "MB")
+	}
+}
