@@ -161,8 +161,9 @@ type RunOptions struct {
 	// resumed search first writes the lines of its checkpoint, so Log ends
 	// with the whole log either way. May be nil.
 	Log io.Writer
-	// Checkpoint is where the search's state is written atomically after
-	// every epoch and every iteration, and on cancellation mid-epoch; ""
+	// Checkpoint is where the search's state is written atomically at the
+	// start, after every epoch and every log line, and on cancellation
+	// mid-epoch (a killed search loses at most the epoch in progress); ""
 	// writes none.
 	Checkpoint string
 	// Resume continues from Checkpoint instead of starting afresh.
