@@ -1,8 +1,10 @@
 package pipeline
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
+	"reflect"
 	"sort"
 	"strconv"
 
@@ -21,48 +23,33 @@ type trainState struct {
 	Seen    int
 }
 
-// optPrefix names optimizer slots inside a checkpoint, apart from the weights.
-const optPrefix = "optimizer/"
+const trainCheckpointFormat = "bayesnas.checkpoint/v1"
 
-// checkpointTensors returns the weights followed by the optimizer's slots, in
-// a fixed order, as params so one safetensors file holds them all.
-func checkpointTensors(params []*nn.Param, optim nn.Optimizer) []*nn.Param {
-	out := append([]*nn.Param(nil), params...)
-	state := optim.State()
-	names := make([]string, 0, len(state))
-	for k := range state {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	for _, k := range names {
-		out = append(out, &nn.Param{Name: optPrefix + k, Shape: []int{len(state[k])}, Data: state[k], Kind: nn.Buffer})
-	}
-	return out
+// trainOptimizer names the optimizer's slots inside a checkpoint
+// ("optimizer/<slot>", "optimizer_steps"), apart from the weights.
+func trainOptimizer(optim nn.Optimizer) []models.CheckpointOptimizer {
+	return []models.CheckpointOptimizer{{Name: "optimizer", Opt: optim}}
 }
 
 func saveCheckpoint(path string, params []*nn.Param, optim nn.Optimizer, st trainState) error {
 	meta := map[string]string{
-		"format":          "bayesnas.checkpoint/v1",
-		"epoch":           strconv.Itoa(st.Epoch),
-		"batch":           strconv.Itoa(st.Batch),
-		"step":            strconv.Itoa(st.Step),
-		"optimizer_steps": strconv.FormatInt(optim.Steps(), 10),
+		"format": trainCheckpointFormat,
+		"epoch":  strconv.Itoa(st.Epoch),
+		"batch":  strconv.Itoa(st.Batch),
+		"step":   strconv.Itoa(st.Step),
 		// Exact float bits, so the resumed epoch's mean loss is the same number.
 		"loss_sum": strconv.FormatUint(math.Float64bits(st.LossSum), 16),
 		"correct":  strconv.Itoa(st.Correct),
 		"seen":     strconv.Itoa(st.Seen),
 	}
-	return models.SaveWeights(path, checkpointTensors(params, optim), meta)
+	return models.SaveCheckpoint(path, params, trainOptimizer(optim), meta)
 }
 
 func loadCheckpoint(path string, params []*nn.Param, optim nn.Optimizer) (trainState, error) {
 	var st trainState
-	meta, err := models.ReadWeightsMetadata(path)
+	meta, err := models.LoadCheckpoint(path, trainCheckpointFormat, params, trainOptimizer(optim))
 	if err != nil {
 		return st, fmt.Errorf("resume: %w", err)
-	}
-	if meta["format"] != "bayesnas.checkpoint/v1" {
-		return st, fmt.Errorf("resume: %s is not a bayesnas checkpoint (format %q)", path, meta["format"])
 	}
 	ints := map[string]*int{"epoch": &st.Epoch, "batch": &st.Batch, "step": &st.Step, "correct": &st.Correct, "seen": &st.Seen}
 	for k, p := range ints {
@@ -77,13 +64,70 @@ func loadCheckpoint(path string, params []*nn.Param, optim nn.Optimizer) (trainS
 		return st, fmt.Errorf("resume: %s: metadata loss_sum: %w", path, err)
 	}
 	st.LossSum = math.Float64frombits(bits)
-	steps, err := strconv.ParseInt(meta["optimizer_steps"], 10, 64)
-	if err != nil {
-		return st, fmt.Errorf("resume: %s: metadata optimizer_steps: %w", path, err)
-	}
-	if err := models.LoadWeights(path, checkpointTensors(params, optim)); err != nil {
-		return st, fmt.Errorf("resume: %w", err)
-	}
-	optim.SetSteps(steps)
 	return st, nil
+}
+
+// configDiff compares two resolved configurations through their JSON form
+// (so maps and nested sections compare by value) and returns the key of the
+// first setting that differs ("search.lr", "data.limit"), or "" when they
+// are the same: a resumed run must continue the run it resumes.
+func configDiff(saved, now any) (string, error) {
+	var a, b any
+	for _, p := range []struct {
+		v   any
+		dst *any
+	}{{saved, &a}, {now, &b}} {
+		j, err := json.Marshal(p.v)
+		if err != nil {
+			return "", fmt.Errorf("comparing configurations: %w", err)
+		}
+		if err := json.Unmarshal(j, p.dst); err != nil {
+			return "", fmt.Errorf("comparing configurations: %w", err)
+		}
+	}
+	return jsonDiff("", a, b), nil
+}
+
+func jsonDiff(path string, a, b any) string {
+	ma, okA := a.(map[string]any)
+	mb, okB := b.(map[string]any)
+	if !okA || !okB {
+		if reflect.DeepEqual(a, b) {
+			return ""
+		}
+		return path
+	}
+	keys := make([]string, 0, len(ma)+len(mb))
+	for k := range ma {
+		keys = append(keys, k)
+	}
+	for k := range mb {
+		if _, ok := ma[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		sub := k
+		if path != "" {
+			sub = path + "." + k
+		}
+		if d := jsonDiff(sub, ma[k], mb[k]); d != "" {
+			return d
+		}
+	}
+	return ""
+}
+
+// checkResumeConfig refuses to resume under settings other than those saved
+// in the run directory (path), naming the first that differs.
+func checkResumeConfig(path string, saved, now any) error {
+	key, err := configDiff(saved, now)
+	if err != nil {
+		return fmt.Errorf("resume: %w", err)
+	}
+	if key != "" {
+		return fmt.Errorf("resume: setting %s differs from %s; resume with the same settings (or start a new run directory)", key, path)
+	}
+	return nil
 }

@@ -1,7 +1,9 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -22,29 +24,48 @@ type SearchConfig struct {
 }
 
 // Search runs BayesNAS on the proxy cell space and writes the run directory:
-// config.json, split.json, search_log.jsonl, arch.json (the derived network,
-// trainable with `bayesnas train --arch`), decisions.json, the supernet and its
-// weights. It does not resume yet: an existing search in dir is an error.
+// config.json, split.json, search_log.jsonl, checkpoint.safetensors (after
+// every epoch and iteration, and on Ctrl-C), arch.json (the derived network,
+// trainable with `bayesnas train --arch`), decisions.json, the supernet and
+// its weights. With opt.Resume it continues the search in the directory,
+// which must have been started with the same configuration, and ends as an
+// uninterrupted search would; without, a directory that holds a search is
+// an error.
 func Search(ctx context.Context, cfg SearchConfig, opt Options) (*search.Result, error) {
 	if cfg.RunDir == "" {
 		return nil, fmt.Errorf("config: run_dir is empty")
-	}
-	if opt.Resume {
-		return nil, fmt.Errorf("search: --resume is not supported yet; start a new run directory")
-	}
-	logPath := filepath.Join(cfg.RunDir, SearchLogFile)
-	if _, err := os.Stat(logPath); err == nil {
-		return nil, fmt.Errorf("%s already holds a search (%s); choose another run directory", cfg.RunDir, SearchLogFile)
 	}
 	cfg.Search.Seed = cfg.Seed
 	cfg.Search.Workers = cfg.Threads
 	if err := cfg.Search.Validate(); err != nil {
 		return nil, err
 	}
-	if err := writeJSON(filepath.Join(cfg.RunDir, ConfigFile), cfg); err != nil {
+	dir := cfg.RunDir
+	logPath := filepath.Join(dir, SearchLogFile)
+	ckptPath := filepath.Join(dir, CheckpointFile)
+	if opt.Resume {
+		cfgPath := filepath.Join(dir, ConfigFile)
+		saved, err := readSearchConfig(cfgPath)
+		if err != nil {
+			return nil, fmt.Errorf("resume: %w", err)
+		}
+		if err := checkResumeConfig(cfgPath, saved, cfg); err != nil {
+			return nil, err
+		}
+		if _, err := os.Stat(ckptPath); err != nil {
+			return nil, fmt.Errorf("resume: %s holds no search checkpoint: %w", dir, err)
+		}
+	} else {
+		for _, f := range []string{logPath, ckptPath} {
+			if _, err := os.Stat(f); err == nil {
+				return nil, fmt.Errorf("%s already holds a search (%s): use --resume to continue it, or choose another run directory", dir, filepath.Base(f))
+			}
+		}
+	}
+	if err := writeJSON(filepath.Join(dir, ConfigFile), cfg); err != nil {
 		return nil, err
 	}
-	d, err := prepareData(cfg.RunDir, cfg.Data, cfg.Seed, cfg.Search.Batch, cfg.Search.Batch)
+	d, err := prepareData(dir, cfg.Data, cfg.Seed, cfg.Search.Batch, cfg.Search.Batch)
 	if err != nil {
 		return nil, err
 	}
@@ -55,22 +76,83 @@ func Search(ctx context.Context, cfg SearchConfig, opt Options) (*search.Result,
 	}
 	if opt.Log != nil {
 		opt.Log.Info("data", "name", d.train.Name, "train", d.trainCount, "val", len(d.split.Val), "split_hash", d.split.Hash)
+		if opt.Resume {
+			opt.Log.Info("resuming", "checkpoint", ckptPath)
+		}
 	}
-	logf, err := os.Create(logPath)
-	if err != nil {
-		return nil, fmt.Errorf("creating %s: %w", logPath, err)
-	}
-	defer logf.Close()
+	logw := &lazyFile{path: logPath}
+	defer logw.Close()
 	var val search.Batches
 	if d.valB != nil {
 		val = d.valB
 	}
-	res, err := search.Run(ctx, cfg.Search, d.trainB, val, logf)
+	prog := newProgress(opt.Progress, opt.TTY)
+	res, err := search.RunWith(ctx, cfg.Search, d.trainB, val, search.RunOptions{
+		Log: logw, Checkpoint: ckptPath, Resume: opt.Resume,
+		Progress: func(p search.Progress) {
+			prog.update(progressStep{Phase: p.Phase, I: p.I, N: p.N, Batch: p.Batch, Batches: p.Batches,
+				HasLoss: p.Training, Loss: p.Loss, Acc: p.Acc, Done: p.Done, Total: p.Total})
+			if p.Batch == p.Batches {
+				prog.done()
+			}
+		},
+	})
+	prog.done()
 	if err != nil {
 		return nil, err
 	}
-	if err := res.WriteRunDir(cfg.RunDir); err != nil {
+	if err := logw.Close(); err != nil {
+		return nil, err
+	}
+	if err := res.WriteRunDir(dir); err != nil {
 		return nil, err
 	}
 	return res, nil
+}
+
+// lazyFile creates its file at the first write: a resume truncates the old
+// log (the search writes it again from its checkpoint) only once the
+// checkpoint has loaded, so a resume that fails leaves the log as it was.
+type lazyFile struct {
+	path string
+	f    *os.File
+}
+
+func (l *lazyFile) Write(b []byte) (int, error) {
+	if l.f == nil {
+		f, err := os.Create(l.path)
+		if err != nil {
+			return 0, fmt.Errorf("creating %s: %w", l.path, err)
+		}
+		l.f = f
+	}
+	return l.f.Write(b)
+}
+
+func (l *lazyFile) Close() error {
+	if l.f == nil {
+		return nil
+	}
+	err := l.f.Close()
+	l.f = nil
+	if err != nil {
+		return fmt.Errorf("closing %s: %w", l.path, err)
+	}
+	return nil
+}
+
+// readSearchConfig reads a search's config.json strictly: a training run's
+// configuration is an error naming its first foreign key.
+func readSearchConfig(path string) (SearchConfig, error) {
+	var c SearchConfig
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return c, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return c, fmt.Errorf("reading %s (not a search's configuration?): %w", path, err)
+	}
+	return c, nil
 }

@@ -88,8 +88,8 @@ func Train(ctx context.Context, cfg Config, opt Options) (*Summary, error) {
 		if err != nil {
 			return nil, fmt.Errorf("resume: %w", err)
 		}
-		if !sameConfig(saved, cfg) {
-			return nil, fmt.Errorf("resume: configuration differs from %s; resume with the same settings (or start a new run directory)", filepath.Join(dir, ConfigFile))
+		if err := checkResumeConfig(filepath.Join(dir, ConfigFile), saved, cfg); err != nil {
+			return nil, err
 		}
 	} else if _, err := os.Stat(ckptPath); err == nil {
 		return nil, fmt.Errorf("%s already holds a checkpoint: use --resume to continue it, or choose another run directory", dir)
@@ -196,7 +196,9 @@ func Train(ctx context.Context, cfg Config, opt Options) (*Summary, error) {
 			st.Correct += correct
 			st.Seen += n
 			images += n
-			prog.update(epoch+1, cfg.Train.Epochs, b+1, stepsPerEpoch, st.LossSum/float64(st.Seen), float64(st.Correct)/float64(st.Seen))
+			prog.update(progressStep{Phase: "epoch", I: epoch + 1, N: cfg.Train.Epochs, Batch: b + 1, Batches: stepsPerEpoch,
+				HasLoss: true, Loss: st.LossSum / float64(st.Seen), Acc: float64(st.Correct) / float64(st.Seen),
+				Done: epoch*stepsPerEpoch + b + 1, Total: totalSteps})
 		}
 		secs := time.Since(t0).Seconds()
 		m := EpochMetrics{
@@ -437,18 +439,6 @@ func readConfig(path string) (Config, error) {
 		return c, fmt.Errorf("reading %s: %w", path, err)
 	}
 	return c, nil
-}
-
-// sameConfig compares configurations through their JSON form (maps included).
-func sameConfig(a, b Config) bool {
-	ja, _ := json.Marshal(a)
-	jb, _ := json.Marshal(b)
-	var ma, mb any
-	json.Unmarshal(ja, &ma)
-	json.Unmarshal(jb, &mb)
-	ja, _ = json.Marshal(ma)
-	jb, _ = json.Marshal(mb)
-	return string(ja) == string(jb)
 }
 
 // appendJSONLine rewrites metrics.jsonl with the lines of epochs before

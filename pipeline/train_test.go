@@ -118,7 +118,7 @@ func TestResumeRefusesChangedConfig(t *testing.T) {
 	}
 	cfg := tinyConfig(dir)
 	cfg.Train.LR = 0.2
-	if _, err := Train(context.Background(), cfg, Options{Resume: true}); err == nil || !strings.Contains(err.Error(), "differs") {
+	if _, err := Train(context.Background(), cfg, Options{Resume: true}); err == nil || !strings.Contains(err.Error(), "train.lr") {
 		t.Fatalf("resume with another lr: err = %v, want a refusal", err)
 	}
 }

@@ -44,6 +44,7 @@ func ParseEstimator(s string) (Estimator, error) {
 type Curvature struct {
 	net    *nn.Network
 	est    Estimator
+	src    *rand.PCG // rng's state, which a checkpoint saves
 	rng    *rand.Rand
 	layers []archLayer
 	params []*nn.Param
@@ -67,7 +68,8 @@ func NewCurvature(net *nn.Network, est Estimator, seed uint64) (*Curvature, erro
 	if len(net.Output.Shape) < 2 {
 		return nil, fmt.Errorf("curvature: network output %s is not [N,K] logits", net.Output.Name)
 	}
-	c := &Curvature{net: net, est: est, rng: rand.New(rand.NewPCG(seed, 0x6375727661747572))}
+	src := rand.NewPCG(seed, 0x6375727661747572)
+	c := &Curvature{net: net, est: est, src: src, rng: rand.New(src)}
 	pos := map[*nn.Param]int{}
 	for _, l := range net.Layers {
 		ws, _, ok := nn.PerSampleWeightGrads(l)
@@ -99,6 +101,18 @@ func NewCurvature(net *nn.Network, est Estimator, seed uint64) (*Curvature, erro
 func (c *Curvature) Reset() {
 	clear(c.sums)
 	c.count = 0
+}
+
+// RNGState is the state of the Monte-Carlo label sampler: a resumed search
+// restores it with SetRNGState and draws the labels an uninterrupted one draws.
+func (c *Curvature) RNGState() ([]byte, error) { return c.src.MarshalBinary() }
+
+// SetRNGState restores a state returned by RNGState.
+func (c *Curvature) SetRNGState(b []byte) error {
+	if err := c.src.UnmarshalBinary(b); err != nil {
+		return fmt.Errorf("curvature: restoring the sampler: %w", err)
+	}
+	return nil
 }
 
 // Samples is the number of samples accumulated.

@@ -154,17 +154,58 @@ type Result struct {
 	Log        []IterationLog
 }
 
+// RunOptions are the per-invocation settings of a search that do not change
+// its result.
+type RunOptions struct {
+	// Log receives each iteration's log line (JSON) as it completes; a
+	// resumed search first writes the lines of its checkpoint, so Log ends
+	// with the whole log either way. May be nil.
+	Log io.Writer
+	// Checkpoint is where the search's state is written atomically at the
+	// start, after every epoch and every log line, and on cancellation
+	// mid-epoch (a killed search loses at most the epoch in progress); ""
+	// writes none.
+	Checkpoint string
+	// Resume continues from Checkpoint instead of starting afresh.
+	Resume bool
+	// Progress, when set, is called after every training and curvature batch.
+	Progress func(Progress)
+}
+
+// Progress is where a search stands, for a progress bar.
+type Progress struct {
+	Phase          string // "epoch" (training) or "curvature"
+	I, N           int    // epoch I of N (warm-up included), or curvature pass I of N (one per iteration)
+	Batch, Batches int    // Batches is 0 when the training source does not say
+	Training       bool   // Loss and Acc are the epoch's running means
+	Loss, Acc      float64
+	// Done of Total batches of the whole search (training and curvature),
+	// for an ETA; Total is 0 when unknown.
+	Done, Total int
+}
+
 // Run searches: warm-up epochs on the network weights, then Iterations
 // times: EpochsPerIteration epochs on weights and architecture variables
 // jointly (cross-entropy + reweighted group-l1 penalty + weight decay),
 // curvature, C/omega/gamma update, optional dynamic pruning. Each
 // iteration's log line is written to logw (may be nil) as it completes.
 func Run(ctx context.Context, cfg Config, train, val Batches, logw io.Writer) (*Result, error) {
+	return RunWith(ctx, cfg, train, val, RunOptions{Log: logw})
+}
+
+// RunWith is Run with checkpoints, resume and progress reports. A search
+// stopped anywhere (ctx cancelled, or killed) and resumed from its checkpoint
+// ends with the same log (timings aside), the same decisions and bit-identical
+// weights as an uninterrupted one.
+func RunWith(ctx context.Context, cfg Config, train, val Batches, opt RunOptions) (*Result, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if train == nil {
 		return nil, errors.New("search: no training data")
+	}
+	if opt.Resume && opt.Checkpoint == "" {
+		return nil, errors.New("search: resume without a checkpoint path")
 	}
 	cfg.Space.Search = true
 	g, ps, err := models.ProxyNetwork(cfg.Space)
@@ -182,211 +223,337 @@ func Run(ctx context.Context, cfg Config, train, val Batches, logw io.Writer) (*
 	if err != nil {
 		return nil, fmt.Errorf("search: %w", err)
 	}
-	var weights, arch []*nn.Param
+	s := &searcher{ctx: ctx, cfg: cfg, opt: opt, train: train, val: val, net: net, space: space,
+		r: &Result{Config: cfg, Supernet: g, Net: net, Space: space}, pr: newPruner(g, net)}
+	var arch []*nn.Param
 	for _, p := range net.Params {
 		if p.Kind == nn.ArchVar {
 			arch = append(arch, p)
 		} else {
-			weights = append(weights, p)
+			s.weights = append(s.weights, p)
 		}
 	}
-	optW, err := nn.NewSGD(weights, nn.SGDConfig{Momentum: float32(cfg.Momentum), WeightDecay: float32(cfg.WeightDecay)})
-	if err != nil {
+	if s.optW, err = nn.NewSGD(s.weights, nn.SGDConfig{Momentum: float32(cfg.Momentum), WeightDecay: float32(cfg.WeightDecay)}); err != nil {
 		return nil, fmt.Errorf("search: %w", err)
 	}
-	var optA nn.Optimizer
 	if cfg.ArchOptimizer == "adam" {
-		optA, err = nn.NewAdam(arch, nn.AdamConfig{Beta1: 0.5, Beta2: 0.999, Eps: 1e-8})
+		s.optA, err = nn.NewAdam(arch, nn.AdamConfig{Beta1: 0.5, Beta2: 0.999, Eps: 1e-8})
 	} else {
-		optA, err = nn.NewSGD(arch, nn.SGDConfig{})
+		s.optA, err = nn.NewSGD(arch, nn.SGDConfig{})
 	}
 	if err != nil {
 		return nil, fmt.Errorf("search: %w", err)
 	}
-	curv, err := NewCurvature(net, cfg.Curvature, cfg.Seed)
-	if err != nil {
+	if s.curv, err = NewCurvature(net, cfg.Curvature, cfg.Seed); err != nil {
 		return nil, fmt.Errorf("search: %w", err)
 	}
-	r := &Result{Config: cfg, Supernet: g, Net: net, Space: space}
-	pr := newPruner(g, net)
-	x := make([]float32, cap(net.Input.Data))
-	labels := make([]int32, cfg.Batch)
+	s.x = make([]float32, cap(net.Input.Data))
+	s.labels = make([]int32, cfg.Batch)
 	if train.BatchSize() > cfg.Batch {
 		return nil, fmt.Errorf("search: training batches of %d, the network is compiled for %d", train.BatchSize(), cfg.Batch)
 	}
-	start := time.Now()
-	epoch := 0
-	lossFn := nn.SoftmaxCrossEntropy{}
-
-	runEpoch := func(joint bool) (loss, acc float64, err error) {
-		train.StartEpoch(epoch)
-		epoch++
-		var lossSum float64
-		var correct, seen int
-		for {
-			if err := ctx.Err(); err != nil {
-				return 0, 0, err
-			}
-			n, ok := train.Next(x, labels)
-			if !ok {
-				break
-			}
-			net.SetBatch(n)
-			copy(net.Input.Data, x[:n*net.Input.PerSample()])
-			net.ZeroGrad()
-			net.Forward(true)
-			l, c, err := lossFn.Forward(net.Output, labels[:n])
-			if err != nil {
-				return 0, 0, fmt.Errorf("search: %w", err)
-			}
-			if math.IsNaN(l) || math.IsInf(l, 0) {
-				return 0, 0, fmt.Errorf("search: loss is %g at epoch %d (lower lr?)", l, epoch-1)
-			}
-			net.Backward()
-			clipGradNorm(weights, cfg.GradClip)
-			optW.Step(float32(cfg.LR))
-			if joint {
-				space.AddPenaltyGrad()
-				optA.Step(float32(cfg.ArchLR))
-				space.zeroFrozen()
-			}
-			lossSum += l * float64(n)
-			correct += c
-			seen += n
-		}
-		if seen == 0 {
-			return 0, 0, errors.New("search: an epoch of training data had no samples")
-		}
-		return lossSum / float64(seen), float64(correct) / float64(seen), nil
+	if b, ok := train.(interface{ Batches() int }); ok {
+		s.batches = b.Batches()
 	}
-
-	// recalibrate resets the BN statistics on the first BNRecalBatches
-	// batches of a fresh order of the training data.
-	recalibrate := func() {
-		if cfg.BNRecalBatches == 0 {
-			return
-		}
-		train.StartEpoch(epoch)
-		b := 0
-		nn.RecalibrateBN(net, func(in []float32) (int, bool) {
-			if b == cfg.BNRecalBatches {
-				return 0, false
-			}
-			b++
-			n, ok := train.Next(x, labels)
-			copy(in, x[:n*net.Input.PerSample()])
-			return n, ok
-		})
+	s.curvBatches = s.batches
+	if cfg.CurvatureBatches > 0 && (s.batches == 0 || cfg.CurvatureBatches < s.batches) {
+		s.curvBatches = cfg.CurvatureBatches
 	}
+	s.start = time.Now()
+	if !opt.Resume {
+		// A search stopped before its first boundary (say, validating the
+		// warm-up of a search without one) resumes from the start.
+		if err := s.checkpoint(); err != nil {
+			return nil, err
+		}
+	} else {
+		if err := s.load(opt.Checkpoint); err != nil {
+			return nil, err
+		}
+		s.start = s.start.Add(-time.Duration(s.pos.Elapsed * float64(time.Second)))
+		for _, it := range s.r.Log {
+			if err := s.writeLine(it); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if err := s.loop(); err != nil {
+		return nil, err
+	}
+	net.Layers = s.pr.all // the returned network computes every branch (frozen ones are zero)
+	if s.r.Derived, err = DerivedNetwork(cfg.Space, s.r.Derivation, cfg.Space.Cells, cfg.Space.Channels); err != nil {
+		return nil, err
+	}
+	return s.r, nil
+}
 
-	logLine := func(it IterationLog) error {
-		d, err := space.Derive(cfg.Derive)
-		if err != nil {
+// searcher is one search in progress; pos says where it stands, and with the
+// network, optimizers, groups and curvature sampler it is what a checkpoint
+// holds.
+type searcher struct {
+	ctx         context.Context
+	cfg         Config
+	opt         RunOptions
+	train, val  Batches
+	net         *nn.Network
+	space       *Space
+	weights     []*nn.Param
+	optW, optA  nn.Optimizer
+	curv        *Curvature
+	pr          *pruner
+	r           *Result
+	x           []float32
+	labels      []int32
+	lossFn      nn.SoftmaxCrossEntropy
+	start       time.Time
+	pos         position
+	batches     int // per training epoch; 0 when the source does not say
+	curvBatches int // per curvature pass, likewise
+}
+
+// loop runs the search from s.pos to its end: the warm-up's epochs and log
+// line, then each iteration's epochs, curvature, update and log line.
+func (s *searcher) loop() error {
+	cfg := s.cfg
+	if s.pos.Logged == 0 {
+		for s.pos.Epoch < cfg.WarmupEpochs {
+			if err := s.runEpoch(false); err != nil {
+				return err
+			}
+		}
+		s.recalibrate()
+		if err := s.finishLine(); err != nil {
 			return err
 		}
-		r.Derivation = d
-		it.Epochs = epoch
-		it.LiveEdges, it.LiveOps = map[string]int{}, map[string]int{}
-		var kept, cand int
-		for _, c := range d.Table.Cells {
-			if c.CopiedFrom != "" {
-				continue
-			}
-			it.LiveEdges[c.Type], it.LiveOps[c.Type] = c.KeptEdges, c.KeptOps
-			kept += c.KeptOps
-			cand += c.CandidateOp
-		}
-		if cand > 0 {
-			it.Sparsity = 1 - float64(kept)/float64(cand)
-		}
-		it.MeanGamma = space.meanGammaByOp()
-		it.Penalty = space.Penalty()
-		for _, gr := range space.Groups {
-			if gr.Frozen {
-				it.Frozen++
-			}
-		}
-		it.ActiveLayers = len(net.Layers)
-		if val != nil {
-			_, acc, err := nn.Evaluate(net, &lossFn, val)
-			if err != nil {
-				return fmt.Errorf("search: validation: %w", err)
-			}
-			if err := ctx.Err(); err != nil {
+	}
+	for t := s.pos.Logged; t <= cfg.Iterations; t++ {
+		for s.pos.Epoch < cfg.WarmupEpochs+t*cfg.EpochsPerIteration {
+			if err := s.runEpoch(true); err != nil {
 				return err
 			}
-			it.ValAcc = acc
 		}
-		it.ElapsedSecond = time.Since(start).Seconds()
-		r.Log = append(r.Log, it)
-		if logw != nil {
-			b, err := json.Marshal(it)
-			if err != nil {
+		if err := s.curvatureUpdate(t); err != nil {
+			return err
+		}
+		if err := s.finishLine(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// runEpoch trains one epoch (or the rest of one, after a resume mid-epoch)
+// and checkpoints at its end; on cancellation it checkpoints where it stands.
+func (s *searcher) runEpoch(joint bool) error {
+	cfg, net, p := s.cfg, s.net, &s.pos
+	t0 := time.Now()
+	s.train.StartEpoch(p.Epoch)
+	skipBatches(s.train, p.Batch, s.x, s.labels)
+	for {
+		if err := s.ctx.Err(); err != nil {
+			p.Line.TrainSeconds += time.Since(t0).Seconds()
+			if err := s.checkpoint(); err != nil {
 				return err
 			}
-			if _, err := logw.Write(append(b, '\n')); err != nil {
-				return fmt.Errorf("search: writing the log: %w", err)
-			}
+			return s.interrupted(fmt.Sprintf("at epoch %d batch %d", p.Epoch+1, p.Batch), err)
 		}
+		n, ok := s.train.Next(s.x, s.labels)
+		if !ok {
+			break
+		}
+		net.SetBatch(n)
+		copy(net.Input.Data, s.x[:n*net.Input.PerSample()])
+		net.ZeroGrad()
+		net.Forward(true)
+		l, c, err := s.lossFn.Forward(net.Output, s.labels[:n])
+		if err != nil {
+			return fmt.Errorf("search: %w", err)
+		}
+		if math.IsNaN(l) || math.IsInf(l, 0) {
+			return fmt.Errorf("search: loss is %g at epoch %d (lower lr?)", l, p.Epoch)
+		}
+		net.Backward()
+		clipGradNorm(s.weights, cfg.GradClip)
+		s.optW.Step(float32(cfg.LR))
+		if joint {
+			s.space.AddPenaltyGrad()
+			s.optA.Step(float32(cfg.ArchLR))
+			s.space.zeroFrozen()
+		}
+		p.LossSum += l * float64(n)
+		p.Correct += c
+		p.Seen += n
+		p.Batch++
+		s.report(Progress{Phase: "epoch", I: p.Epoch + 1, N: cfg.WarmupEpochs + cfg.Iterations*cfg.EpochsPerIteration,
+			Batch: p.Batch, Batches: s.batches, Training: true,
+			Loss: p.LossSum / float64(p.Seen), Acc: float64(p.Correct) / float64(p.Seen)}, p.Batch)
+	}
+	if p.Seen == 0 {
+		return errors.New("search: an epoch of training data had no samples")
+	}
+	p.Line.TrainLoss, p.Line.TrainAcc = p.LossSum/float64(p.Seen), float64(p.Correct)/float64(p.Seen)
+	p.Line.TrainSeconds += time.Since(t0).Seconds()
+	p.Epoch++
+	p.Batch, p.LossSum, p.Correct, p.Seen = 0, 0, 0, 0
+	return s.checkpoint()
+}
+
+// skipBatches moves b past its next k batches (a resume mid-epoch), without
+// filling them when it can.
+func skipBatches(b Batches, k int, x []float32, labels []int32) {
+	if sk, ok := b.(interface{ Skip(int) }); ok {
+		sk.Skip(k)
+		return
+	}
+	for range k {
+		b.Next(x, labels)
+	}
+}
+
+// curvatureUpdate is the end of iteration t: curvature on a fresh order of
+// the training data, the C/omega/gamma update and dynamic pruning. It is not
+// checkpointed inside: a search stopped here resumes from the epoch before.
+func (s *searcher) curvatureUpdate(t int) error {
+	cfg, p := s.cfg, &s.pos
+	t1 := time.Now()
+	s.recalibrate()
+	s.curv.Reset()
+	s.train.StartEpoch(p.Epoch) // a fresh order, not the last epoch's
+	for b := 0; cfg.CurvatureBatches == 0 || b < cfg.CurvatureBatches; b++ {
+		if err := s.ctx.Err(); err != nil {
+			return s.interrupted(fmt.Sprintf("in the curvature of iteration %d", t), err)
+		}
+		n, ok := s.train.Next(s.x, s.labels)
+		if !ok {
+			break
+		}
+		if err := s.curv.AddBatch(s.x[:n*s.net.Input.PerSample()], s.labels[:n]); err != nil {
+			return fmt.Errorf("search: %w", err)
+		}
+		s.report(Progress{Phase: "curvature", I: t, N: cfg.Iterations, Batch: b + 1, Batches: s.curvBatches}, b+1)
+	}
+	p.Line.CurvSamples = s.curv.Samples()
+	var err error
+	if p.Line.Clamped, err = s.space.Update(s.curv.Diagonal(), cfg.OmegaEps); err != nil {
+		return err
+	}
+	p.Line.CurvSeconds = time.Since(t1).Seconds()
+	if cfg.PruneThreshold > 0 && s.space.freezeBelow(cfg.PruneThreshold) > 0 {
+		s.pr.apply(s.space)
+		s.recalibrate()
+	}
+	return nil
+}
+
+// report passes a progress report on, with the whole search's count of
+// batches done (inPhase of them in the current epoch or curvature pass).
+func (s *searcher) report(pr Progress, inPhase int) {
+	if s.opt.Progress == nil {
+		return
+	}
+	cfg, p := s.cfg, s.pos
+	curvDone := max(p.Logged-1, 0) // curvature passes finished
+	pr.Done = p.Epoch*s.batches + curvDone*s.curvBatches + inPhase
+	if s.batches > 0 {
+		pr.Total = (cfg.WarmupEpochs+cfg.Iterations*cfg.EpochsPerIteration)*s.batches + cfg.Iterations*s.curvBatches
+	}
+	s.opt.Progress(pr)
+}
+
+// interrupted is the error of a cancelled search, saying what a resume
+// continues from.
+func (s *searcher) interrupted(where string, err error) error {
+	if s.opt.Checkpoint == "" {
+		return fmt.Errorf("search interrupted %s: %w", where, err)
+	}
+	return fmt.Errorf("search interrupted %s; checkpoint saved after %d epochs and %d batches, continue with --resume: %w",
+		where, s.pos.Epoch, s.pos.Batch, err)
+}
+
+// recalibrate resets the BN statistics on the first BNRecalBatches
+// batches of a fresh order of the training data.
+func (s *searcher) recalibrate() {
+	if s.cfg.BNRecalBatches == 0 {
+		return
+	}
+	s.train.StartEpoch(s.pos.Epoch)
+	b := 0
+	nn.RecalibrateBN(s.net, func(in []float32) (int, bool) {
+		if b == s.cfg.BNRecalBatches {
+			return 0, false
+		}
+		b++
+		n, ok := s.train.Next(s.x, s.labels)
+		copy(in, s.x[:n*s.net.Input.PerSample()])
+		return n, ok
+	})
+}
+
+// finishLine completes the current phase's log line (derivation, gammas,
+// validation), writes it, and checkpoints the boundary.
+func (s *searcher) finishLine() error {
+	space, p := s.space, &s.pos
+	it := p.Line
+	it.Iteration = p.Logged
+	d, err := space.Derive(s.cfg.Derive)
+	if err != nil {
+		return err
+	}
+	s.r.Derivation = d
+	it.Epochs = p.Epoch
+	it.LiveEdges, it.LiveOps = map[string]int{}, map[string]int{}
+	var kept, cand int
+	for _, c := range d.Table.Cells {
+		if c.CopiedFrom != "" {
+			continue
+		}
+		it.LiveEdges[c.Type], it.LiveOps[c.Type] = c.KeptEdges, c.KeptOps
+		kept += c.KeptOps
+		cand += c.CandidateOp
+	}
+	if cand > 0 {
+		it.Sparsity = 1 - float64(kept)/float64(cand)
+	}
+	it.MeanGamma = space.meanGammaByOp()
+	it.Penalty = space.Penalty()
+	for _, gr := range space.Groups {
+		if gr.Frozen {
+			it.Frozen++
+		}
+	}
+	it.ActiveLayers = len(s.net.Layers)
+	if s.val != nil {
+		_, acc, err := nn.Evaluate(s.net, &s.lossFn, s.val)
+		if err != nil {
+			return fmt.Errorf("search: validation: %w", err)
+		}
+		if err := s.ctx.Err(); err != nil {
+			return s.interrupted(fmt.Sprintf("validating iteration %d", p.Logged), err)
+		}
+		it.ValAcc = acc
+	}
+	it.ElapsedSecond = time.Since(s.start).Seconds()
+	s.r.Log = append(s.r.Log, it)
+	if err := s.writeLine(it); err != nil {
+		return err
+	}
+	p.Logged++
+	p.Line = IterationLog{}
+	return s.checkpoint()
+}
+
+func (s *searcher) writeLine(it IterationLog) error {
+	if s.opt.Log == nil {
 		return nil
 	}
-
-	var it IterationLog
-	t0 := time.Now()
-	for range cfg.WarmupEpochs {
-		if it.TrainLoss, it.TrainAcc, err = runEpoch(false); err != nil {
-			return nil, err
-		}
-	}
-	it.TrainSeconds = time.Since(t0).Seconds()
-	recalibrate()
-	if err := logLine(it); err != nil {
-		return nil, err
-	}
-	for t := 1; t <= cfg.Iterations; t++ {
-		it = IterationLog{Iteration: t}
-		t0 := time.Now()
-		for range cfg.EpochsPerIteration {
-			if it.TrainLoss, it.TrainAcc, err = runEpoch(true); err != nil {
-				return nil, err
-			}
-		}
-		it.TrainSeconds = time.Since(t0).Seconds()
-		t1 := time.Now()
-		recalibrate()
-		curv.Reset()
-		train.StartEpoch(epoch) // a fresh order, not the last epoch's
-		for b := 0; cfg.CurvatureBatches == 0 || b < cfg.CurvatureBatches; b++ {
-			if err := ctx.Err(); err != nil {
-				return nil, err
-			}
-			n, ok := train.Next(x, labels)
-			if !ok {
-				break
-			}
-			if err := curv.AddBatch(x[:n*net.Input.PerSample()], labels[:n]); err != nil {
-				return nil, fmt.Errorf("search: %w", err)
-			}
-		}
-		it.CurvSamples = curv.Samples()
-		if it.Clamped, err = space.Update(curv.Diagonal(), cfg.OmegaEps); err != nil {
-			return nil, err
-		}
-		it.CurvSeconds = time.Since(t1).Seconds()
-		if cfg.PruneThreshold > 0 && space.freezeBelow(cfg.PruneThreshold) > 0 {
-			pr.apply(space)
-			recalibrate()
-		}
-		if err := logLine(it); err != nil {
-			return nil, err
-		}
-	}
-	net.Layers = pr.all // the returned network computes every branch (frozen ones are zero)
-	r.Derived, err = DerivedNetwork(cfg.Space, r.Derivation, cfg.Space.Cells, cfg.Space.Channels)
+	b, err := json.Marshal(it)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return r, nil
+	if _, err := s.opt.Log.Write(append(b, '\n')); err != nil {
+		return fmt.Errorf("search: writing the log: %w", err)
+	}
+	return nil
 }
 
 // meanGammaByOp averages gamma over the groups of each op kind.

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -127,7 +129,23 @@ func TestTrainCommandEndToEnd(t *testing.T) {
 	}
 }
 
-// search, then train the derived architecture from scratch, as the README says.
+// countdown is a context whose Err turns to Canceled after n checks, so a
+// test interrupts a command at an exact point, as Ctrl-C would.
+type countdown struct {
+	context.Context
+	n int
+}
+
+func (c *countdown) Err() error {
+	c.n--
+	if c.n < 0 {
+		return context.Canceled
+	}
+	return nil
+}
+
+// search (interrupted, then resumed), then train the derived architecture
+// from scratch, as the README says.
 func TestSearchThenTrainArch(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "search")
 	cfg := writeYAML(t, `data:
@@ -152,19 +170,28 @@ search:
 			t.Fatalf("%v: %v\n%s", args, err, errOut.String())
 		}
 	}
-	run("search", "--config", cfg, "--run-dir", dir, "--limit", "128")
+	root := newRoot("test")
+	root.SetOut(&out)
+	root.SetErr(&errOut)
+	root.SetArgs([]string{"search", "--config", cfg, "--run-dir", dir, "--limit", "128"})
+	// 4 batches per epoch: the 8th check of the context is in the second epoch.
+	if err := root.ExecuteContext(&countdown{Context: context.Background(), n: 7}); !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "--resume") {
+		t.Fatalf("interrupted search: err = %v, want a cancellation that points to --resume", err)
+	}
+	out.Reset()
+	run("search", "--config", cfg, "--run-dir", dir, "--limit", "128", "--resume")
 	for _, f := range []string{"arch.json", "decisions.json", pipeline.SearchLogFile, "supernet.safetensors"} {
 		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
 			t.Error(err)
 		}
 	}
-	if !strings.Contains(out.String(), "derived:") {
-		t.Errorf("search output %q", out.String())
+	if o := out.String(); !strings.Contains(o, "derived:") || !strings.Contains(o, "curvature 1/1 batch 1/1") || strings.Contains(o, "\r") {
+		t.Errorf("search output %q: want progress lines without carriage returns off a terminal and the derived cells", o)
 	}
 	run("train", "--arch", filepath.Join(dir, "arch.json"), "--data", "synthetic", "--run-dir", filepath.Join(dir, "retrain"),
 		"--epochs", "1", "--limit", "64", "--batch", "32", "--val-count", "64")
 	bad := writeYAML(t, "search:\n  iteratons: 2\n")
-	root := newRoot("test")
+	root = newRoot("test")
 	root.SetOut(&out)
 	root.SetErr(&errOut)
 	root.SetArgs([]string{"search", "--config", bad, "--run-dir", filepath.Join(dir, "bad")})

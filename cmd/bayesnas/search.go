@@ -27,8 +27,13 @@ lambda_switch, lambda_op, curvature: empirical|mc|ggn, curvature_batches,
 derive: {threshold, relative}, prune_threshold, ...). The run directory gets
 arch.json (retrain it with 'bayesnas train --arch'), decisions.json (every edge and
 op with gamma, gamma_eff, omega, curvature, posterior variance), search_log.jsonl,
-the supernet and its weights.`,
+the supernet and its weights, and checkpoint.safetensors (after every epoch and
+iteration, and on Ctrl-C): an interrupted search continues with --resume and
+ends as an uninterrupted one would. On a terminal a progress bar shows the
+epoch or curvature pass, batch, loss, elapsed time and ETA; otherwise plain
+lines do.`,
 		Example: `  bayesnas search --config configs/search-proxy.yaml
+  bayesnas search --config configs/search-proxy.yaml --resume   # after Ctrl-C
   bayesnas train --arch runs/search/arch.json --run-dir runs/search-retrain`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -40,19 +45,24 @@ the supernet and its weights.`,
 			if err != nil {
 				return err
 			}
+			resume, _ := cmd.Flags().GetBool("resume")
 			log.Info("bayesnas search", "version", versionString(), "blas", blasNote, "run_dir", cfg.RunDir)
-			res, err := pipeline.Search(cmd.Context(), cfg, pipeline.Options{Log: log})
+			out := cmd.OutOrStdout()
+			res, err := pipeline.Search(cmd.Context(), cfg, pipeline.Options{
+				Resume: resume, Progress: out, TTY: isTerminal(out), Log: log,
+			})
 			if err != nil {
 				return err
 			}
 			last := res.Log[len(res.Log)-1]
-			fmt.Fprintf(cmd.OutOrStdout(), "derived: live ops %v, sparsity %.2f, val acc %.4f -> %s\n",
+			fmt.Fprintf(out, "derived: live ops %v, sparsity %.2f, val acc %.4f -> %s\n",
 				last.LiveOps, last.Sparsity, last.ValAcc, cfg.RunDir)
 			return nil
 		},
 	}
 	f := cmd.Flags()
 	f.String("config", "", "YAML configuration file")
+	f.Bool("resume", false, "continue the search in --run-dir from its checkpoint")
 	f.String("run-dir", "", "run directory (run_dir)")
 	f.Uint64("seed", 0, "random seed (seed)")
 	f.Int("threads", 0, "worker goroutines, 0 = one per core (threads)")
