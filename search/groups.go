@@ -45,7 +45,7 @@ type Group struct {
 	Edge     string // tree cells only: the edge's name within the cell ("h0.t1.l0")
 	Op       string // "" for a switch
 
-	Params []*nn.Param // one scalar per cell of CellType
+	Params []*nn.Param // one scalar per cell of CellType (tree: per block using the cell)
 	Lambda float64
 
 	Gamma    float64   // prior variance of the group (METHOD.md section 3)
