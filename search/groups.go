@@ -8,6 +8,7 @@ package search
 import (
 	"fmt"
 	"math"
+	"slices"
 
 	"bayesnas/models"
 	"bayesnas/nn"
@@ -31,14 +32,20 @@ const (
 
 // Group is the set of architecture variables that play the same role in
 // every cell of one type; they share one prior variance Gamma.
+//
+// In a tree-cell space (NewTreeSpace) CellType is the models.TreeSpaceCell
+// Cell name (a block, or a stage when cells are shared per stage), From is
+// the edge index within the cell (models.TreeEdgeName order), To is -1 and
+// Edge is the edge's name.
 type Group struct {
 	Name     string
 	Kind     Kind
 	CellType string
 	From, To int
+	Edge     string // tree cells only: the edge's name within the cell ("h0.t1.l0")
 	Op       string // "" for a switch
 
-	Params []*nn.Param // one scalar per cell of CellType
+	Params []*nn.Param // one scalar per cell of CellType (tree: per block using the cell)
 	Lambda float64
 
 	Gamma    float64   // prior variance of the group (METHOD.md section 3)
@@ -54,12 +61,19 @@ type Group struct {
 
 // Space is the grouped architecture variables of one supernet.
 type Space struct {
-	Nodes  int
+	Nodes  int // proxy cells' intermediate nodes (0 for tree cells)
 	Ops    []string
 	Groups []*Group
-	// switches[cellType][from][to] and ops[cellType][from][to][op] index Groups.
+	// switches[cellType][from][to] and ops[cellType][from][to][op] index
+	// Groups (proxy space).
 	switches map[string]map[[2]int]int
 	ops      map[string]map[[2]int]map[string]int
+	// tree indexes Groups for a tree-cell space; nil for the proxy space.
+	tree *treeIndex
+	// dependency is the HARD rule of the space's kind, set by the
+	// constructor, so that ApplyDependency (and through it Update and
+	// dynamic pruning) applies the right one.
+	dependency func(*Space)
 }
 
 // NewSpace groups the architecture variables of a network compiled from a
@@ -72,18 +86,8 @@ func NewSpace(space *models.ProxySpace, net *nn.Network, lambdaSwitch, lambdaOp 
 	if !(lambdaSwitch >= 0) || !(lambdaOp >= 0) {
 		return nil, fmt.Errorf("search space: lambdas (switch %g, op %g) must be >= 0", lambdaSwitch, lambdaOp)
 	}
-	s := &Space{Nodes: space.Nodes, Ops: space.Ops,
+	s := &Space{Nodes: space.Nodes, Ops: space.Ops, dependency: (*Space).proxyDependency,
 		switches: map[string]map[[2]int]int{}, ops: map[string]map[[2]int]map[string]int{}}
-	param := func(name string) (*nn.Param, error) {
-		p := net.Param(name)
-		if p == nil {
-			return nil, fmt.Errorf("search space: the network has no parameter %q (compiled from another graph?)", name)
-		}
-		if p.Kind != nn.ArchVar || len(p.Data) != 1 {
-			return nil, fmt.Errorf("search space: parameter %q is not a scalar architecture variable", name)
-		}
-		return p, nil
-	}
 	for _, c := range space.Cells {
 		ct := Normal
 		if c.Reduction {
@@ -98,7 +102,7 @@ func NewSpace(space *models.ProxySpace, net *nn.Network, lambdaSwitch, lambdaOp 
 			if len(e.OpWeights) != len(space.Ops) {
 				return nil, fmt.Errorf("search space: %s edge %d->%d has %d op weights for %d ops", c.Name, e.From, e.To, len(e.OpWeights), len(space.Ops))
 			}
-			sw, err := param(e.Switch)
+			sw, err := archParam(net, e.Switch)
 			if err != nil {
 				return nil, err
 			}
@@ -112,7 +116,7 @@ func NewSpace(space *models.ProxySpace, net *nn.Network, lambdaSwitch, lambdaOp 
 			}
 			s.Groups[gi].Params = append(s.Groups[gi].Params, sw)
 			for i, op := range space.Ops {
-				p, err := param(e.OpWeights[i])
+				p, err := archParam(net, e.OpWeights[i])
 				if err != nil {
 					return nil, err
 				}
@@ -134,8 +138,24 @@ func NewSpace(space *models.ProxySpace, net *nn.Network, lambdaSwitch, lambdaOp 
 	return s, nil
 }
 
-// CellTypes lists the cell types present, normal first.
+// archParam finds a scalar architecture variable of net by name.
+func archParam(net *nn.Network, name string) (*nn.Param, error) {
+	p := net.Param(name)
+	if p == nil {
+		return nil, fmt.Errorf("search space: the network has no parameter %q (compiled from another graph?)", name)
+	}
+	if p.Kind != nn.ArchVar || len(p.Data) != 1 {
+		return nil, fmt.Errorf("search space: parameter %q is not a scalar architecture variable", name)
+	}
+	return p, nil
+}
+
+// CellTypes lists the cell types present, normal first; for a tree space,
+// the cells in block order.
 func (s *Space) CellTypes() []string {
+	if s.tree != nil {
+		return slices.Clone(s.tree.cells)
+	}
 	var ts []string
 	for _, t := range []string{Normal, Reduce} {
 		if s.switches[t] != nil {
@@ -180,7 +200,12 @@ func combine(gamma, parent float64) float64 {
 	return 1 / (1/gamma + 1/parent)
 }
 
-// ApplyDependency computes every GammaEff from the Gammas (METHOD.md section 2):
+// ApplyDependency computes every GammaEff from the Gammas (METHOD.md
+// section 2) by the space's rule: proxyDependency for proxy cells,
+// treeDependency for tree cells.
+func (s *Space) ApplyDependency() { s.dependency(s) }
+
+// proxyDependency is the HARD rule of proxy cells:
 //
 //	gammaNode(0) = gammaNode(1) = +Inf                 (cell inputs)
 //	gammaNode(j) = sum over edges e = (i,j) of max_o GammaEff(e,o)
@@ -191,7 +216,7 @@ func combine(gamma, parent float64) float64 {
 // in-edges are all pruned has gammaNode 0, so every edge out of it is
 // pruned (the poster's proposition: j carries information to k only if
 // some op into j is alive). Frozen groups count as Gamma = 0.
-func (s *Space) ApplyDependency() {
+func (s *Space) proxyDependency() {
 	for _, ct := range s.CellTypes() {
 		nodeVar := make([]float64, s.Nodes+2)
 		nodeVar[0], nodeVar[1] = math.Inf(1), math.Inf(1)
