@@ -23,7 +23,7 @@ type SearchConfig struct {
 	Search  search.Config `json:"search"`
 }
 
-// Search runs BayesNAS on the proxy cell space and writes the run directory:
+// Search runs BayesNAS (proxy cells or PyramidNet tree cells) and writes the run directory:
 // config.json, split.json, search_log.jsonl, checkpoint.safetensors (after
 // every epoch and iteration, and on Ctrl-C), arch.json (the derived network,
 // trainable with `bayesnas train --arch`), decisions.json, the supernet and
@@ -69,10 +69,13 @@ func Search(ctx context.Context, cfg SearchConfig, opt Options) (*search.Result,
 	if err != nil {
 		return nil, err
 	}
-	in := cfg.Search.Space.Input
-	if in != [3]int{d.train.C, d.train.H, d.train.W} || cfg.Search.Space.Classes != d.train.Classes {
-		return nil, fmt.Errorf("config: search.space input %v with %d classes does not match the data (%d x %d x %d, %d classes)",
-			in, cfg.Search.Space.Classes, d.train.C, d.train.H, d.train.W, d.train.Classes)
+	key, in, classes := "search.space", cfg.Search.Space.Input, cfg.Search.Space.Classes
+	if cfg.Search.Kind == search.KindTree {
+		key, in, classes = "search.tree", cfg.Search.Tree.Input, cfg.Search.Tree.Classes
+	}
+	if in != [3]int{d.train.C, d.train.H, d.train.W} || classes != d.train.Classes {
+		return nil, fmt.Errorf("config: %s input %v with %d classes does not match the data (%d x %d x %d, %d classes)",
+			key, in, classes, d.train.C, d.train.H, d.train.W, d.train.Classes)
 	}
 	if opt.Log != nil {
 		opt.Log.Info("data", "name", d.train.Name, "train", d.trainCount, "val", len(d.split.Val), "split_hash", d.split.Hash)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -269,6 +270,36 @@ func trainStep(net *nn.Network, loss *nn.SoftmaxCrossEntropy, optim nn.Optimizer
 	return l, correct, nil
 }
 
+// rebuildWith rebuilds an architecture file's graph by the builder recorded
+// in it with model.params laid over the recorded parameters: a searched
+// network is retrained with, say, drop_path, which the search itself did not
+// use.
+func rebuildWith(g *models.Graph, cfg Config) (*models.Graph, error) {
+	if g.Builder == nil {
+		return nil, fmt.Errorf("model.params given with model.arch %s, whose graph records no builder to rebuild it with", cfg.Model.Arch)
+	}
+	build, ok := models.Builders[g.Builder.Name]
+	if !ok {
+		return nil, fmt.Errorf("model.arch %s: builder %q is not known (known: %v)", cfg.Model.Arch, g.Builder.Name, builderNames())
+	}
+	p := map[string]any{}
+	if len(g.Builder.Params) > 0 {
+		if err := json.Unmarshal(g.Builder.Params, &p); err != nil {
+			return nil, fmt.Errorf("model.arch %s: builder params: %w", cfg.Model.Arch, err)
+		}
+	}
+	maps.Copy(p, cfg.Model.Params)
+	params, err := json.Marshal(p)
+	if err != nil {
+		return nil, fmt.Errorf("model.params: %w", err)
+	}
+	out, err := build(params)
+	if err != nil {
+		return nil, fmt.Errorf("model.arch %s rebuilt with model.params: %w", cfg.Model.Arch, err)
+	}
+	return out, nil
+}
+
 func buildGraph(cfg Config, train *dataset.Set) (*models.Graph, error) {
 	var g *models.Graph
 	var err error
@@ -276,6 +307,11 @@ func buildGraph(cfg Config, train *dataset.Set) (*models.Graph, error) {
 		g, err = models.ReadGraph(cfg.Model.Arch)
 		if err != nil {
 			return nil, err
+		}
+		if len(cfg.Model.Params) > 0 {
+			if g, err = rebuildWith(g, cfg); err != nil {
+				return nil, err
+			}
 		}
 	} else {
 		build, ok := models.Builders[cfg.Model.Builder]

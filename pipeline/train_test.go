@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"bayesnas/models"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -165,5 +166,52 @@ func TestExportTrainedRun(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, onnxrt.ReportFile)); err != nil {
 		t.Error(err)
+	}
+}
+
+// model.params over model.arch rebuild the architecture by its recorded
+// builder: a searched tree network retrains with drop-path.
+func TestArchRebuiltWithParams(t *testing.T) {
+	tree := models.PyramidTreeConfig{PyramidNetConfig: models.PyramidNetConfig{BlocksPerStage: 1, Alpha: 6, Groups: 2,
+		StemChannels: 4, Input: [3]int{1, 28, 28}, Classes: 10}}
+	for i := 0; i < 3; i++ {
+		c := models.TreeCell{Edges: make([][]string, models.TreeEdges)}
+		for e := range c.Edges {
+			c.Edges[e] = []string{models.TreeOps[(i+e)%len(models.TreeOps)]}
+		}
+		tree.Cells = append(tree.Cells, c)
+	}
+	g, _, err := models.PyramidTreeNetwork(tree)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	arch := filepath.Join(dir, "arch.json")
+	if err := g.WriteGraph(arch); err != nil {
+		t.Fatal(err)
+	}
+	cfg := tinyConfig(filepath.Join(dir, "run"))
+	cfg.Train.Epochs = 1
+	cfg.Model = Model{Arch: arch, Params: map[string]any{"drop_path": 0.2}}
+	if _, err := Train(context.Background(), cfg, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := models.ReadGraph(filepath.Join(cfg.RunDir, ArchFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	drops := 0
+	for _, n := range got.Nodes {
+		if n.Op == models.OpDropPath {
+			drops++
+		}
+	}
+	if drops != 3 || len(got.Nodes) != len(g.Nodes)+3 {
+		t.Errorf("rebuilt network has %d drop-path nodes and %d nodes (arch %d), want one per block", drops, len(got.Nodes), len(g.Nodes))
+	}
+	cfg.RunDir = filepath.Join(dir, "run2")
+	cfg.Model.Params = map[string]any{"drop_pth": 0.2}
+	if _, err := Train(context.Background(), cfg, Options{}); err == nil || !strings.Contains(err.Error(), "drop_pth") {
+		t.Errorf("misspelt param: err = %v, want it named", err)
 	}
 }

@@ -176,7 +176,7 @@ func (s *searcher) load(path string) error {
 		}
 	}
 	if s.pos.Logged > 0 {
-		if s.r.Derivation, err = s.space.Derive(s.cfg.Derive); err != nil {
+		if _, err = s.derive(); err != nil {
 			return fmt.Errorf("resume: %w", err)
 		}
 	}

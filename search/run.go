@@ -20,9 +20,14 @@ import (
 // used (the curvature of the mean cross-entropy), so the lambdas are on the
 // scale of the mean loss and do not change meaning with the data set size.
 type Config struct {
-	Space models.ProxyConfig `json:"space"` // Search is forced on
-	Seed  uint64             `json:"seed"`
-	Batch int                `json:"batch"`
+	// Kind is the search space: "proxy" (DARTS-style cells, Space) or
+	// "pyramid-tree" (tree cells in a PyramidNet searched at full depth,
+	// Tree); "" means proxy. Search is forced on in either.
+	Kind  string                   `json:"kind"`
+	Space models.ProxyConfig       `json:"space"`
+	Tree  models.PyramidTreeConfig `json:"tree"`
+	Seed  uint64                   `json:"seed"`
+	Batch int                      `json:"batch"`
 
 	WarmupEpochs       int `json:"warmup_epochs"`        // network weights only
 	Iterations         int `json:"iterations"`           // T
@@ -72,16 +77,24 @@ type Config struct {
 
 // DefaultConfig is a small search on the default proxy supernet.
 func DefaultConfig() Config {
-	return Config{Space: models.ProxySupernetDefault(), Seed: 1, Batch: 64, WarmupEpochs: 1, Iterations: 3,
+	return Config{Kind: KindProxy, Space: models.ProxySupernetDefault(), Tree: models.PyramidTreeDefault(), Seed: 1, Batch: 64, WarmupEpochs: 1, Iterations: 3,
 		EpochsPerIteration: 1, LR: 0.025, Momentum: 0.9, WeightDecay: 3e-4, GradClip: 5, ArchOptimizer: "adam", ArchLR: 0.01,
 		LambdaSwitch: 0.01, LambdaOp: 0.01, OmegaEps: 1e-8, Curvature: MonteCarloFisher,
 		BNRecalBatches: 10,
 		Derive:         DeriveConfig{Threshold: 0.1, Relative: true}}
 }
 
+// Search spaces (Config.Kind).
+const (
+	KindProxy = "proxy"
+	KindTree  = "pyramid-tree"
+)
+
 // Validate names the first bad field.
 func (c Config) Validate() error {
 	switch {
+	case c.Kind != "" && c.Kind != KindProxy && c.Kind != KindTree:
+		return fmt.Errorf("search config: kind = %q, want %s or %s", c.Kind, KindProxy, KindTree)
 	case c.Batch < 1:
 		return fmt.Errorf("search config: batch = %d, want >= 1", c.Batch)
 	case c.WarmupEpochs < 0:
@@ -149,9 +162,11 @@ type Result struct {
 	Supernet   *models.Graph
 	Net        *nn.Network
 	Space      *Space
-	Derivation *Derivation
-	Derived    *models.Graph // derived cells at the supernet's size
-	Log        []IterationLog
+	Derivation *Derivation // proxy space
+	// TreeDerivation is the derivation of a pyramid-tree search.
+	TreeDerivation *TreeDerivation
+	Derived        *models.Graph // derived cells at the supernet's size
+	Log            []IterationLog
 }
 
 // RunOptions are the per-invocation settings of a search that do not change
@@ -207,21 +222,9 @@ func RunWith(ctx context.Context, cfg Config, train, val Batches, opt RunOptions
 	if opt.Resume && opt.Checkpoint == "" {
 		return nil, errors.New("search: resume without a checkpoint path")
 	}
-	cfg.Space.Search = true
-	g, ps, err := models.ProxyNetwork(cfg.Space)
+	g, net, space, err := buildSupernet(&cfg)
 	if err != nil {
-		return nil, fmt.Errorf("search: %w", err)
-	}
-	net, err := models.Compile(g, nn.NewCPU(nn.DefaultGemm(), cfg.Workers), cfg.Batch)
-	if err != nil {
-		return nil, fmt.Errorf("search: %w", err)
-	}
-	if err := models.InitParams(net, g, cfg.Seed); err != nil {
-		return nil, fmt.Errorf("search: %w", err)
-	}
-	space, err := NewSpace(ps, net, cfg.LambdaSwitch, cfg.LambdaOp)
-	if err != nil {
-		return nil, fmt.Errorf("search: %w", err)
+		return nil, err
 	}
 	s := &searcher{ctx: ctx, cfg: cfg, opt: opt, train: train, val: val, net: net, space: space,
 		r: &Result{Config: cfg, Supernet: g, Net: net, Space: space}, pr: newPruner(g, net)}
@@ -281,10 +284,92 @@ func RunWith(ctx context.Context, cfg Config, train, val Batches, opt RunOptions
 		return nil, err
 	}
 	net.Layers = s.pr.all // the returned network computes every branch (frozen ones are zero)
-	if s.r.Derived, err = DerivedNetwork(cfg.Space, s.r.Derivation, cfg.Space.Cells, cfg.Space.Channels); err != nil {
+	if s.r.Derived, err = s.derivedNetwork(); err != nil {
 		return nil, err
 	}
 	return s.r, nil
+}
+
+// buildSupernet builds, compiles and initialises the supernet of cfg's
+// space and groups its architecture variables.
+func buildSupernet(cfg *Config) (*models.Graph, *nn.Network, *Space, error) {
+	var (
+		g     *models.Graph
+		ps    *models.ProxySpace
+		ts    *models.TreeSpace
+		err   error
+		space *Space
+	)
+	if cfg.Kind == KindTree {
+		cfg.Tree.Search = true
+		g, ts, err = models.PyramidTreeNetwork(cfg.Tree)
+	} else {
+		cfg.Space.Search = true
+		g, ps, err = models.ProxyNetwork(cfg.Space)
+	}
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("search: %w", err)
+	}
+	net, err := models.Compile(g, nn.NewCPU(nn.DefaultGemm(), cfg.Workers), cfg.Batch)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("search: %w", err)
+	}
+	if err := models.InitParams(net, g, cfg.Seed); err != nil {
+		return nil, nil, nil, fmt.Errorf("search: %w", err)
+	}
+	if ts != nil {
+		space, err = NewTreeSpace(ts, net, cfg.LambdaSwitch, cfg.LambdaOp)
+	} else {
+		space, err = NewSpace(ps, net, cfg.LambdaSwitch, cfg.LambdaOp)
+	}
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("search: %w", err)
+	}
+	return g, net, space, nil
+}
+
+// cellCount is one cell's (or cell type's) derivation in numbers.
+type cellCount struct {
+	name                   string
+	edges, ops, candidates int
+}
+
+// derive thresholds the current gammas into the result's derivation and
+// returns the kept edges and ops per cell.
+func (s *searcher) derive() ([]cellCount, error) {
+	var counts []cellCount
+	if s.cfg.Kind == KindTree {
+		d, err := s.space.DeriveTree(s.cfg.Derive)
+		if err != nil {
+			return nil, err
+		}
+		s.r.TreeDerivation = d
+		for _, c := range d.Table.Cells {
+			counts = append(counts, cellCount{c.Cell, c.KeptEdges, c.KeptOps, c.CandidateOps})
+		}
+		return counts, nil
+	}
+	d, err := s.space.Derive(s.cfg.Derive)
+	if err != nil {
+		return nil, err
+	}
+	s.r.Derivation = d
+	for _, c := range d.Table.Cells {
+		if c.CopiedFrom == "" {
+			counts = append(counts, cellCount{c.Type, c.KeptEdges, c.KeptOps, c.CandidateOp})
+		}
+	}
+	return counts, nil
+}
+
+// derivedNetwork builds the derived network at the supernet's size.
+func (s *searcher) derivedNetwork() (*models.Graph, error) {
+	if s.cfg.Kind == KindTree {
+		base := s.cfg.Tree
+		base.Search, base.Ops, base.Cells = false, nil, nil
+		return DerivedTreeNetwork(base, s.r.TreeDerivation.Cells...)
+	}
+	return DerivedNetwork(s.cfg.Space, s.r.Derivation, s.cfg.Space.Cells, s.cfg.Space.Channels)
 }
 
 // searcher is one search in progress; pos says where it stands, and with the
@@ -495,21 +580,17 @@ func (s *searcher) finishLine() error {
 	space, p := s.space, &s.pos
 	it := p.Line
 	it.Iteration = p.Logged
-	d, err := space.Derive(s.cfg.Derive)
+	counts, err := s.derive()
 	if err != nil {
 		return err
 	}
-	s.r.Derivation = d
 	it.Epochs = p.Epoch
 	it.LiveEdges, it.LiveOps = map[string]int{}, map[string]int{}
 	var kept, cand int
-	for _, c := range d.Table.Cells {
-		if c.CopiedFrom != "" {
-			continue
-		}
-		it.LiveEdges[c.Type], it.LiveOps[c.Type] = c.KeptEdges, c.KeptOps
-		kept += c.KeptOps
-		cand += c.CandidateOp
+	for _, c := range counts {
+		it.LiveEdges[c.name], it.LiveOps[c.name] = c.edges, c.ops
+		kept += c.ops
+		cand += c.candidates
 	}
 	if cand > 0 {
 		it.Sparsity = 1 - float64(kept)/float64(cand)
@@ -620,7 +701,11 @@ func (r *Result) WriteRunDir(dir string) error {
 	if err := models.SaveWeights(filepath.Join(dir, "supernet.safetensors"), r.Net.Params, map[string]string{"graph": r.Supernet.Name}); err != nil {
 		return err
 	}
-	for name, v := range map[string]any{"decisions.json": r.Derivation, "search_config.json": r.Config} {
+	var decisions any = r.Derivation
+	if r.TreeDerivation != nil {
+		decisions = r.TreeDerivation
+	}
+	for name, v := range map[string]any{"decisions.json": decisions, "search_config.json": r.Config} {
 		b, err := json.MarshalIndent(v, "", "  ")
 		if err != nil {
 			return fmt.Errorf("writing %s: %w", name, err)

@@ -14,11 +14,13 @@ import (
 func newSearchCmd(blasNote string) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "search",
-		Short: "BayesNAS on the proxy cell space: derive an architecture from the data",
-		Long: `Train the proxy (DARTS-style) cell supernet with an architecture weight per
-(edge, op) and a switch per edge, estimate the curvature of the loss in every
-architecture variable, update the hierarchical ARD prior (C, omega, gamma), and
-derive the cells whose gamma_eff stays above the threshold.
+		Short: "BayesNAS: derive an architecture from the data (proxy cells or PyramidNet tree cells)",
+		Long: `Train a supernet with an architecture weight per (edge, op) and a switch per
+edge, estimate the curvature of the loss in every architecture variable, update
+the hierarchical ARD prior (C, omega, gamma), and derive the cells whose
+gamma_eff stays above the threshold. --space (search.kind) chooses the space:
+proxy (DARTS-style cells, search.space) or pyramid-tree (a tree cell in every
+PyramidNet bottleneck block, searched at full depth, search.tree).
 
 The YAML file holds run_dir, seed, threads and data (as for train) and a search:
 section whose keys are those of search_config.json in a finished run (space,
@@ -33,6 +35,7 @@ ends as an uninterrupted one would. On a terminal a progress bar shows the
 epoch or curvature pass, batch, loss, elapsed time and ETA; otherwise plain
 lines do.`,
 		Example: `  bayesnas search --config configs/search-proxy.yaml
+  bayesnas search --config configs/search-tree.yaml               # --space pyramid-tree
   bayesnas search --config configs/search-proxy.yaml --resume   # after Ctrl-C
   bayesnas train --arch runs/search/arch.json --run-dir runs/search-retrain`,
 		Args: cobra.NoArgs,
@@ -63,6 +66,7 @@ lines do.`,
 	f := cmd.Flags()
 	f.String("config", "", "YAML configuration file")
 	f.Bool("resume", false, "continue the search in --run-dir from its checkpoint")
+	f.String("space", "", "search space: proxy or pyramid-tree (search.kind)")
 	f.String("run-dir", "", "run directory (run_dir)")
 	f.Uint64("seed", 0, "random seed (seed)")
 	f.Int("threads", 0, "worker goroutines, 0 = one per core (threads)")
@@ -105,6 +109,9 @@ func loadSearchConfig(cmd *cobra.Command) (pipeline.SearchConfig, error) {
 		if err := dec.Decode(&cfg.Search); err != nil {
 			return cfg, fmt.Errorf("config: search: %w", err)
 		}
+	}
+	if space, _ := cmd.Flags().GetString("space"); space != "" {
+		cfg.Search.Kind = space
 	}
 	for _, k := range v.AllKeys() {
 		if strings.HasPrefix(k, "search.") || k == "run_dir" || k == "seed" || k == "threads" || strings.HasPrefix(k, "data.") {

@@ -1,0 +1,68 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/spf13/cobra"
+
+	"bayesnas/models"
+	"bayesnas/pipeline"
+	"bayesnas/search"
+)
+
+// Every bundled configuration loads with its command's strict rules and
+// describes a network that builds.
+func TestBundledConfigsLoad(t *testing.T) {
+	files, err := filepath.Glob("../../configs/*.yaml")
+	if err != nil || len(files) < 5 {
+		t.Fatalf("configs: %v (%d files)", err, len(files))
+	}
+	for _, f := range files {
+		body, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := filepath.Base(f)
+		if !strings.Contains(string(body), "\nsearch:") {
+			cfg, err := resolve(t, "--config", f)
+			if err == nil {
+				err = cfg.Validate()
+			}
+			if err != nil {
+				t.Errorf("%s: %v", name, err)
+			}
+			continue
+		}
+		cmd := newSearchCmd("")
+		var cfg pipeline.SearchConfig
+		cmd.RunE = func(c *cobra.Command, _ []string) error {
+			cfg, err = loadSearchConfig(c)
+			return nil
+		}
+		cmd.SetArgs([]string{"--config", f})
+		cmd.SetOut(&bytes.Buffer{})
+		if e := cmd.Execute(); e != nil {
+			t.Fatal(e)
+		}
+		if err == nil {
+			err = cfg.Search.Validate()
+		}
+		if err == nil {
+			if name == "pyramid-treecell-cifar10.yaml" && (cfg.Search.Kind != search.KindTree || cfg.Search.Tree.BlocksPerStage != 18 || cfg.Search.Tree.Alpha != 84) {
+				t.Errorf("%s: kind %q, %d blocks per stage, alpha %g: want the paper's setting", name, cfg.Search.Kind, cfg.Search.Tree.BlocksPerStage, cfg.Search.Tree.Alpha)
+			}
+			if cfg.Search.Kind == search.KindTree {
+				_, _, err = models.PyramidTreeNetwork(cfg.Search.Tree)
+			} else {
+				_, _, err = models.ProxyNetwork(cfg.Search.Space)
+			}
+		}
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
