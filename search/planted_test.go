@@ -411,11 +411,14 @@ type plantedCase struct {
 
 // plantedOutcome runs a planted case: 2048 images (1536 to search on),
 // warm-up + 3 iterations, and returns the result with the teacher.
-func plantedOutcome(t *testing.T, c plantedCase, ops []string, oracle bool) (*Result, models.ProxyConfig) {
+func plantedOutcome(t *testing.T, c plantedCase, ops []string, oracle bool, tune func(*Config)) (*Result, models.ProxyConfig) {
 	teacher := plantedTeacher(c.teacher, ops)
 	set := plantedSet(t, teacher, 2048, c.teacher, c.teacher, oracle)
 	cfg := plantedConfig(c.seed, ops)
 	cfg.LambdaOp, cfg.LambdaSwitch = c.lambda, c.lambda
+	if tune != nil {
+		tune(&cfg)
+	}
 	return plantedRun(t, cfg, set, 1536), teacher
 }
 
@@ -439,7 +442,7 @@ func TestPlantedSweep(t *testing.T) {
 	for teacher := uint64(1); teacher <= 3; teacher++ {
 		var kept []float64
 		for _, lam := range lambdas {
-			r, tc := plantedOutcome(t, plantedCase{teacher: teacher, seed: teacher, lambda: lam}, plantedPoolOps, false)
+			r, tc := plantedOutcome(t, plantedCase{teacher: teacher, seed: teacher, lambda: lam}, plantedPoolOps, false, nil)
 			d, err := r.Space.Derive(DeriveConfig{Threshold: 0.1})
 			if err != nil {
 				t.Fatal(err)
@@ -468,7 +471,8 @@ func TestPlantedSweep(t *testing.T) {
 // TestPlantedMeasure prints recovery numbers for other settings; it is a
 // measurement, not a check:
 //
-//	BAYESNAS_EXPLORE=1 [SEP=1] [ORACLE=1] [LAMBDAS=0.01,0.1] go test ./search -run PlantedMeasure -v
+//	BAYESNAS_EXPLORE=1 [SEP=1] [ORACLE=1] [LAMBDAS=0.01,0.1] [WARMUP=2] [ITERS=6] [PRUNE=0.05] \
+//	  go test ./search -run PlantedMeasure -v
 //
 // SEP adds sep_conv_3x3 to the candidates; ORACLE starts the search from
 // the teacher's own weights (see plantedSet).
@@ -491,9 +495,32 @@ func TestPlantedMeasure(t *testing.T) {
 			lambdas = append(lambdas, x)
 		}
 	}
+	// WARMUP, ITERS and PRUNE override the warm-up epochs, iterations and
+	// dynamic-pruning threshold.
+	tune := func(c *Config) {
+		for _, k := range []struct {
+			env string
+			dst *int
+		}{{"WARMUP", &c.WarmupEpochs}, {"ITERS", &c.Iterations}} {
+			if v := os.Getenv(k.env); v != "" {
+				n, err := strconv.Atoi(v)
+				if err != nil {
+					t.Fatal(err)
+				}
+				*k.dst = n
+			}
+		}
+		if v := os.Getenv("PRUNE"); v != "" {
+			x, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.PruneThreshold = x
+		}
+	}
 	for _, lam := range lambdas {
 		for teacher := uint64(1); teacher <= 3; teacher++ {
-			r, tc := plantedOutcome(t, plantedCase{teacher: teacher, seed: teacher, lambda: lam}, ops, os.Getenv("ORACLE") != "")
+			r, tc := plantedOutcome(t, plantedCase{teacher: teacher, seed: teacher, lambda: lam}, ops, os.Getenv("ORACLE") != "", tune)
 			t.Logf("lambda %g teacher %d: normal %v reduce %v", lam, teacher, tc.Normal, tc.Reduce)
 			t.Logf("  derived normal %v reduce %v", r.Derivation.Normal, r.Derivation.Reduce)
 			t.Logf("  val acc %.3f, AUC ops %.3f, AUC edges %.3f", r.Log[len(r.Log)-1].ValAcc, teacherAUC(tc, r.Space),
