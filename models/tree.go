@@ -186,9 +186,9 @@ type PyramidTreeConfig struct {
 
 // PyramidTreeDefault is the small Fashion-MNIST supernet, cells per block:
 // depth 20, widths 10..20, 0.20 M parameters, 48 M multiply-adds per image.
-// Its training step at batch 64 (BenchmarkTrainStepPyramidTreeDefault) took
-// 6.5-13.6 s on two loaded cores, far from the sub-second goal: depthwise
-// convs at 28x28 dominate, and a stride-2 stem would leave a 7x7 map whose
+// Its training step at batch 64 (BenchmarkTrainStepPyramidTreeDefault) takes
+// about 2.7 s on two loaded cores (BENCHMARKS.md): depthwise convs at 28x28
+// dominate. A stride-2 stem would quarter that, but it leaves a 7x7 map whose
 // stride-2 shortcut pool (floor) and root conv (padded) disagree.
 func PyramidTreeDefault() PyramidTreeConfig {
 	return PyramidTreeConfig{PyramidNetConfig: PyramidNetConfig{BlocksPerStage: 2, Alpha: 12, Groups: 2,
