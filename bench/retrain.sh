@@ -13,8 +13,9 @@
 #   BAYESNAS_DATA_LIMIT=256 RUNS=/tmp/retrain-smoke bench/retrain.sh DIR
 # A run directory that already holds a checkpoint is continued with --resume,
 # so an interrupted sweep picks up where it stopped; bayesnas refuses to
-# continue a run made with other settings (then choose another RUNS).
-# The full sweep (6 networks at 3-5 min each on 2 cores) takes about 30 min.
+# continue a run made with other settings (then choose another RUNS). A run
+# resumed after its last epoch is only re-evaluated: its "train s" is then ~0.
+# The full sweep (6 networks at 3-4 min each on 2 quiet cores) takes 20-30 min.
 set -eu
 if [ $# -ne 1 ]; then
 	echo "usage: $0 DIR (a directory written by go run ./bench/proxycells)" >&2
