@@ -35,7 +35,9 @@ if [ ! -f "$config" ]; then
 	exit 1
 fi
 # Numeric order (random10 after random9), derived first.
-names="derived $(cd "$dir" && ls random*.json 2>/dev/null | sed 's/\.json$//' | sort -k1.7n | tr '\n' ' ')"
+# OTHERS names other networks of DIR to compare instead (e.g. the tree
+# backbones of bench/treecells: OTHERS="identity sep3").
+names="derived ${OTHERS:-$(cd "$dir" && ls random*.json 2>/dev/null | sed 's/\.json$//' | sort -k1.7n | tr '\n' ' ')}"
 if [ "$names" = "derived " ]; then
 	echo "$0: no random*.json in $dir" >&2
 	exit 1
