@@ -215,3 +215,35 @@ func TestArchRebuiltWithParams(t *testing.T) {
 		t.Errorf("misspelt param: err = %v, want it named", err)
 	}
 }
+
+// The proxy protocol's deeper stack: model.params {cells, channels} over a
+// searched proxy network's arch.json rebuild it with more, wider cells.
+func TestArchRebuiltDeeper(t *testing.T) {
+	cell := []models.ProxyEdge{{From: 0, To: 2, Ops: []string{models.ProxySep3}}, {From: 1, To: 3, Ops: []string{models.ProxyMax3}}}
+	g, _, err := models.ProxyNetwork(models.ProxyConfig{Input: [3]int{1, 8, 8}, Classes: 3, Channels: 4, Cells: 3, Nodes: 2,
+		StemMultiplier: 1, StemStride: 1, Normal: cell, Reduce: cell})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Model: Model{Arch: "arch.json", Params: map[string]any{"cells": 6, "channels": 8}}}
+	deep, err := rebuildWith(g, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hasCell := func(g *models.Graph, prefix string) bool {
+		for _, n := range g.Nodes {
+			if strings.HasPrefix(n.Name, prefix) {
+				return true
+			}
+		}
+		return false
+	}
+	if !hasCell(deep, "cell5.") || hasCell(g, "cell3.") {
+		t.Errorf("rebuilt with cells 6: cell5 present %v; original has cell3 %v", hasCell(deep, "cell5."), hasCell(g, "cell3."))
+	}
+	gc, _ := g.Count()
+	dc, _ := deep.Count()
+	if dc.Params <= 2*gc.Params {
+		t.Errorf("deeper and wider network has %d parameters, the searched one %d", dc.Params, gc.Params)
+	}
+}
