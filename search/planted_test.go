@@ -67,7 +67,6 @@ func plantedTeacher(seed uint64, ops []string) models.ProxyConfig {
 // teacher's exact weights and only has to find the variables.
 func plantedSet(t testing.TB, teacher models.ProxyConfig, want int, seed, inputSeed uint64, oracle bool) *dataset.Set {
 	t.Helper()
-	n := 2 * want
 	arch := teacher
 	if oracle {
 		arch.Search, arch.Normal, arch.Reduce = true, nil, nil
@@ -76,8 +75,7 @@ func plantedSet(t testing.TB, teacher models.ProxyConfig, want int, seed, inputS
 	if err != nil {
 		t.Fatal(err)
 	}
-	const batch = 64
-	net, err := models.Compile(g, nn.NewCPU(nn.DefaultGemm(), 2), batch)
+	net, err := models.Compile(g, nn.NewCPU(nn.DefaultGemm(), 2), 64)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,11 +85,21 @@ func plantedSet(t testing.TB, teacher models.ProxyConfig, want int, seed, inputS
 	if oracle {
 		setIndicator(t, net, ps, teacher)
 	}
-	c, h, w := teacher.Input[0], teacher.Input[1], teacher.Input[2]
+	return labelledSet(t, net, teacher.Input, teacher.Classes, want, inputSeed, oracle)
+}
+
+// labelledSet draws 2*want smooth random images of shape in, labels them
+// with the teacher network net (compiled for batches of 64; recalibrated on
+// the images first when recal is set) and keeps the want clearest ones.
+func labelledSet(t testing.TB, net *nn.Network, in [3]int, classes, want int, inputSeed uint64, recal bool) *dataset.Set {
+	t.Helper()
+	const batch = 64
+	n := 2 * want
+	c, h, w := in[0], in[1], in[2]
 	per := c * h * w
 	set := &dataset.Set{Name: "planted", Images: make([]uint8, n*per), Labels: make([]uint8, n),
-		N: n, C: c, H: h, W: w, Classes: teacher.Classes}
-	for i := range teacher.Classes {
+		N: n, C: c, H: h, W: w, Classes: classes}
+	for i := range classes {
 		set.ClassNames = append(set.ClassNames, fmt.Sprint(i))
 	}
 	// Smooth random images (a random 3x3 grid of levels, bilinearly
@@ -119,7 +127,7 @@ func plantedSet(t testing.TB, teacher models.ProxyConfig, want int, seed, inputS
 			}
 		}
 	}
-	if oracle {
+	if recal {
 		b := 0
 		nn.RecalibrateBN(net, func(in []float32) (int, bool) {
 			if b >= n {
@@ -133,7 +141,7 @@ func plantedSet(t testing.TB, teacher models.ProxyConfig, want int, seed, inputS
 			return m, true
 		})
 	}
-	k := teacher.Classes
+	k := classes
 	logits := make([]float64, n*k)
 	for s := 0; s < n; s += batch {
 		m := min(batch, n-s)
