@@ -347,6 +347,29 @@ func teacherAUCKind(teacher models.ProxyConfig, s *Space, kind Kind, score func(
 	return wins / pairs
 }
 
+// opFirstOnEdge counts the teacher's edges on which the teacher's op has
+// the largest gamma among the edge's ops (chance: 1 in len(ops)).
+func opFirstOnEdge(teacher models.ProxyConfig, s *Space) int {
+	n := 0
+	for _, c := range []struct {
+		name  string
+		edges []models.ProxyEdge
+	}{{Normal, teacher.Normal}, {Reduce, teacher.Reduce}} {
+		for _, e := range c.edges {
+			best, bestG := "", -1.0
+			for _, op := range s.Ops {
+				if g := s.OpGroup(c.name, e.From, e.To, op); g != nil && g.Gamma > bestG {
+					best, bestG = op, g.Gamma
+				}
+			}
+			if slices.Contains(e.Ops, best) {
+				n++
+			}
+		}
+	}
+	return n
+}
+
 // opRanking is the gamma_eff of every op group, in Groups order.
 func opRanking(s *Space) []float64 {
 	var v []float64
@@ -531,8 +554,8 @@ func TestPlantedMeasure(t *testing.T) {
 			r, tc := plantedOutcome(t, plantedCase{teacher: teacher, seed: teacher, lambda: lam}, ops, os.Getenv("ORACLE") != "", tune)
 			t.Logf("lambda %g teacher %d: normal %v reduce %v", lam, teacher, tc.Normal, tc.Reduce)
 			t.Logf("  derived normal %v reduce %v", r.Derivation.Normal, r.Derivation.Reduce)
-			t.Logf("  val acc %.3f, AUC ops %.3f, AUC edges %.3f", r.Log[len(r.Log)-1].ValAcc, teacherAUC(tc, r.Space),
-				teacherAUCKind(tc, r.Space, Switch, func(g *Group) float64 { return g.GammaEff }))
+			t.Logf("  val acc %.3f, AUC ops %.3f, AUC edges %.3f, teacher's op first on its edge %d of %d", r.Log[len(r.Log)-1].ValAcc, teacherAUC(tc, r.Space),
+				teacherAUCKind(tc, r.Space, Switch, func(g *Group) float64 { return g.GammaEff }), opFirstOnEdge(tc, r.Space), len(tc.Normal)+len(tc.Reduce))
 			for _, dc := range []DeriveConfig{{Threshold: 0.1, Relative: true}, {Threshold: 0.3, Relative: true}, {Threshold: 0.05}, {Threshold: 0.1}, {Threshold: 0.2}} {
 				d, err := r.Space.Derive(dc)
 				if err != nil {
