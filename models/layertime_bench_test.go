@@ -35,7 +35,7 @@ func BenchmarkLayerTimesPyramidNetDefault(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	net, labels, opt := defaultPyramidStep(b, 64)
+	net, labels, opt := trainStep(b, g, 64)
 	var lossFn nn.SoftmaxCrossEntropy
 	fwd := make([]time.Duration, len(net.Layers))
 	bwd := make([]time.Duration, len(net.Layers))

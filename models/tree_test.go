@@ -499,43 +499,9 @@ func TestPyramidTreeConfigErrors(t *testing.T) {
 // default tree-cell supernet at batch 64 (weights and architecture
 // variables both updated, as in a one-shot search step).
 func BenchmarkTrainStepPyramidTreeDefault(b *testing.B) {
-	const batch = 64
-	be := cpuBackend(b)
 	g, _, err := PyramidTreeNetwork(PyramidTreeDefault())
 	if err != nil {
 		b.Fatal(err)
 	}
-	net, err := Compile(g, be, batch)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := InitParams(net, g, 1); err != nil {
-		b.Fatal(err)
-	}
-	rng := rand.New(rand.NewPCG(1, 1))
-	randomize(rng, net.Input.Data)
-	labels := make([]int32, batch)
-	for i := range labels {
-		labels[i] = int32(rng.IntN(10))
-	}
-	opt, err := nn.NewSGD(net.Params, nn.SGDConfig{Momentum: 0.9, WeightDecay: 5e-4, Nesterov: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	var lossFn nn.SoftmaxCrossEntropy
-	step := func() {
-		net.ZeroGrad()
-		net.Forward(true)
-		if _, _, err := lossFn.Forward(net.Output, labels); err != nil {
-			b.Fatal(err)
-		}
-		net.Backward()
-		opt.Step(0.05)
-	}
-	step()
-	b.ResetTimer()
-	for range b.N {
-		step()
-	}
-	b.ReportMetric(float64(batch*b.N)/b.Elapsed().Seconds(), "images/s")
+	benchTrainStep(b, g, 64)
 }
