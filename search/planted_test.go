@@ -457,8 +457,10 @@ func plantedOutcome(t *testing.T, c plantedCase, ops []string, oracle bool, tune
 // at four lambdas and checks what was measured to hold on this machine:
 //   - the teacher's ops rank above the others by gamma_eff more often than
 //     not: mean AUC over the teachers at lambda 0.01 >= 0.55 (measured
-//     0.67, 0.71, 0.54: mean 0.64; chance is 0.5). This is a weak signal,
-//     and it fades at lambda 0.1 (0.27, 0.67, 0.37);
+//     0.67, 0.71, 0.54: mean 0.64; 0.64 with the pure-Go GEMM and 0.61 with
+//     OpenBLAS's SkylakeX kernels, whose rounding changes the trajectories;
+//     chance is 0.5). A weak signal, and it fades at lambda 0.1 (0.27, 0.67,
+//     0.37);
 //   - sparsity follows lambda at a fixed absolute threshold (0.1): for
 //     every teacher the largest lambda keeps fewer ops than the smallest,
 //     and the rank correlation of lambda and kept ops is <= -0.6 (measured
