@@ -23,6 +23,17 @@ type curvFixture struct {
 
 func newCurvFixture(t *testing.T) *curvFixture {
 	_, net, s := tinySpace(t, 3)
+	f := curvFixtureOver(net, s)
+	for range 3 {
+		copy(net.Input.Data, f.x)
+		net.Forward(true)
+	}
+	return f
+}
+
+// curvFixtureOver sets the architecture variables of s to random values in
+// [0.1, 0.3] and draws 3 random inputs with fixed labels.
+func curvFixtureOver(net *nn.Network, s *Space) *curvFixture {
 	rng := rand.New(rand.NewPCG(9, 9))
 	for _, g := range s.Groups {
 		for _, p := range g.Params {
@@ -32,10 +43,6 @@ func newCurvFixture(t *testing.T) *curvFixture {
 	f := &curvFixture{net: net, s: s, x: make([]float32, len(net.Input.Data)), labels: []int32{0, 2, 1}}
 	for i := range f.x {
 		f.x[i] = float32(rng.NormFloat64())
-	}
-	for range 3 {
-		copy(net.Input.Data, f.x)
-		net.Forward(true)
 	}
 	return f
 }

@@ -498,16 +498,7 @@ func TestDeriveTreeRandomTables(t *testing.T) {
 // newTreeCurvFixture is curvFixture over the tiny tree supernet.
 func newTreeCurvFixture(t *testing.T) *curvFixture {
 	_, net, s := tinyTreeSpace(t, tinyTreeConfig(), 3)
-	rng := rand.New(rand.NewPCG(9, 9))
-	for _, g := range s.Groups {
-		for _, p := range g.Params {
-			p.Data[0] = float32(0.1 + 0.2*rng.Float64())
-		}
-	}
-	f := &curvFixture{net: net, s: s, x: make([]float32, len(net.Input.Data)), labels: []int32{0, 2, 1}}
-	for i := range f.x {
-		f.x[i] = float32(rng.NormFloat64())
-	}
+	f := curvFixtureOver(net, s)
 	// Running statistics of this very batch, as the search recalibrates
 	// before estimating curvature: with the initial ones the signal of a
 	// cell's edges fades through the BNs and the curvature is ~1e-8.
