@@ -457,15 +457,13 @@ func plantedOutcome(t *testing.T, c plantedCase, ops []string, oracle bool, tune
 // at four lambdas and checks what was measured to hold on this machine:
 //   - the teacher's ops rank above the others by gamma_eff more often than
 //     not: mean AUC over the teachers at lambda 0.01 >= 0.55 (measured
-//     0.67, 0.71, 0.54: mean 0.64; 0.64 with the pure-Go GEMM and 0.61 with
-//     OpenBLAS's SkylakeX kernels, whose rounding changes the trajectories;
-//     chance is 0.5). A weak signal, and it fades at lambda 0.1 (0.27, 0.67,
-//     0.37);
+//     0.65, 0.52, 0.77: mean 0.65; 0.70 with the pure-Go GEMM and 0.67
+//     with OpenBLAS's SkylakeX kernels, whose rounding changes the
+//     trajectories; chance is 0.5). A weak signal;
 //   - sparsity follows lambda at a fixed absolute threshold (0.1): for
 //     every teacher the largest lambda keeps fewer ops than the smallest,
 //     and the rank correlation of lambda and kept ops is <= -0.6 (measured
-//     kept 30/22/15/2, 30/30/27/3, 30/24/16/2: monotone; with 4 iterations
-//     instead of 3 one teacher went 30/16/2/13).
+//     kept 30/20/16/2, 30/30/24/3, 30/22/16/2 of 30: monotone).
 func TestPlantedSweep(t *testing.T) {
 	if testing.Short() {
 		t.Skip("searches 12 times (about a minute on 2 cores)")

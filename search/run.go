@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"bayesnas/internal/atomicfile"
@@ -59,6 +60,10 @@ type Config struct {
 	// CurvatureBatches caps the training batches the curvature is estimated
 	// on per iteration; 0 uses every batch.
 	CurvatureBatches int `json:"curvature_batches"`
+
+	// TrainOpBNAffine trains the scale and shift of the BN that ends a
+	// candidate op; by default they stay at 1 and 0 (see opBNAffine).
+	TrainOpBNAffine bool `json:"train_op_bn_affine"`
 
 	// BNRecalBatches: before the curvature and each validation the running
 	// statistics of every BN are recomputed as the plain average over this
@@ -229,10 +234,15 @@ func RunWith(ctx context.Context, cfg Config, train, val Batches, opt RunOptions
 	s := &searcher{ctx: ctx, cfg: cfg, opt: opt, train: train, val: val, net: net, space: space,
 		r: &Result{Config: cfg, Supernet: g, Net: net, Space: space}, pr: newPruner(g, net)}
 	var arch []*nn.Param
+	fixed := map[string]bool{}
+	if !cfg.TrainOpBNAffine {
+		fixed = opBNAffine(g)
+	}
 	for _, p := range net.Params {
-		if p.Kind == nn.ArchVar {
+		switch {
+		case p.Kind == nn.ArchVar:
 			arch = append(arch, p)
-		} else {
+		case !fixed[p.Name]:
 			s.weights = append(s.weights, p)
 		}
 	}
@@ -288,6 +298,31 @@ func RunWith(ctx context.Context, cfg Config, train, val Batches, opt RunOptions
 		return nil, err
 	}
 	return s.r, nil
+}
+
+// opBNAffine names the scale and shift of every BN whose output is a
+// candidate op's output (an input of an edge's mix node). Trained, such a
+// scale absorbs the op's architecture weight (w * gamma * xhat), so the
+// penalty on w could be dodged by growing gamma: DARTS searches with
+// affine-free BN in its ops for this reason. Left out of the optimizer,
+// they stay at 1 and 0.
+func opBNAffine(g *models.Graph) map[string]bool {
+	op := map[string]string{}
+	for _, n := range g.Nodes {
+		op[n.Name] = n.Op
+	}
+	fixed := map[string]bool{}
+	for _, n := range g.Nodes {
+		if n.Op != models.OpWSum || !strings.HasSuffix(n.Name, ".mix") {
+			continue
+		}
+		for _, in := range n.Inputs {
+			if op[in] == models.OpBN {
+				fixed[in+".weight"], fixed[in+".bias"] = true, true
+			}
+		}
+	}
+	return fixed
 }
 
 // buildSupernet builds, compiles and initialises the supernet of cfg's
