@@ -175,3 +175,42 @@ func TestRunConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// The BN that ends each candidate op keeps scale 1 and shift 0 through a
+// search (its scale would absorb the op's architecture weight); the other
+// BNs train.
+func TestOpBNAffineStaysFixed(t *testing.T) {
+	cfg := tinyRunConfig()
+	cfg.Iterations = 1
+	train, val := tinyData(t, cfg.Batch)
+	r, err := Run(context.Background(), cfg, train, val, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fixed := opBNAffine(r.Supernet)
+	if len(fixed) == 0 {
+		t.Fatal("no op-final BN found")
+	}
+	moved := 0
+	for _, p := range r.Net.Params {
+		if strings.HasSuffix(p.Name, ".weight") || strings.HasSuffix(p.Name, ".bias") {
+			want := float32(0)
+			if strings.HasSuffix(p.Name, ".weight") {
+				want = 1
+			}
+			changed := false
+			for _, v := range p.Data {
+				changed = changed || v != want
+			}
+			if fixed[p.Name] && changed {
+				t.Errorf("%s moved during the search", p.Name)
+			}
+			if !fixed[p.Name] && changed && strings.Contains(p.Name, "bn") {
+				moved++
+			}
+		}
+	}
+	if moved == 0 {
+		t.Error("no other BN parameter trained")
+	}
+}
