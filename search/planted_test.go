@@ -332,19 +332,28 @@ func teacherAUCKind(teacher models.ProxyConfig, s *Space, kind Kind, score func(
 				neg = append(neg, score(g))
 			}
 		}
-		for _, p := range pos {
-			for _, n := range neg {
-				pairs++
-				switch {
-				case p > n:
-					wins++
-				case p == n:
-					wins += 0.5
-				}
+		w, n := pairWins(pos, neg)
+		wins += w
+		pairs += n
+	}
+	return wins / pairs
+}
+
+// pairWins counts the (pos, neg) pairs and those where pos scores higher
+// (ties count half): the numerator and denominator of an AUC.
+func pairWins(pos, neg []float64) (wins, pairs float64) {
+	for _, p := range pos {
+		for _, n := range neg {
+			pairs++
+			switch {
+			case p > n:
+				wins++
+			case p == n:
+				wins += 0.5
 			}
 		}
 	}
-	return wins / pairs
+	return wins, pairs
 }
 
 // opFirstOnEdge counts the teacher's edges on which the teacher's op has

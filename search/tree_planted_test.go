@@ -93,17 +93,7 @@ func TestTreePlanted(t *testing.T) {
 				neg = append(neg, gr.GammaEff)
 			}
 		}
-		var wins float64
-		for _, p := range pos {
-			for _, n := range neg {
-				switch {
-				case p > n:
-					wins++
-				case p == n:
-					wins += 0.5
-				}
-			}
-		}
+		wins, pairs := pairWins(pos, neg)
 		kept := 0
 		hit := 0
 		for i, c := range r.TreeDerivation.Cells {
@@ -119,6 +109,6 @@ func TestTreePlanted(t *testing.T) {
 			}
 		}
 		t.Logf("teacher %d: val acc %.3f, AUC of the teacher's ops %.3f (%d teacher ops of %d), derived keeps %d ops, %d of them the teacher's",
-			seed, r.Log[len(r.Log)-1].ValAcc, wins/float64(len(pos)*len(neg)), len(pos), len(pos)+len(neg), kept, hit)
+			seed, r.Log[len(r.Log)-1].ValAcc, wins/pairs, len(pos), len(pos)+len(neg), kept, hit)
 	}
 }
