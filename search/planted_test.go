@@ -679,12 +679,26 @@ func TestPlantedMeasure(t *testing.T) {
 	}
 }
 
-// TestDecisionsFollowData measures how much the gamma ranking depends on
-// the labels versus on the search's seed: the same inputs labelled by
-// different teachers, and the same labels searched with other seeds.
+// TestDecisionsFollowData checks that the gamma ranking depends on the
+// labels more than on the search's seed: the same inputs labelled by other
+// teachers, and the same labels searched with other seeds (K of each,
+// default 6), each ranking compared with teacher 1 / seed 1's by rank
+// correlation. The released code gave 0.98 across labellings (FIELD.md).
+// Measured here: other seeds 0.75-0.95 (mean 0.86), other labels 0.16-0.83
+// (mean 0.53); with the pure-Go GEMM 0.86 and 0.60. Asserted: the seeds'
+// mean >= 0.7 and the labels' mean at least 0.15 below it.
+//
+//	[K=6] go test ./search -run DecisionsFollowData -v
 func TestDecisionsFollowData(t *testing.T) {
-	if os.Getenv("BAYESNAS_EXPLORE") == "" {
-		t.Skip("measurement: set BAYESNAS_EXPLORE=1")
+	if testing.Short() {
+		t.Skip("searches 13 times (about 25 s on 2 cores)")
+	}
+	k := 6
+	if v := os.Getenv("K"); v != "" {
+		var err error
+		if k, err = strconv.Atoi(v); err != nil {
+			t.Fatal(err)
+		}
 	}
 	run := func(teacherSeed, searchSeed uint64) []float64 {
 		teacher := plantedTeacher(teacherSeed, plantedPoolOps)
@@ -693,11 +707,17 @@ func TestDecisionsFollowData(t *testing.T) {
 		return opRanking(r.Space)
 	}
 	base := run(1, 1)
-	for _, c := range []struct {
-		what          string
-		teacher, seed uint64
-	}{{"other seed", 1, 2}, {"other seed", 1, 3}, {"other labels", 2, 1}, {"other labels", 3, 1}} {
-		t.Logf("%s (teacher %d, seed %d): rank correlation of op gamma_eff %.3f", c.what, c.teacher, c.seed, spearman(base, run(c.teacher, c.seed)))
+	var seeds, labels float64
+	for i := uint64(2); i < uint64(k)+2; i++ {
+		rs := spearman(base, run(1, i))
+		rl := spearman(base, run(i, 1))
+		t.Logf("seed %d on teacher 1's labels: %.3f; teacher %d's labels with seed 1: %.3f", i, rs, i, rl)
+		seeds += rs / float64(k)
+		labels += rl / float64(k)
+	}
+	t.Logf("mean rank correlation of op gamma_eff with teacher 1 / seed 1: other seeds %.3f, other labels %.3f", seeds, labels)
+	if seeds < 0.7 || labels > seeds-0.15 {
+		t.Errorf("mean rank correlation: other seeds %.3f (want >= 0.7), other labels %.3f (want <= %.3f)", seeds, labels, seeds-0.15)
 	}
 }
 
