@@ -553,7 +553,7 @@ func TestPlantedWeightsHeld(t *testing.T) {
 // TestPlantedMeasure prints recovery numbers for other settings; it is a
 // measurement, not a check:
 //
-//	BAYESNAS_EXPLORE=1 [SEP=1] [ORACLE=1] [N=8192] [LAMBDAS=0.01,0.1] [WARMUP=2] [ITERS=6] [PRUNE=0.05] [ARCHLR=0.03] [LR=1e-9] [TEACHERS=8] \
+//	BAYESNAS_EXPLORE=1 [SEP=1] [ORACLE=1] [N=8192] [LAMBDAS=0.01,0.1] [WARMUP=2] [ITERS=6] [PRUNE=0.05] [ARCHLR=0.03] [LR=1e-9] [TEACHERS=8] [CURV=ggn] \
 //	  go test ./search -run PlantedMeasure -v
 //
 // SEP adds sep_conv_3x3 to the candidates; ORACLE starts the search from
@@ -600,6 +600,13 @@ func TestPlantedMeasure(t *testing.T) {
 				}
 				*k.dst = n
 			}
+		}
+		if v := os.Getenv("CURV"); v != "" {
+			e, err := ParseEstimator(v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Curvature = e
 		}
 		if v := os.Getenv("PRUNE"); v != "" {
 			x, err := strconv.ParseFloat(v, 64)
@@ -655,6 +662,18 @@ func TestPlantedMeasure(t *testing.T) {
 					v += g.H[i]
 				}
 				return v
+			}
+			var ratios []float64
+			for _, g := range r.Space.Groups {
+				if g.Kind == Op && !g.Frozen {
+					for i := range g.Params {
+						ratios = append(ratios, g.Gamma*g.H[i]/g.Lambda)
+					}
+				}
+			}
+			sort.Float64s(ratios)
+			if len(ratios) > 0 {
+				t.Logf("  gamma*H/lambda over live op members: 10th %.3g, median %.3g, 90th %.3g", ratios[len(ratios)/10], ratios[len(ratios)/2], ratios[len(ratios)*9/10])
 			}
 			t.Logf("  AUC by gamma %.3f, |a| %.3f, a^2 H %.3f, H %.3f", teacherAUCKind(tc, r.Space, Op, func(g *Group) float64 { return g.Gamma }),
 				teacherAUCKind(tc, r.Space, Op, norm2), teacherAUCKind(tc, r.Space, Op, sal), teacherAUCKind(tc, r.Space, Op, hsum))

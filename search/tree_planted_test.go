@@ -3,6 +3,8 @@ package search
 import (
 	"math/rand/v2"
 	"os"
+	"slices"
+	"strconv"
 	"testing"
 
 	"bayesnas/models"
@@ -14,7 +16,7 @@ import (
 // a pyramid-tree search on those labels is compared with the teacher's
 // cells. A measurement, like TestPlantedMeasure:
 //
-//	BAYESNAS_EXPLORE=1 go test ./search -run TreePlanted -v
+//	BAYESNAS_EXPLORE=1 [ORACLE=1 LR=1e-9 ARCHLR=0.05] go test ./search -run TreePlanted -v
 
 // treeTeacherCell keeps, in each half of the tree, one top edge and one
 // leaf below it, each with one random op: 4 of the 12 edges.
@@ -42,73 +44,123 @@ func treeTeacherCell(rng *rand.Rand, ops []string) models.TreeCell {
 	return c.Pruned()
 }
 
-func TestTreePlanted(t *testing.T) {
-	if os.Getenv("BAYESNAS_EXPLORE") == "" {
-		t.Skip("measurement: set BAYESNAS_EXPLORE=1")
-	}
+// treePlanted searches a planted tree teacher (seed) and returns the AUC of
+// the teacher's (cell, edge, op) groups among all op groups by gamma_eff,
+// the ops the derived network keeps and how many of them are the
+// teacher's. With oracle set the teacher is the supernet itself with its
+// variables at the teacher cells' indicator (BN recalibrated on the
+// images), so a search with the same seed starts from the teacher's
+// weights, as plantedSet's oracle.
+func treePlanted(t *testing.T, seed uint64, oracle bool, tune func(*Config)) (r *Result, auc float64, nTeacher, nOther, kept, hit int) {
 	ops := []string{models.TreeIdentity, models.TreeSep3, models.TreeMax3, models.TreeAvg3}
-	for seed := uint64(1); seed <= 3; seed++ {
-		rng := rand.New(rand.NewPCG(seed, 0x73ee))
-		teacher := models.PyramidTreeConfig{PyramidNetConfig: models.PyramidNetConfig{BlocksPerStage: 1, Alpha: 6, Groups: 2,
-			StemChannels: 4, Input: [3]int{1, 8, 8}, Classes: 4}, Ops: ops}
-		for b := 0; b < 3; b++ {
-			teacher.Cells = append(teacher.Cells, treeTeacherCell(rng, ops))
-		}
-		g, _, err := models.PyramidTreeNetwork(teacher)
-		if err != nil {
-			t.Fatal(err)
-		}
-		net, err := models.Compile(g, nn.NewCPU(nn.DefaultGemm(), 2), 64)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := models.InitParams(net, g, seed); err != nil {
-			t.Fatal(err)
-		}
-		set := labelledSet(t, net, teacher.Input, teacher.Classes, 2048, seed, false)
-		cfg := plantedConfig(seed, nil)
-		cfg.Kind = KindTree
-		cfg.Tree = teacher
-		cfg.Tree.Cells, cfg.Tree.Search = nil, true
-		r := plantedRun(t, cfg, set, 1536)
-		// AUC of the teacher's (cell, edge, op) among every op group.
-		var pos, neg []float64
-		for _, gr := range r.Space.Groups {
-			if gr.Kind != Op {
-				continue
-			}
-			cell := -1
-			for i, name := range r.TreeDerivation.Names {
-				if name == gr.CellType {
-					cell = i
+	rng := rand.New(rand.NewPCG(seed, 0x73ee))
+	teacher := models.PyramidTreeConfig{PyramidNetConfig: models.PyramidNetConfig{BlocksPerStage: 1, Alpha: 6, Groups: 2,
+		StemChannels: 4, Input: [3]int{1, 8, 8}, Classes: 4}, Ops: ops}
+	for b := 0; b < 3; b++ {
+		teacher.Cells = append(teacher.Cells, treeTeacherCell(rng, ops))
+	}
+	arch := teacher
+	if oracle {
+		arch.Cells, arch.Search = nil, true
+	}
+	g, ts, err := models.PyramidTreeNetwork(arch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	net, err := models.Compile(g, nn.NewCPU(nn.DefaultGemm(), 2), 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := models.InitParams(net, g, seed); err != nil {
+		t.Fatal(err)
+	}
+	if oracle {
+		for i, c := range ts.Cells {
+			for _, e := range c.Edges {
+				on := teacher.Cells[i].Edges[e.Index]
+				net.Param(e.Switch).Data[0] = 0
+				if len(on) > 0 {
+					net.Param(e.Switch).Data[0] = 1
 				}
-			}
-			in := false
-			for _, op := range teacher.Cells[cell].Edges[gr.From] {
-				in = in || op == gr.Op
-			}
-			if in {
-				pos = append(pos, gr.GammaEff)
-			} else {
-				neg = append(neg, gr.GammaEff)
-			}
-		}
-		wins, pairs := pairWins(pos, neg)
-		kept := 0
-		hit := 0
-		for i, c := range r.TreeDerivation.Cells {
-			for e, eops := range c.Edges {
-				for _, op := range eops {
-					kept++
-					for _, top := range teacher.Cells[i].Edges[e] {
-						if top == op {
-							hit++
-						}
+				for j, op := range ts.Ops {
+					net.Param(e.OpWeights[j]).Data[0] = 0
+					if slices.Contains(on, op) {
+						net.Param(e.OpWeights[j]).Data[0] = 1
 					}
 				}
 			}
 		}
-		t.Logf("teacher %d: val acc %.3f, AUC of the teacher's ops %.3f (%d teacher ops of %d), derived keeps %d ops, %d of them the teacher's",
-			seed, r.Log[len(r.Log)-1].ValAcc, wins/pairs, len(pos), len(pos)+len(neg), kept, hit)
 	}
+	set := labelledSet(t, net, teacher.Input, teacher.Classes, 2048, seed, oracle)
+	cfg := plantedConfig(seed, nil)
+	cfg.Kind = KindTree
+	cfg.Tree = teacher
+	cfg.Tree.Cells, cfg.Tree.Search = nil, true
+	if tune != nil {
+		tune(&cfg)
+	}
+	r = plantedRun(t, cfg, set, 1536)
+	var pos, neg []float64
+	for _, gr := range r.Space.Groups {
+		if gr.Kind != Op {
+			continue
+		}
+		cell := slices.Index(r.TreeDerivation.Names, gr.CellType)
+		if slices.Contains(teacher.Cells[cell].Edges[gr.From], gr.Op) {
+			pos = append(pos, gr.GammaEff)
+		} else {
+			neg = append(neg, gr.GammaEff)
+		}
+	}
+	wins, pairs := pairWins(pos, neg)
+	for i, c := range r.TreeDerivation.Cells {
+		for e, eops := range c.Edges {
+			for _, op := range eops {
+				kept++
+				if slices.Contains(teacher.Cells[i].Edges[e], op) {
+					hit++
+				}
+			}
+		}
+	}
+	return r, wins / pairs, len(pos), len(neg), kept, hit
+}
+
+// TestTreePlanted measures recovery on the tree space with the weights
+// trained (the real search), or, with ORACLE=1 LR=1e-9 ARCHLR=0.05, from
+// the teacher's weights held. Measured 2026-11-29: trained, mean AUC 0.552
+// (0.524, 0.455, 0.627, 0.602; students 92-96 % val acc); weights held,
+// 0.451, and the training loss stayed at chance (1.38-1.41 for 4
+// classes): unlike the proxy space (TestPlantedWeightsHeld), the
+// supernet with every variable at 1 does not fit the teacher's labels and
+// the variables alone do not get there. Not understood yet.
+func TestTreePlanted(t *testing.T) {
+	if os.Getenv("BAYESNAS_EXPLORE") == "" {
+		t.Skip("measurement: set BAYESNAS_EXPLORE=1")
+	}
+	tune := func(c *Config) {
+		for _, k := range []struct {
+			env string
+			dst *float64
+		}{{"ARCHLR", &c.ArchLR}, {"LR", &c.LR}} {
+			if v := os.Getenv(k.env); v != "" {
+				x, err := strconv.ParseFloat(v, 64)
+				if err != nil {
+					t.Fatal(err)
+				}
+				*k.dst = x
+			}
+		}
+	}
+	var mean float64
+	for seed := uint64(1); seed <= 4; seed++ {
+		r, auc, nt, no, kept, hit := treePlanted(t, seed, os.Getenv("ORACLE") != "", tune)
+		t.Logf("teacher %d: val acc %.3f, AUC of the teacher's ops %.3f (%d teacher ops of %d), derived keeps %d ops, %d of them the teacher's",
+			seed, r.Log[len(r.Log)-1].ValAcc, auc, nt, nt+no, kept, hit)
+		mean += auc / 4
+		for _, l := range r.Log {
+			t.Logf("  iteration %d: train loss %.3f acc %.3f, val acc %.3f", l.Iteration, l.TrainLoss, l.TrainAcc, l.ValAcc)
+		}
+	}
+	t.Logf("mean AUC %.3f", mean)
 }
