@@ -85,13 +85,16 @@ func plantedSet(t testing.TB, teacher models.ProxyConfig, want int, seed, inputS
 	if oracle {
 		setIndicator(t, net, ps, teacher)
 	}
-	return labelledSet(t, net, teacher.Input, teacher.Classes, want, inputSeed, oracle)
+	return labelledSet(t, net, teacher.Input, teacher.Classes, want, inputSeed, oracle, true)
 }
 
 // labelledSet draws 2*want smooth random images of shape in, labels them
 // with the teacher network net (compiled for batches of 64; recalibrated on
 // the images first when recal is set) and keeps the want clearest ones.
-func labelledSet(t testing.TB, net *nn.Network, in [3]int, classes, want int, inputSeed uint64, recal bool) *dataset.Set {
+// With center set the logits are centred per class over the images before
+// the argmax (balanced classes, but labels that a student holding the
+// teacher's weights cannot reproduce without moving its head's bias).
+func labelledSet(t testing.TB, net *nn.Network, in [3]int, classes, want int, inputSeed uint64, recal, center bool) *dataset.Set {
 	t.Helper()
 	const batch = 64
 	n := 2 * want
@@ -156,8 +159,10 @@ func labelledSet(t testing.TB, net *nn.Network, in [3]int, classes, want int, in
 	}
 	mean := make([]float64, k)
 	margin := make([]float64, n)
-	for i, v := range logits {
-		mean[i%k] += v / float64(n)
+	if center {
+		for i, v := range logits {
+			mean[i%k] += v / float64(n)
+		}
 	}
 	for i := range n {
 		best := 0
