@@ -146,10 +146,17 @@ func TestTreePlanted(t *testing.T) {
 		t.Skip("measurement: set BAYESNAS_EXPLORE=1")
 	}
 	tune := func(c *Config) {
+		if v := os.Getenv("ITERS"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Iterations = n
+		}
 		for _, k := range []struct {
 			env string
 			dst *float64
-		}{{"ARCHLR", &c.ArchLR}, {"LR", &c.LR}} {
+		}{{"ARCHLR", &c.ArchLR}, {"LR", &c.LR}, {"LAMBDA", &c.LambdaOp}, {"LAMBDA", &c.LambdaSwitch}} {
 			if v := os.Getenv(k.env); v != "" {
 				x, err := strconv.ParseFloat(v, 64)
 				if err != nil {
