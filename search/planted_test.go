@@ -75,13 +75,7 @@ func plantedSet(t testing.TB, teacher models.ProxyConfig, want int, seed, inputS
 	if err != nil {
 		t.Fatal(err)
 	}
-	net, err := models.Compile(g, nn.NewCPU(nn.DefaultGemm(), 2), 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := models.InitParams(net, g, seed); err != nil {
-		t.Fatal(err)
-	}
+	net := compiledInit(t, g, 64, seed)
 	if oracle {
 		setIndicator(t, net, ps, teacher)
 	}
@@ -232,6 +226,57 @@ func setIndicator(t testing.TB, net *nn.Network, ps *models.ProxySpace, teacher 
 				set(e.OpWeights[i], slices.Contains(ops, op))
 			}
 		}
+	}
+}
+
+// compiledInit compiles g for batches of batch on 2 workers and initialises
+// its parameters from seed.
+func compiledInit(t testing.TB, g *models.Graph, batch int, seed uint64) *nn.Network {
+	t.Helper()
+	net, err := models.Compile(g, nn.NewCPU(nn.DefaultGemm(), 2), batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := models.InitParams(net, g, seed); err != nil {
+		t.Fatal(err)
+	}
+	return net
+}
+
+// exploreOps skips a measurement test unless BAYESNAS_EXPLORE is set and
+// returns the planted candidate ops it asks for (SEP: with sep_conv_3x3).
+func exploreOps(t testing.TB) []string {
+	t.Helper()
+	if os.Getenv("BAYESNAS_EXPLORE") == "" {
+		t.Skip("measurement: set BAYESNAS_EXPLORE=1")
+	}
+	if os.Getenv("SEP") != "" {
+		return plantedSepOps
+	}
+	return plantedPoolOps
+}
+
+// envInt and envFloat set *dst from the measurement knob name when it is
+// set (the BAYESNAS_EXPLORE tests).
+func envInt(t testing.TB, name string, dst *int) {
+	t.Helper()
+	if v := os.Getenv(name); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		*dst = n
+	}
+}
+
+func envFloat(t testing.TB, name string, dst *float64) {
+	t.Helper()
+	if v := os.Getenv(name); v != "" {
+		x, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		*dst = x
 	}
 }
 
@@ -564,13 +609,7 @@ func TestPlantedWeightsHeld(t *testing.T) {
 // SEP adds sep_conv_3x3 to the candidates; ORACLE starts the search from
 // the teacher's own weights (see plantedSet).
 func TestPlantedMeasure(t *testing.T) {
-	if os.Getenv("BAYESNAS_EXPLORE") == "" {
-		t.Skip("measurement: set BAYESNAS_EXPLORE=1")
-	}
-	ops := plantedPoolOps
-	if os.Getenv("SEP") != "" {
-		ops = plantedSepOps
-	}
+	ops := exploreOps(t)
 	lambdas := []float64{0.01}
 	if v := os.Getenv("LAMBDAS"); v != "" {
 		lambdas = nil
@@ -584,28 +623,14 @@ func TestPlantedMeasure(t *testing.T) {
 	}
 	// N sets the number of labelled images (3/4 searched on).
 	n := 2048
-	if v := os.Getenv("N"); v != "" {
-		var err error
-		if n, err = strconv.Atoi(v); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// WARMUP, ITERS, PRUNE and ARCHLR override the warm-up epochs,
-	// iterations, dynamic-pruning threshold, architecture and weight
-	// learning rates (LR=1e-9 with ORACLE=1: the teacher's weights held).
+	envInt(t, "N", &n)
+	// WARMUP, ITERS, CURV, PRUNE, ARCHLR and LR override the warm-up epochs,
+	// iterations, curvature estimator, dynamic-pruning threshold,
+	// architecture and weight learning rates (LR=1e-9 with ORACLE=1: the
+	// teacher's weights held).
 	tune := func(c *Config) {
-		for _, k := range []struct {
-			env string
-			dst *int
-		}{{"WARMUP", &c.WarmupEpochs}, {"ITERS", &c.Iterations}} {
-			if v := os.Getenv(k.env); v != "" {
-				n, err := strconv.Atoi(v)
-				if err != nil {
-					t.Fatal(err)
-				}
-				*k.dst = n
-			}
-		}
+		envInt(t, "WARMUP", &c.WarmupEpochs)
+		envInt(t, "ITERS", &c.Iterations)
 		if v := os.Getenv("CURV"); v != "" {
 			e, err := ParseEstimator(v)
 			if err != nil {
@@ -613,34 +638,13 @@ func TestPlantedMeasure(t *testing.T) {
 			}
 			c.Curvature = e
 		}
-		if v := os.Getenv("PRUNE"); v != "" {
-			x, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			c.PruneThreshold = x
-		}
-		for _, k := range []struct {
-			env string
-			dst *float64
-		}{{"ARCHLR", &c.ArchLR}, {"LR", &c.LR}} {
-			if v := os.Getenv(k.env); v != "" {
-				x, err := strconv.ParseFloat(v, 64)
-				if err != nil {
-					t.Fatal(err)
-				}
-				*k.dst = x
-			}
-		}
+		envFloat(t, "PRUNE", &c.PruneThreshold)
+		envFloat(t, "ARCHLR", &c.ArchLR)
+		envFloat(t, "LR", &c.LR)
 	}
 	// TEACHERS sets how many teachers (seeds 1..TEACHERS) are searched.
 	teachers := 3
-	if v := os.Getenv("TEACHERS"); v != "" {
-		var err error
-		if teachers, err = strconv.Atoi(v); err != nil {
-			t.Fatal(err)
-		}
-	}
+	envInt(t, "TEACHERS", &teachers)
 	for _, lam := range lambdas {
 		var aucSum, precSum, recSum float64
 		for teacher := uint64(1); teacher <= uint64(teachers); teacher++ {
@@ -718,12 +722,7 @@ func TestDecisionsFollowData(t *testing.T) {
 		t.Skip("searches 13 times (about 25 s on 2 cores)")
 	}
 	k := 6
-	if v := os.Getenv("K"); v != "" {
-		var err error
-		if k, err = strconv.Atoi(v); err != nil {
-			t.Fatal(err)
-		}
-	}
+	envInt(t, "K", &k)
 	run := func(teacherSeed, searchSeed uint64) []float64 {
 		teacher := plantedTeacher(teacherSeed, plantedPoolOps)
 		set := plantedSet(t, teacher, 2048, teacherSeed, 99, false)
@@ -753,26 +752,10 @@ func TestDecisionsFollowData(t *testing.T) {
 //
 //	BAYESNAS_EXPLORE=1 [SEP=1] [TEACHERS=4] [EPOCHS=4] go test ./search -run PlantedIdentifiable -v
 func TestPlantedIdentifiable(t *testing.T) {
-	if os.Getenv("BAYESNAS_EXPLORE") == "" {
-		t.Skip("measurement: set BAYESNAS_EXPLORE=1")
-	}
-	ops := plantedPoolOps
-	if os.Getenv("SEP") != "" {
-		ops = plantedSepOps
-	}
+	ops := exploreOps(t)
 	teachers, epochs := 4, 4
-	for _, k := range []struct {
-		env string
-		dst *int
-	}{{"TEACHERS", &teachers}, {"EPOCHS", &epochs}} {
-		if v := os.Getenv(k.env); v != "" {
-			n, err := strconv.Atoi(v)
-			if err != nil {
-				t.Fatal(err)
-			}
-			*k.dst = n
-		}
-	}
+	envInt(t, "TEACHERS", &teachers)
+	envInt(t, "EPOCHS", &epochs)
 	wins := 0
 	for teacher := uint64(1); teacher <= uint64(teachers); teacher++ {
 		tc := plantedTeacher(teacher, ops)
@@ -809,13 +792,7 @@ func plantedTrain(t *testing.T, cfg models.ProxyConfig, set *dataset.Set, nTrain
 		t.Fatal(err)
 	}
 	const batch = 32
-	net, err := models.Compile(g, nn.NewCPU(nn.DefaultGemm(), 2), batch)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := models.InitParams(net, g, 1); err != nil {
-		t.Fatal(err)
-	}
+	net := compiledInit(t, g, batch, 1)
 	opt, err := nn.NewSGD(net.Params, nn.SGDConfig{Momentum: 0.9, WeightDecay: 3e-4})
 	if err != nil {
 		t.Fatal(err)

@@ -4,11 +4,9 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
-	"strconv"
 	"testing"
 
 	"bayesnas/models"
-	"bayesnas/nn"
 )
 
 // Planted architectures on the tree space (issue 5): a teacher PyramidNet
@@ -67,13 +65,7 @@ func treePlanted(t *testing.T, seed uint64, oracle bool, tune func(*Config)) (r 
 	if err != nil {
 		t.Fatal(err)
 	}
-	net, err := models.Compile(g, nn.NewCPU(nn.DefaultGemm(), 2), 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := models.InitParams(net, g, seed); err != nil {
-		t.Fatal(err)
-	}
+	net := compiledInit(t, g, 64, seed)
 	if oracle {
 		for i, c := range ts.Cells {
 			for _, e := range c.Edges {
@@ -151,25 +143,11 @@ func TestTreePlanted(t *testing.T) {
 		t.Skip("measurement: set BAYESNAS_EXPLORE=1")
 	}
 	tune := func(c *Config) {
-		if v := os.Getenv("ITERS"); v != "" {
-			n, err := strconv.Atoi(v)
-			if err != nil {
-				t.Fatal(err)
-			}
-			c.Iterations = n
-		}
-		for _, k := range []struct {
-			env string
-			dst *float64
-		}{{"ARCHLR", &c.ArchLR}, {"LR", &c.LR}, {"LAMBDA", &c.LambdaOp}, {"LAMBDA", &c.LambdaSwitch}} {
-			if v := os.Getenv(k.env); v != "" {
-				x, err := strconv.ParseFloat(v, 64)
-				if err != nil {
-					t.Fatal(err)
-				}
-				*k.dst = x
-			}
-		}
+		envInt(t, "ITERS", &c.Iterations)
+		envFloat(t, "ARCHLR", &c.ArchLR)
+		envFloat(t, "LR", &c.LR)
+		envFloat(t, "LAMBDA", &c.LambdaOp)
+		envFloat(t, "LAMBDA", &c.LambdaSwitch)
 	}
 	var mean float64
 	for seed := uint64(1); seed <= 4; seed++ {
