@@ -1,16 +1,18 @@
 package pipeline
 
 import (
-	"bayesnas/models"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"bayesnas/models"
 	"bayesnas/onnxrt"
 )
 
@@ -245,5 +247,82 @@ func TestArchRebuiltDeeper(t *testing.T) {
 	dc, _ := deep.Count()
 	if dc.Params <= 2*gc.Params {
 		t.Errorf("deeper and wider network has %d parameters, the searched one %d", dc.Params, gc.Params)
+	}
+}
+
+// ProxylessNAS's published CIFAR-10 network, imported, trains and exports
+// like any derived network: one step on 16 generated CIFAR-10 records
+// through `train --arch`, then export validated in ONNX Runtime.
+func TestImportedProxylessTrainsAndExports(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains the 5.7 M-parameter network on 16 images")
+	}
+	var g *models.Graph
+	for _, p := range []string{"../../../shared/fixtures", "../../shared/fixtures", "../shared/fixtures", "/work/shared/fixtures"} {
+		if gi, err := models.ReadProxylessNAS(filepath.Join(p, "proxylessnas_cifar10_net.config")); err == nil {
+			g = gi
+			break
+		}
+	}
+	if g == nil {
+		t.Fatal("proxylessnas_cifar10_net.config not found under shared/fixtures")
+	}
+	dir := t.TempDir()
+	arch := filepath.Join(dir, "arch.json")
+	if err := g.WriteGraph(arch); err != nil {
+		t.Fatal(err)
+	}
+	// Generated records in CIFAR-10's binary format: label byte, then
+	// 3x32x32 pixels.
+	data := filepath.Join(dir, "cifar")
+	if err := os.Mkdir(data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	records := func(n, first int) []byte {
+		var out []byte
+		for i := first; i < first+n; i++ {
+			out = append(out, byte(i%10))
+			for p := 0; p < 3*32*32; p++ {
+				out = append(out, byte(i*31+p*7+(i%10)*40))
+			}
+		}
+		return out
+	}
+	for b := 1; b <= 5; b++ {
+		if err := os.WriteFile(filepath.Join(data, fmt.Sprintf("data_batch_%d.bin", b)), records(8, (b-1)*8), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(data, "test_batch.bin"), records(8, 100), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run := filepath.Join(dir, "run")
+	cfg := Config{RunDir: run, Seed: 1, Threads: 2}
+	cfg.Data = Data{Name: "cifar10", Dir: data, ValCount: 8, Limit: 16, Augment: Augment{CropPad: 2, Flip: true, Cutout: 8}}
+	cfg.Model = Model{Arch: arch}
+	cfg.Train = Training{Epochs: 1, Batch: 16, Optimizer: "sgd", LR: 0.001, Momentum: 0.9, Nesterov: true,
+		WeightDecay: 5e-4, Schedule: "cosine", EvalBatch: 8}
+	t0 := time.Now()
+	sum, err := Train(context.Background(), cfg, Options{})
+	t.Logf("trained in %v", time.Since(t0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Params < 5_660_000 || sum.Params > 5_780_000 {
+		t.Errorf("trained network has %d parameters, want the published 5.72 M within 1 %%", sum.Params)
+	}
+	if _, err := onnxrt.LibraryPath(""); err != nil {
+		t.Skipf("SKIP: ONNX Runtime not available (%v); run scripts/ort.sh", err)
+	}
+	opt := ExportOptions{TestImages: 8, Validate: true}
+	opt.Validation.Batch, opt.Validation.RandomInputs, opt.Validation.SkipTiming = 8, 8, true
+	t0 = time.Now()
+	_, rep, err := Export(run, opt)
+	t.Logf("exported and validated in %v", time.Since(t0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Passed || rep.Real == nil || rep.Real.Inputs != 8 || rep.Real.Top1Agreement != 1 {
+		t.Errorf("validation report: passed %v, real %+v", rep.Passed, rep.Real)
 	}
 }
