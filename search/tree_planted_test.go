@@ -88,7 +88,7 @@ func treePlanted(t *testing.T, seed uint64, oracle bool, tune func(*Config)) (r 
 	for _, l := range set.Labels {
 		counts[l]++
 	}
-	t.Logf("teacher %d: labels per class %v", seed, counts)
+	t.Logf("teacher %d: labels per class %v", seed, counts) // uncentred (oracle): unbalanced
 	cfg := plantedConfig(seed, nil)
 	cfg.Kind = KindTree
 	cfg.Tree = teacher
@@ -160,4 +160,27 @@ func TestTreePlanted(t *testing.T) {
 		}
 	}
 	t.Logf("mean AUC %.3f", mean)
+}
+
+// TestTreePlantedWeightsHeld is TestPlantedWeightsHeld on the tree space:
+// the teacher's weights held, the architecture variables learning from 1,
+// lambda 1e-4 (at 0.01 the penalty beats the weak pull of these teachers'
+// flat logits, see TestTreePlanted). Measured on teachers 1-4: AUC 0.583,
+// 0.891, 0.639, 0.829 (mean 0.735; pure-Go GEMM 0.694; the same teachers
+// with the weights trained: 0.552). Asserted: mean AUC >= 0.6 (chance 0.5).
+func TestTreePlantedWeightsHeld(t *testing.T) {
+	if testing.Short() {
+		t.Skip("4 tree searches (about 40 s on 2 cores)")
+	}
+	var mean float64
+	for seed := uint64(1); seed <= 4; seed++ {
+		_, auc, _, _, kept, hit := treePlanted(t, seed, true, func(c *Config) {
+			c.LR, c.ArchLR, c.LambdaOp, c.LambdaSwitch = 1e-9, 0.05, 1e-4, 1e-4
+		})
+		t.Logf("teacher %d: AUC %.3f, derived keeps %d ops, %d of them the teacher's", seed, auc, kept, hit)
+		mean += auc / 4
+	}
+	if mean < 0.6 {
+		t.Errorf("teacher's weights held: mean AUC of its ops %.3f, want >= 0.6", mean)
+	}
 }
