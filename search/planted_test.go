@@ -244,11 +244,15 @@ func compiledInit(t testing.TB, g *models.Graph, batch int, seed uint64) *nn.Net
 }
 
 // exploreOps skips a measurement test unless BAYESNAS_EXPLORE is set and
-// returns the planted candidate ops it asks for (SEP: with sep_conv_3x3).
+// returns the planted candidate ops it asks for (SEP: with sep_conv_3x3;
+// OPS: a comma-separated list).
 func exploreOps(t testing.TB) []string {
 	t.Helper()
 	if os.Getenv("BAYESNAS_EXPLORE") == "" {
 		t.Skip("measurement: set BAYESNAS_EXPLORE=1")
+	}
+	if v := os.Getenv("OPS"); v != "" {
+		return strings.Split(v, ",")
 	}
 	if os.Getenv("SEP") != "" {
 		return plantedSepOps
