@@ -61,6 +61,9 @@ func Cases() ([]Case, error) {
 		{"avgpool_k3_s2_p1_exclude_pad", [3]int{3, 7, 7}, []node{
 			n("p", models.OpAvgPool, models.Attrs{Kernel: 3, Stride: 2, Pad: 1}, "x")}, false},
 		{"avgpool_k2_s2", [3]int{3, 8, 8}, []node{n("p", models.OpAvgPool, models.Attrs{Kernel: 2, Stride: 2}, "x")}, false},
+		{"avgpool_k2_s2_ceil", [3]int{3, 7, 5}, []node{n("p", models.OpAvgPool, models.Attrs{Kernel: 2, Stride: 2, CeilMode: true}, "x")}, false},
+		{"avgpool_k3_s2_p1_ceil", [3]int{3, 6, 6}, []node{n("p", models.OpAvgPool, models.Attrs{Kernel: 3, Stride: 2, Pad: 1, CeilMode: true}, "x")}, false},
+		{"maxpool_k3_s2_ceil", [3]int{3, 8, 7}, []node{n("p", models.OpMaxPool, models.Attrs{Kernel: 3, Stride: 2, CeilMode: true}, "x")}, false},
 		{"gap_linear", [3]int{6, 5, 5}, []node{n("g", models.OpGAP, models.Attrs{}, "x"),
 			n("fc", models.OpLinear, models.Attrs{OutChannels: 4, Bias: true}, "g")}, false},
 		{"linear_on_map_nobias", [3]int{2, 3, 3}, []node{n("fc", models.OpLinear, models.Attrs{OutChannels: 5}, "x")}, false},

@@ -421,6 +421,9 @@ func (e *exporter) emit(n *models.Node) error {
 			op = "AveragePool"
 			attrs = append(attrs, attrInt("count_include_pad", boolInt(a.CountIncludePad)))
 		}
+		if a.CeilMode {
+			attrs = append(attrs, attrInt("ceil_mode", 1))
+		}
 		e.node(&Node{Name: n.Name, OpType: op, Inputs: []string{x}, Outputs: []string{n.Name}, Attrs: attrs})
 
 	case models.OpGAP:

@@ -83,9 +83,10 @@ func buildLayer(be nn.Backend, n *Node, xs []*nn.Value, ps []*nn.Param) (nn.Laye
 	case OpReLU:
 		return be.ReLU(xs[0])
 	case OpMaxPool:
-		return be.MaxPool(xs[0], nn.PoolAttrs{Kernel: a.Kernel, Stride: a.Stride, Pad: a.Pad})
+		return be.MaxPool(xs[0], nn.PoolAttrs{Kernel: a.Kernel, Stride: a.Stride, Pad: a.Pad, CeilMode: a.CeilMode})
 	case OpAvgPool:
-		return be.AvgPool(xs[0], nn.PoolAttrs{Kernel: a.Kernel, Stride: a.Stride, Pad: a.Pad, CountIncludePad: a.CountIncludePad})
+		return be.AvgPool(xs[0], nn.PoolAttrs{Kernel: a.Kernel, Stride: a.Stride, Pad: a.Pad, CountIncludePad: a.CountIncludePad,
+			CeilMode: a.CeilMode})
 	case OpGAP:
 		return be.GlobalAvgPool(xs[0])
 	case OpLinear:

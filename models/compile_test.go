@@ -63,11 +63,11 @@ func (r *recordingBackend) ReLU(x *nn.Value) (nn.Layer, error) {
 }
 func (r *recordingBackend) MaxPool(x *nn.Value, a nn.PoolAttrs) (nn.Layer, error) {
 	return r.layer(fmt.Sprintf("maxpool(%s;%+v)", x.Name, a), x.N(), x.C(),
-		nn.OutSize(x.H(), a.Kernel, a.Stride, a.Pad, 1), nn.OutSize(x.W(), a.Kernel, a.Stride, a.Pad, 1))
+		nn.PoolOutSize(x.H(), a.Kernel, a.Stride, a.Pad, a.CeilMode), nn.PoolOutSize(x.W(), a.Kernel, a.Stride, a.Pad, a.CeilMode))
 }
 func (r *recordingBackend) AvgPool(x *nn.Value, a nn.PoolAttrs) (nn.Layer, error) {
 	return r.layer(fmt.Sprintf("avgpool(%s;%+v)", x.Name, a), x.N(), x.C(),
-		nn.OutSize(x.H(), a.Kernel, a.Stride, a.Pad, 1), nn.OutSize(x.W(), a.Kernel, a.Stride, a.Pad, 1))
+		nn.PoolOutSize(x.H(), a.Kernel, a.Stride, a.Pad, a.CeilMode), nn.PoolOutSize(x.W(), a.Kernel, a.Stride, a.Pad, a.CeilMode))
 }
 func (r *recordingBackend) GlobalAvgPool(x *nn.Value) (nn.Layer, error) {
 	return r.layer("gap("+x.Name+")", x.N(), x.C(), 1, 1)
@@ -122,8 +122,8 @@ func TestCompileWiring(t *testing.T) {
 		"conv(x;c1.weight,c1.bias;{OutC:8 Kernel:3 Stride:1 Pad:1 Dilation:1 Groups:2})",
 		"bn(c1;b1.weight,b1.bias,b1.running_mean,b1.running_var;1e-05,0.1)",
 		"relu(b1)", "shuffle(r1;2)", "slice(sh;0,4)", "slice(sh;4,8)", "concat(s2,s1)",
-		"maxpool(cat;{Kernel:3 Stride:2 Pad:1 CountIncludePad:false})",
-		"avgpool(cat;{Kernel:2 Stride:2 Pad:0 CountIncludePad:true})",
+		"maxpool(cat;{Kernel:3 Stride:2 Pad:1 CountIncludePad:false CeilMode:false})",
+		"avgpool(cat;{Kernel:2 Stride:2 Pad:0 CountIncludePad:true CeilMode:false})",
 		"wsum(mp,ap;ws.w0,ws.w1)", "padch(ws;12)",
 		"conv(ws;c2.weight,nil;{OutC:12 Kernel:3 Stride:1 Pad:2 Dilation:2 Groups:4})",
 		"add(pc,c2)", "droppath(ad;0.2)", "gap(dp)", "dropout(gp;0.5)", "linear(do;fc.weight,fc.bias)",

@@ -82,6 +82,9 @@ type Attrs struct {
 	Bias        bool `json:"bias,omitempty"`   // conv and linear
 	// CountIncludePad: avgpool divides by kernel*kernel even over padding.
 	CountIncludePad bool `json:"count_include_pad,omitempty"`
+	// CeilMode: max/avg pool output size rounded up (an overhanging last
+	// window still counts; PyramidNet's shortcut on odd maps).
+	CeilMode bool `json:"ceil_mode,omitempty"`
 	// Start, End: slice keeps channels [Start, End).
 	Start int `json:"start,omitempty"`
 	End   int `json:"end,omitempty"`

@@ -17,6 +17,11 @@ type PyramidNetConfig struct {
 	Input          [3]int  `json:"input"`         // C,H,W
 	Classes        int     `json:"classes"`
 	DropPath       float64 `json:"drop_path"` // per-block residual drop probability, 0 = none
+	// StemStride is the stem conv's stride: 0 or 1 (the paper), or 2, which
+	// quarters the cost of every block on inputs larger than needed (28x28
+	// becomes 14, 7 and 4 across the stages, the 7x7 map's shortcut pooled
+	// in ceil mode as the reference code does).
+	StemStride int `json:"stem_stride,omitempty"`
 }
 
 // PyramidNetCIFAR10 is the backbone of the PathLevel-EAS and ProxylessNAS
@@ -89,10 +94,10 @@ func PyramidBlock(b *GraphBuilder, prefix, input string, inC, planes, stride int
 func pyramidShortcut(b *GraphBuilder, prefix, input string, inC, outC, stride int) string {
 	short := input
 	if stride != 1 {
-		// The reference pools with ceil_mode=True; for the even sizes used here
-		// (32, 16 / 28, 14) floor and ceil agree, and for odd ones the add's
-		// shape check reports the mismatch rather than hiding it.
-		short = b.Node(prefix+".pool", OpAvgPool, Attrs{Kernel: 2, Stride: 2}, short)
+		// Ceil mode, as the reference (AvgPool2d(2, 2, ceil_mode=True)): on
+		// an odd map the padded 3x3 conv of the branch gives (h+1)/2 rows,
+		// and so does the pool with its overhanging last window.
+		short = b.Node(prefix+".pool", OpAvgPool, Attrs{Kernel: 2, Stride: 2, CeilMode: true}, short)
 	}
 	if inC != outC {
 		short = b.Node(prefix+".pad", OpPadCh, Attrs{OutChannels: outC}, short)
@@ -146,6 +151,8 @@ func PyramidNetWith(cfg PyramidNetConfig, middle MiddleOp, name string) (*Graph,
 		return nil, fmt.Errorf("pyramidnet: groups = %d, want >= 1", cfg.Groups)
 	case cfg.StemChannels < 1:
 		return nil, fmt.Errorf("pyramidnet: stem_channels = %d, want >= 1", cfg.StemChannels)
+	case cfg.StemStride < 0 || cfg.StemStride > 2:
+		return nil, fmt.Errorf("pyramidnet: stem_stride = %d, want 1 or 2 (0 means 1)", cfg.StemStride)
 	case cfg.Classes < 1:
 		return nil, fmt.Errorf("pyramidnet: classes = %d, want >= 1", cfg.Classes)
 	case !(cfg.DropPath >= 0 && cfg.DropPath < 1):
@@ -157,7 +164,7 @@ func PyramidNetWith(cfg PyramidNetConfig, middle MiddleOp, name string) (*Graph,
 	}
 	gname := fmt.Sprintf("pyramidnet%d_a%g_g%d", 9*cfg.BlocksPerStage+2, cfg.Alpha, cfg.Groups)
 	b := NewGraphBuilder(gname, "input", cfg.Input)
-	x := b.Conv("stem.conv", "input", cfg.StemChannels, 3, 1, 1)
+	x := b.Conv("stem.conv", "input", cfg.StemChannels, 3, max(cfg.StemStride, 1), 1)
 	x = b.BN("stem.bn", x)
 	inC := cfg.StemChannels
 	for s, widths := range PyramidWidths(cfg.BlocksPerStage, cfg.Alpha, cfg.StemChannels, cfg.Groups) {

@@ -2,9 +2,12 @@ package models
 
 import (
 	"encoding/json"
+	"math"
 	"slices"
 	"strings"
 	"testing"
+
+	"bayesnas/nn"
 )
 
 // The widths of ProxylessNAS's published PyramidTreeNet config (N=18,
@@ -79,6 +82,55 @@ func TestPyramidNetDefault(t *testing.T) {
 	if s, _ := g.InferShapes(); !slices.Equal(s["head.fc"], []int{10}) || !slices.Equal(s["stage3.block2.add"], []int{4 * 64, 7, 7}) {
 		t.Errorf("output %v, last block %v", s["head.fc"], s["stage3.block2.add"])
 	}
+}
+
+// A stride-2 stem on 28x28 leaves 14, 7 and 4: the stride-2 block on the
+// 7x7 map needs the shortcut's ceil-mode pool (4x4, as the padded 3x3 conv
+// of the branch) to add up. The network compiles, trains a step and costs
+// about a quarter of the stride-1 one.
+func TestPyramidNetStemStride2(t *testing.T) {
+	cfg := PyramidNetDefault()
+	full, err := PyramidNet(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.StemStride = 2
+	g, err := PyramidNet(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := g.InferShapes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for node, want := range map[string][]int{"stem.conv": {16, 14, 14}, "stage2.block0.pool": {4 * 32, 7, 7},
+		"stage3.block0.pool": {4 * 48, 4, 4}, "stage3.block2.add": {4 * 64, 4, 4}} {
+		if !slices.Equal(s[node], want) {
+			t.Errorf("%s: shape %v, want %v", node, s[node], want)
+		}
+	}
+	c, _ := g.Count()
+	cf, _ := full.Count()
+	if c.Params != cf.Params || c.MACs*3 > cf.MACs {
+		t.Errorf("stride-2 stem: %d params, %d MACs; stride 1: %d, %d (want the same params, under a third of the MACs)", c.Params, c.MACs, cf.Params, cf.MACs)
+	}
+	net, err := Compile(g, nn.NewCPU(nn.DefaultGemm(), 1), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := InitParams(net, g, 1); err != nil {
+		t.Fatal(err)
+	}
+	for i := range net.Input.Data {
+		net.Input.Data[i] = float32(i%7) - 3
+	}
+	net.ZeroGrad()
+	net.Forward(true)
+	var loss nn.SoftmaxCrossEntropy
+	if l, _, err := loss.Forward(net.Output, []int32{1, 2}); err != nil || math.IsNaN(l) {
+		t.Fatalf("loss %g, %v", l, err)
+	}
+	net.Backward()
 }
 
 // TestPyramidNetSmallByHand builds N=1, alpha=12 (widths 20, 24, 28) and
@@ -161,6 +213,7 @@ func TestPyramidNetBadConfig(t *testing.T) {
 		"classes":          func(c *PyramidNetConfig) { c.Classes = 0 },
 		"drop_path":        func(c *PyramidNetConfig) { c.DropPath = 1 },
 		"stem_channels":    func(c *PyramidNetConfig) { c.StemChannels = 0 },
+		"stem_stride":      func(c *PyramidNetConfig) { c.StemStride = 3 },
 		"input":            func(c *PyramidNetConfig) { c.Input = [3]int{1, 0, 28} },
 	}
 	for field, mutate := range cases {

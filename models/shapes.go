@@ -3,6 +3,8 @@ package models
 import (
 	"fmt"
 	"slices"
+
+	"bayesnas/nn"
 )
 
 // InferShapes validates the graph and returns the per-sample output shape of
@@ -173,6 +175,9 @@ func inferNode(n *Node, ins [][]int) ([]int, error) {
 		if n.Op == OpMaxPool && a.CountIncludePad {
 			return nil, fmt.Errorf("count_include_pad applies to avgpool only")
 		}
+		if a.CeilMode && a.CountIncludePad {
+			return nil, fmt.Errorf("ceil_mode with count_include_pad is not supported")
+		}
 		h, err := windowOut(ins[0][1], a.Kernel, a.Stride, a.Pad, 1)
 		if err != nil {
 			return nil, err
@@ -180,6 +185,10 @@ func inferNode(n *Node, ins [][]int) ([]int, error) {
 		w, err := windowOut(ins[0][2], a.Kernel, a.Stride, a.Pad, 1)
 		if err != nil {
 			return nil, err
+		}
+		if a.CeilMode {
+			h = nn.PoolOutSize(ins[0][1], a.Kernel, a.Stride, a.Pad, true)
+			w = nn.PoolOutSize(ins[0][2], a.Kernel, a.Stride, a.Pad, true)
 		}
 		return []int{ins[0][0], h, w}, nil
 

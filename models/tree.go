@@ -188,8 +188,9 @@ type PyramidTreeConfig struct {
 // depth 20, widths 10..20, 0.20 M parameters, 48 M multiply-adds per image.
 // Its training step at batch 64 (BenchmarkTrainStepPyramidTreeDefault) takes
 // about 2.7 s on two loaded cores (BENCHMARKS.md): depthwise convs at 28x28
-// dominate. A stride-2 stem would quarter that, but it leaves a 7x7 map whose
-// stride-2 shortcut pool (floor) and root conv (padded) disagree.
+// dominate. `stem_stride: 2` quarters that (maps 14, 7, 4, the 7x7 map's
+// shortcut pooled in ceil mode); the default keeps stride 1, the setting
+// BENCHMARKS.md's tree numbers were measured with.
 func PyramidTreeDefault() PyramidTreeConfig {
 	return PyramidTreeConfig{PyramidNetConfig: PyramidNetConfig{BlocksPerStage: 2, Alpha: 12, Groups: 2,
 		StemChannels: 8, Input: [3]int{1, 28, 28}, Classes: 10}, Search: true}

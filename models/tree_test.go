@@ -505,3 +505,14 @@ func BenchmarkTrainStepPyramidTreeDefault(b *testing.B) {
 	}
 	benchTrainStep(b, g, 64)
 }
+
+// The default tree supernet with a stride-2 stem (maps 14, 7, 4).
+func BenchmarkTrainStepPyramidTreeStem2(b *testing.B) {
+	cfg := PyramidTreeDefault()
+	cfg.StemStride = 2
+	g, _, err := PyramidTreeNetwork(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchTrainStep(b, g, 64)
+}

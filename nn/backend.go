@@ -43,6 +43,13 @@ type PoolAttrs struct {
 	// CountIncludePad: average pooling divides by Kernel*Kernel even where the
 	// window overlaps the padding (ONNX count_include_pad=1, PyTorch's default).
 	CountIncludePad bool
+	// CeilMode rounds the output size up, so a last window that starts
+	// inside the input (or the left padding) but overhangs its end still
+	// gives an output (ONNX ceil_mode=1, PyTorch's ceil_mode=True, which
+	// PyramidNet's shortcut pooling uses for odd maps). Not combined with
+	// CountIncludePad: the divisor of an overhanging window is then a
+	// convention the frameworks do not share.
+	CeilMode bool
 }
 
 // BNAttrs are batch normalization's constants. Running statistics follow
@@ -55,6 +62,20 @@ type BNAttrs struct {
 // OutSize is the spatial output size of a convolution or pooling window.
 func OutSize(in, kernel, stride, pad, dilation int) int {
 	return (in+2*pad-dilation*(kernel-1)-1)/stride + 1
+}
+
+// PoolOutSize is a pooling window's output size: OutSize, or with ceil the
+// size rounded up, less a last window that would start beyond the input
+// and its left padding (PyTorch's and ONNX's rule).
+func PoolOutSize(in, kernel, stride, pad int, ceil bool) int {
+	if !ceil || in+2*pad < kernel {
+		return OutSize(in, kernel, stride, pad, 1)
+	}
+	out := (in+2*pad-kernel+stride-1)/stride + 1
+	if (out-1)*stride >= in+pad {
+		out--
+	}
+	return out
 }
 
 // CPU is the CPU backend: per-image im2col + GEMM for convolutions, direct

@@ -39,7 +39,7 @@ func (c *CPU) AvgPool(x *Value, a PoolAttrs) (Layer, error) {
 	}
 	l.fwd, l.bwd = l.avgForward, l.avgBackward
 	switch {
-	case a.Kernel == 2 && a.Stride == 2 && a.Pad == 0 && x.H() >= 2 && x.W() >= 2:
+	case a.Kernel == 2 && a.Stride == 2 && a.Pad == 0 && x.H() >= 2 && x.W() >= 2 && (!a.CeilMode || x.H()%2 == 0 && x.W()%2 == 0):
 		// (Smaller planes get windows clipped by the edge: OutSize rounds
 		// the negative (1-2)/2 up to 0, so they do have an output.)
 		l.fwd, l.bwd = l.avg2x2s2Forward, l.avg2x2s2Backward
@@ -62,9 +62,11 @@ func (c *CPU) newPool(op string, x *Value, a PoolAttrs) (*poolLayer, error) {
 		// A wider pad would give windows lying wholly in the padding, which
 		// have no maximum; PyTorch rejects them for the same reason.
 		return nil, fmt.Errorf("%s on %s: pad %d must be in [0, kernel/2 = %d]", op, x.Name, a.Pad, a.Kernel/2)
+	case a.CeilMode && a.CountIncludePad:
+		return nil, fmt.Errorf("%s on %s: ceil mode with count_include_pad is not supported", op, x.Name)
 	}
 	h, w := x.H(), x.W()
-	oh, ow := OutSize(h, a.Kernel, a.Stride, a.Pad, 1), OutSize(w, a.Kernel, a.Stride, a.Pad, 1)
+	oh, ow := PoolOutSize(h, a.Kernel, a.Stride, a.Pad, a.CeilMode), PoolOutSize(w, a.Kernel, a.Stride, a.Pad, a.CeilMode)
 	if oh < 1 || ow < 1 {
 		return nil, fmt.Errorf("%s on %s: kernel %d does not fit the padded %dx%d input", op, x.Name, a.Kernel, h, w)
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 )
 
@@ -12,6 +13,17 @@ import (
 func refPool(x []float32, n, c, h, w int, a PoolAttrs, isMax bool) (out []float32, oh, ow int) {
 	oh = (h+2*a.Pad-a.Kernel)/a.Stride + 1
 	ow = (w+2*a.Pad-a.Kernel)/a.Stride + 1
+	if a.CeilMode {
+		// Round up; drop a last window starting beyond input + left pad.
+		ceil := func(in int) int {
+			o := int(math.Ceil(float64(in+2*a.Pad-a.Kernel)/float64(a.Stride))) + 1
+			if (o-1)*a.Stride >= in+a.Pad {
+				o--
+			}
+			return o
+		}
+		oh, ow = ceil(h), ceil(w)
+	}
 	out = make([]float32, n*c*oh*ow)
 	for p := 0; p < n*c; p++ {
 		for oy := 0; oy < oh; oy++ {
@@ -59,11 +71,13 @@ func TestPoolingMatchesReference(t *testing.T) {
 						if OutSize(hw[0], k, s, pad, 1) < 1 || OutSize(hw[1], k, s, pad, 1) < 1 {
 							continue
 						}
-						for _, kind := range []string{"max", "avg-include", "avg-exclude"} {
-							a := PoolAttrs{Kernel: k, Stride: s, Pad: pad, CountIncludePad: kind == "avg-include"}
+						for _, kind := range []string{"max", "avg-include", "avg-exclude", "max-ceil", "avg-exclude-ceil"} {
+							a := PoolAttrs{Kernel: k, Stride: s, Pad: pad, CountIncludePad: kind == "avg-include",
+								CeilMode: strings.HasSuffix(kind, "-ceil")}
 							var l Layer
 							var err error
-							if kind == "max" {
+							isMax := strings.HasPrefix(kind, "max")
+							if isMax {
 								l, err = c.MaxPool(x, a)
 							} else {
 								l, err = c.AvgPool(x, a)
@@ -72,7 +86,7 @@ func TestPoolingMatchesReference(t *testing.T) {
 								t.Fatal(err)
 							}
 							l.Forward(true)
-							want, oh, ow := refPool(x.Data, 2, 3, hw[0], hw[1], a, kind == "max")
+							want, oh, ow := refPool(x.Data, 2, 3, hw[0], hw[1], a, isMax)
 							got := l.Output()
 							if got.H() != oh || got.W() != ow {
 								t.Fatalf("%s %v on %v: output %v, want %dx%d", kind, a, hw, got.Shape, oh, ow)
@@ -100,6 +114,9 @@ func TestPoolingGradients(t *testing.T) {
 			{Kernel: 3, Stride: 1, Pad: 1},
 			{Kernel: 3, Stride: 1, Pad: 1, CountIncludePad: true},
 			{Kernel: 2, Stride: 2, CountIncludePad: true},
+			{Kernel: 2, Stride: 2, CeilMode: true}, // 5x7: overhanging last windows
+			{Kernel: 3, Stride: 2, Pad: 1, CeilMode: true},
+			{Kernel: 3, Stride: 3, CeilMode: true},
 		} {
 			for _, isMax := range []bool{true, false} {
 				if isMax && a.CountIncludePad {
@@ -145,5 +162,25 @@ func TestPoolingGradients(t *testing.T) {
 		gradCheck(t, l, []*Value{x}, nil, true, 20)
 		checkAccumulates(t, l, []*Value{x}, nil, true)
 		checkNoAllocs(t, "globalavgpool", l, true)
+	}
+}
+
+// Ceil mode changes the output size only where a window overhangs, and is
+// refused with count_include_pad (no shared convention for the divisor).
+func TestPoolCeilMode(t *testing.T) {
+	for _, c := range []struct{ in, k, s, p, floor, ceil int }{
+		{7, 2, 2, 0, 3, 4}, {8, 2, 2, 0, 4, 4}, {5, 3, 2, 1, 3, 3}, {6, 3, 2, 1, 3, 4}, {7, 3, 3, 0, 2, 3}, {4, 3, 3, 1, 2, 2},
+	} {
+		if got := PoolOutSize(c.in, c.k, c.s, c.p, false); got != c.floor {
+			t.Errorf("%+v: floor size %d, want %d", c, got, c.floor)
+		}
+		if got := PoolOutSize(c.in, c.k, c.s, c.p, true); got != c.ceil {
+			t.Errorf("%+v: ceil size %d, want %d", c, got, c.ceil)
+		}
+	}
+	be := NewCPU(DefaultGemm(), 1)
+	x := be.NewValue("x", []int{1, 1, 5, 5}, true)
+	if _, err := be.AvgPool(x, PoolAttrs{Kernel: 2, Stride: 2, CeilMode: true, CountIncludePad: true}); err == nil || !strings.Contains(err.Error(), "ceil mode") {
+		t.Errorf("ceil mode with count_include_pad: err = %v", err)
 	}
 }

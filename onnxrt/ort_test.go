@@ -193,3 +193,18 @@ func TestInitTwice(t *testing.T) {
 		t.Errorf("second Init with another path: %v", err)
 	}
 }
+
+// A stride-2 stem leaves odd maps (14 -> 7 -> 4 -> 2): the ceil-mode
+// shortcut pools, with their overhanging last windows, match ONNX Runtime.
+func TestPyramidNetStemStride2InORT(t *testing.T) {
+	needORT(t)
+	g, err := models.PyramidNet(models.PyramidNetConfig{BlocksPerStage: 1, Alpha: 12, Groups: 2, StemChannels: 8,
+		StemStride: 2, Input: [3]int{1, 14, 14}, Classes: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	net := randomNet(t, g, 6)
+	for _, opts := range []export.Options{{}, {NoFold: true}} {
+		compareCase(t, g, net.Params, opts, 3)
+	}
+}
