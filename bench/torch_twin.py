@@ -22,6 +22,17 @@ def out_size(n, k, s, p, d=1):
     return (n + 2 * p - d * (k - 1) - 1) // s + 1
 
 
+def pool_size(n, k, s, p, ceil):
+    """Pooling output size; ceil mode as PyTorch: rounded up, less a last
+    window that would start beyond the input and its left padding."""
+    if not ceil:
+        return out_size(n, k, s, p)
+    o = -(-(n + 2 * p - k) // s) + 1
+    if (o - 1) * s >= n + p:
+        o -= 1
+    return o
+
+
 class GraphModule(nn.Module):
     def __init__(self, g):
         super().__init__()
@@ -46,11 +57,13 @@ class GraphModule(nn.Module):
                 out = x
             elif op in ("maxpool", "avgpool"):
                 k, s, p = a["kernel"], a["stride"], a.get("pad", 0)
+                ceil = a.get("ceil_mode", False)
                 if op == "maxpool":
-                    self.mods[key] = nn.MaxPool2d(k, s, p)
+                    self.mods[key] = nn.MaxPool2d(k, s, p, ceil_mode=ceil)
                 else:
-                    self.mods[key] = nn.AvgPool2d(k, s, p, count_include_pad=a.get("count_include_pad", False))
-                out = [x[0], out_size(x[1], k, s, p), out_size(x[2], k, s, p)]
+                    self.mods[key] = nn.AvgPool2d(k, s, p, ceil_mode=ceil,
+                                                  count_include_pad=a.get("count_include_pad", False))
+                out = [x[0], pool_size(x[1], k, s, p, ceil), pool_size(x[2], k, s, p, ceil)]
             elif op == "gap":
                 out = [x[0], 1, 1]
             elif op == "linear":
