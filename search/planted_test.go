@@ -688,8 +688,16 @@ func TestPlantedMeasure(t *testing.T) {
 			if len(ratios) > 0 {
 				t.Logf("  gamma*H/lambda over live op members: 10th %.3g, median %.3g, 90th %.3g", ratios[len(ratios)/10], ratios[len(ratios)/2], ratios[len(ratios)*9/10])
 			}
-			t.Logf("  AUC by gamma %.3f, |a| %.3f, a^2 H %.3f, H %.3f", teacherAUCKind(tc, r.Space, Op, func(g *Group) float64 { return g.Gamma }),
-				teacherAUCKind(tc, r.Space, Op, norm2), teacherAUCKind(tc, r.Space, Op, sal), teacherAUCKind(tc, r.Space, Op, hsum))
+			zscore := func(g *Group) float64 {
+				var v float64
+				for i, p := range g.Params {
+					v += math.Abs(float64(p.Data[0])) / math.Sqrt(g.C[i])
+				}
+				return v
+			}
+			t.Logf("  AUC by gamma %.3f, |a| %.3f, a^2 H %.3f, H %.3f, |a|/sqrt(C) %.3f", teacherAUCKind(tc, r.Space, Op, func(g *Group) float64 { return g.Gamma }),
+				teacherAUCKind(tc, r.Space, Op, norm2), teacherAUCKind(tc, r.Space, Op, sal), teacherAUCKind(tc, r.Space, Op, hsum),
+				teacherAUCKind(tc, r.Space, Op, zscore))
 			t.Logf("  val acc %.3f, AUC ops %.3f, AUC edges %.3f, teacher's op first on its edge %d of %d", r.Log[len(r.Log)-1].ValAcc, teacherAUC(tc, r.Space),
 				teacherAUCKind(tc, r.Space, Switch, func(g *Group) float64 { return g.GammaEff }), opFirstOnEdge(tc, r.Space), len(tc.Normal)+len(tc.Reduce))
 			for _, dc := range []DeriveConfig{{Threshold: 0.1, Relative: true}, {Threshold: 0.3, Relative: true}, {Threshold: 0.05}, {Threshold: 0.1}, {Threshold: 0.2}} {
