@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"bayesnas/internal/fixtures"
 	"bayesnas/nn"
 )
 
@@ -15,14 +16,15 @@ import (
 // the project (shared/ beside the worktrees, or inside the checkout).
 func proxylessFixture(t *testing.T) []byte {
 	t.Helper()
-	for _, p := range []string{"../../../shared/fixtures", "../../shared/fixtures", "../shared/fixtures", "/work/shared/fixtures"} {
-		b, err := os.ReadFile(filepath.Join(p, "proxylessnas_cifar10_net.config"))
-		if err == nil {
-			return b
-		}
+	p, err := fixtures.Path("proxylessnas_cifar10_net.config")
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("proxylessnas_cifar10_net.config not found under shared/fixtures")
-	return nil
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func TestImportProxylessNAS(t *testing.T) {

@@ -3,11 +3,10 @@
 package onnxrt
 
 import (
-	"os"
-	"path/filepath"
 	"testing"
 
 	"bayesnas/export"
+	"bayesnas/internal/fixtures"
 	"bayesnas/models"
 )
 
@@ -16,17 +15,11 @@ import (
 // and not), as any derived network does.
 func TestImportedProxylessInORT(t *testing.T) {
 	needORT(t)
-	var data []byte
-	for _, p := range []string{"../../../shared/fixtures", "../../shared/fixtures", "../shared/fixtures", "/work/shared/fixtures"} {
-		if b, err := os.ReadFile(filepath.Join(p, "proxylessnas_cifar10_net.config")); err == nil {
-			data = b
-			break
-		}
+	fixture, err := fixtures.Path("proxylessnas_cifar10_net.config")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if data == nil {
-		t.Fatal("proxylessnas_cifar10_net.config not found under shared/fixtures")
-	}
-	g, err := models.ImportProxylessNAS(data, "net.config")
+	g, err := models.ReadProxylessNAS(fixture)
 	if err != nil {
 		t.Fatal(err)
 	}

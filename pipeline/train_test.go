@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"bayesnas/internal/fixtures"
 	"bayesnas/models"
 	"bayesnas/onnxrt"
 )
@@ -257,15 +258,13 @@ func TestImportedProxylessTrainsAndExports(t *testing.T) {
 	if testing.Short() {
 		t.Skip("trains the 5.7 M-parameter network on 16 images")
 	}
-	var g *models.Graph
-	for _, p := range []string{"../../../shared/fixtures", "../../shared/fixtures", "../shared/fixtures", "/work/shared/fixtures"} {
-		if gi, err := models.ReadProxylessNAS(filepath.Join(p, "proxylessnas_cifar10_net.config")); err == nil {
-			g = gi
-			break
-		}
+	fixture, err := fixtures.Path("proxylessnas_cifar10_net.config")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if g == nil {
-		t.Fatal("proxylessnas_cifar10_net.config not found under shared/fixtures")
+	g, err := models.ReadProxylessNAS(fixture)
+	if err != nil {
+		t.Fatal(err)
 	}
 	dir := t.TempDir()
 	arch := filepath.Join(dir, "arch.json")

@@ -7,20 +7,18 @@ import (
 	"strings"
 	"testing"
 
+	"bayesnas/internal/fixtures"
 	"bayesnas/models"
 )
 
 // fixture finds ProxylessNAS's released network in the project's shared folder.
 func fixture(t *testing.T) string {
 	t.Helper()
-	for _, p := range []string{"../../../../shared/fixtures", "../../../shared/fixtures", "../../shared/fixtures", "/work/shared/fixtures"} {
-		f := filepath.Join(p, "proxylessnas_cifar10_net.config")
-		if _, err := os.Stat(f); err == nil {
-			return f
-		}
+	p, err := fixtures.Path("proxylessnas_cifar10_net.config")
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("proxylessnas_cifar10_net.config not found under shared/fixtures")
-	return ""
+	return p
 }
 
 func runImport(t *testing.T, args ...string) (string, error) {
