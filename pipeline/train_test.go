@@ -29,6 +29,18 @@ func tinyConfig(dir string) Config {
 	return cfg
 }
 
+// writeArch writes g as arch.json into a fresh temporary directory and
+// returns both paths.
+func writeArch(t *testing.T, g *models.Graph) (dir, arch string) {
+	t.Helper()
+	dir = t.TempDir()
+	arch = filepath.Join(dir, "arch.json")
+	if err := g.WriteGraph(arch); err != nil {
+		t.Fatal(err)
+	}
+	return dir, arch
+}
+
 // countdown is a context whose Err turns to Canceled after n checks, so a
 // test interrupts training at an exact batch.
 type countdown struct {
@@ -188,11 +200,7 @@ func TestArchRebuiltWithParams(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	arch := filepath.Join(dir, "arch.json")
-	if err := g.WriteGraph(arch); err != nil {
-		t.Fatal(err)
-	}
+	dir, arch := writeArch(t, g)
 	cfg := tinyConfig(filepath.Join(dir, "run"))
 	cfg.Train.Epochs = 1
 	cfg.Model = Model{Arch: arch, Params: map[string]any{"drop_path": 0.2}}
@@ -266,11 +274,7 @@ func TestImportedProxylessTrainsAndExports(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	arch := filepath.Join(dir, "arch.json")
-	if err := g.WriteGraph(arch); err != nil {
-		t.Fatal(err)
-	}
+	dir, arch := writeArch(t, g)
 	// Generated records in CIFAR-10's binary format: label byte, then
 	// 3x32x32 pixels.
 	data := filepath.Join(dir, "cifar")
