@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"bayesnas/pipeline"
+	"bayesnas/search"
 )
 
 // resolve runs loadConfig the way `bayesnas train` does, for the given args.
@@ -197,5 +198,58 @@ search:
 	root.SetArgs([]string{"search", "--config", bad, "--run-dir", filepath.Join(dir, "bad")})
 	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "iteratons") {
 		t.Errorf("misspelt search key: err = %v, want it named", err)
+	}
+}
+
+// resolveSearch runs loadSearchConfig the way `bayesnas search` does.
+func resolveSearch(t *testing.T, args ...string) (pipeline.SearchConfig, error) {
+	t.Helper()
+	cmd := newSearchCmd("")
+	var cfg pipeline.SearchConfig
+	var err error
+	cmd.RunE = func(c *cobra.Command, _ []string) error {
+		cfg, err = loadSearchConfig(c)
+		return nil
+	}
+	cmd.SetArgs(args)
+	cmd.SetOut(&bytes.Buffer{})
+	if e := cmd.Execute(); e != nil {
+		t.Fatal(e)
+	}
+	return cfg, err
+}
+
+// The search: section is search.Config's JSON form, which viper does not
+// know key by key: BAYESNAS_SEARCH_* must still override the file (a CI job
+// sets them), nested keys and lists included, and a bad value names its key.
+func TestSearchConfigEnvironment(t *testing.T) {
+	file := writeYAML(t, "search:\n  warmup_epochs: 2\n  derive: {threshold: 0.2, relative: true}\n")
+	cfg, err := resolveSearch(t, "--config", file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Search.WarmupEpochs != 2 || cfg.Search.Derive.Threshold != 0.2 || cfg.Search.Iterations != search.DefaultConfig().Iterations {
+		t.Fatalf("file over defaults: warm-up %d threshold %g iterations %d", cfg.Search.WarmupEpochs, cfg.Search.Derive.Threshold, cfg.Search.Iterations)
+	}
+	t.Setenv("BAYESNAS_SEARCH_WARMUP_EPOCHS", "5")
+	t.Setenv("BAYESNAS_SEARCH_DERIVE_THRESHOLD", "0.05")
+	t.Setenv("BAYESNAS_SEARCH_CURVATURE", "ggn")
+	t.Setenv("BAYESNAS_SEARCH_SPACE_INPUT", "3,32,32")
+	t.Setenv("BAYESNAS_SEARCH_TRAIN_OP_BN_AFFINE", "true")
+	if cfg, err = resolveSearch(t, "--config", file); err != nil {
+		t.Fatal(err)
+	}
+	s := cfg.Search
+	if s.WarmupEpochs != 5 || s.Derive.Threshold != 0.05 || !s.Derive.Relative || s.Curvature != "ggn" ||
+		len(s.Space.Input) != 3 || s.Space.Input[0] != 3 || s.Space.Input[2] != 32 || !s.TrainOpBNAffine {
+		t.Errorf("environment over file: warm-up %d, derive %+v, curvature %q, input %v, op-BN affine %v",
+			s.WarmupEpochs, s.Derive, s.Curvature, s.Space.Input, s.TrainOpBNAffine)
+	}
+	if cfg, _ = resolveSearch(t, "--config", file, "--space", "pyramid-tree"); cfg.Search.Kind != "pyramid-tree" || cfg.Search.WarmupEpochs != 5 {
+		t.Errorf("flag with environment: kind %q warm-up %d", cfg.Search.Kind, cfg.Search.WarmupEpochs)
+	}
+	t.Setenv("BAYESNAS_SEARCH_ITERATIONS", "three")
+	if _, err = resolveSearch(t, "--config", file); err == nil || !strings.Contains(err.Error(), "search.iterations") || !strings.Contains(err.Error(), "BAYESNAS_SEARCH_ITERATIONS") {
+		t.Errorf("bad environment value: err = %v, want it to name search.iterations and the variable", err)
 	}
 }

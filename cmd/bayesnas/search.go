@@ -3,6 +3,9 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"os"
+	"reflect"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -97,7 +100,17 @@ func loadSearchConfig(cmd *cobra.Command) (pipeline.SearchConfig, error) {
 	}
 	cfg = pipeline.SearchConfig{RunDir: run.RunDir, Seed: run.Seed, Threads: run.Threads, Data: run.Data,
 		Search: search.DefaultConfig()}
-	if sec := v.Get("search"); sec != nil {
+	sec, _ := v.Get("search").(map[string]any)
+	if sec == nil {
+		sec = map[string]any{}
+	}
+	// viper binds BAYESNAS_* only to the keys it knows, and the search
+	// section's keys are search.Config's JSON fields, so the environment is
+	// read here, over the YAML and under the flags.
+	if err := searchEnv(sec, reflect.TypeOf(cfg.Search), "BAYESNAS_SEARCH_", "search."); err != nil {
+		return cfg, err
+	}
+	if len(sec) > 0 {
 		// The search settings are search.Config's JSON form; decoding strictly
 		// over the defaults makes a misspelt key an error.
 		b, err := json.Marshal(sec)
@@ -120,4 +133,71 @@ func loadSearchConfig(cmd *cobra.Command) (pipeline.SearchConfig, error) {
 		return cfg, fmt.Errorf("config: unknown key %s", k)
 	}
 	return cfg, nil
+}
+
+// searchEnv sets into sec (the search: section as decoded from YAML) every
+// field of t that an environment variable prefix+KEY names
+// (BAYESNAS_SEARCH_WARMUP_EPOCHS, BAYESNAS_SEARCH_DERIVE_THRESHOLD, ...),
+// parsed as the field's type; key is the dotted name for error messages.
+func searchEnv(sec map[string]any, t reflect.Type, prefix, key string) error {
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		env := prefix + strings.ToUpper(name)
+		if f.Type.Kind() == reflect.Struct {
+			sub, _ := sec[name].(map[string]any)
+			if sub == nil {
+				sub = map[string]any{}
+			}
+			if err := searchEnv(sub, f.Type, env+"_", key+name+"."); err != nil {
+				return err
+			}
+			if len(sub) > 0 {
+				sec[name] = sub
+			}
+			continue
+		}
+		s, ok := os.LookupEnv(env)
+		if !ok {
+			continue
+		}
+		val, err := parseEnv(s, f.Type)
+		if err != nil {
+			return fmt.Errorf("config: %s (from %s=%q): %w", key+name, env, s, err)
+		}
+		sec[name] = val
+	}
+	return nil
+}
+
+// parseEnv reads one environment value as a field of type t; a list is
+// comma-separated (BAYESNAS_SEARCH_SPACE_INPUT=1,28,28).
+func parseEnv(s string, t reflect.Type) (any, error) {
+	s = strings.TrimSpace(s)
+	switch t.Kind() {
+	case reflect.Bool:
+		return strconv.ParseBool(s)
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return strconv.ParseInt(s, 10, 64)
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return strconv.ParseUint(s, 10, 64)
+	case reflect.Float32, reflect.Float64:
+		return strconv.ParseFloat(s, 64)
+	case reflect.String:
+		return s, nil
+	case reflect.Slice, reflect.Array:
+		var out []any
+		for _, part := range strings.Split(s, ",") {
+			v, err := parseEnv(part, t.Elem())
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, v)
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("cannot be set from the environment (%s)", t)
 }
