@@ -50,17 +50,23 @@ type ProxyEdge struct {
 // node no edge reaches is left out of the cell output (and its out-edges
 // must not exist); at least one node must remain.
 type ProxyConfig struct {
-	Input          [3]int      `json:"input"` // C,H,W
-	Classes        int         `json:"classes"`
-	Channels       int         `json:"channels"`        // channels of the first cells (DARTS: 16)
-	Cells          int         `json:"cells"`           // DARTS search: 8, evaluation: 20
-	Nodes          int         `json:"nodes"`           // intermediate nodes per cell (4)
-	StemMultiplier int         `json:"stem_multiplier"` // stem channels = StemMultiplier*Channels (3)
-	StemStride     int         `json:"stem_stride"`     // 1; 2 quarters the cost of every cell
-	Search         bool        `json:"search"`
-	Ops            []string    `json:"ops,omitempty"` // supernet candidates; empty = ProxyOps
-	Normal         []ProxyEdge `json:"normal,omitempty"`
-	Reduce         []ProxyEdge `json:"reduce,omitempty"`
+	Input          [3]int `json:"input"` // C,H,W
+	Classes        int    `json:"classes"`
+	Channels       int    `json:"channels"`        // channels of the first cells (DARTS: 16)
+	Cells          int    `json:"cells"`           // DARTS search: 8, evaluation: 20
+	Nodes          int    `json:"nodes"`           // intermediate nodes per cell (4)
+	StemMultiplier int    `json:"stem_multiplier"` // stem channels = StemMultiplier*Channels (3)
+	StemStride     int    `json:"stem_stride"`     // 1; 2 quarters the cost of every cell
+	Search         bool   `json:"search"`
+	// AuxSkip (search only) adds to every stride-1 edge an identity path
+	// scaled by a weight beta that is not an architecture variable: the
+	// search decays it from 1 to 0 (DARTS-, Chu et al. 2021), so that the
+	// easier optimisation a residual path gives the supernet is not credited
+	// to the skip_connect candidate.
+	AuxSkip bool        `json:"aux_skip,omitempty"`
+	Ops     []string    `json:"ops,omitempty"` // supernet candidates; empty = ProxyOps
+	Normal  []ProxyEdge `json:"normal,omitempty"`
+	Reduce  []ProxyEdge `json:"reduce,omitempty"`
 }
 
 // ProxySupernetDefault is the small Fashion-MNIST supernet: 5 cells of
@@ -93,6 +99,7 @@ type ProxySpaceEdge struct {
 	Node      string   `json:"node"` // the edge's mix node
 	OpWeights []string `json:"op_weights"`
 	Switch    string   `json:"switch"`
+	Aux       string   `json:"aux,omitempty"` // the auxiliary skip's weight (ProxyConfig.AuxSkip)
 }
 
 // ProxyReductions says which cells reduce (halve resolution, double width).
@@ -124,6 +131,9 @@ func (cfg ProxyConfig) validate() error {
 		if !slices.Contains(ProxyOps, op) {
 			return fmt.Errorf("proxy: ops: unknown op %q (want one of %v)", op, ProxyOps)
 		}
+	}
+	if cfg.AuxSkip && !cfg.Search {
+		return fmt.Errorf("proxy: aux_skip is for a search supernet only")
 	}
 	if cfg.Search {
 		if len(cfg.Normal) > 0 || len(cfg.Reduce) > 0 {
@@ -228,7 +238,7 @@ func ProxyNetwork(cfg ProxyConfig) (*Graph, *ProxySpace, error) {
 		if cfg.Search {
 			edges = fullProxyCell(cfg.Nodes, ops)
 		}
-		pc := proxyCell{b: b, name: fmt.Sprintf("cell%d", i), c: c, reduction: red, search: cfg.Search}
+		pc := proxyCell{b: b, name: fmt.Sprintf("cell%d", i), c: c, reduction: red, search: cfg.Search, aux: cfg.AuxSkip}
 		out, outC, sc := pc.build(s0, s1, cPP, cP, prevReduction, edges, cfg.Nodes)
 		if space != nil {
 			space.Cells = append(space.Cells, sc)
@@ -262,6 +272,7 @@ type proxyCell struct {
 	c         int
 	reduction bool
 	search    bool
+	aux       bool           // an auxiliary skip on every stride-1 edge (ProxyConfig.AuxSkip)
 	relu      map[int]string // shared ReLU of each source node, made on first use
 }
 
@@ -311,6 +322,11 @@ func (p *proxyCell) build(s0, s1 string, cPP, cP int, prevReduction bool, edges 
 				se := ProxySpaceEdge{From: e.From, To: e.To, Node: mix, Switch: out + ".w0"}
 				for i := range opOuts {
 					se.OpWeights = append(se.OpWeights, fmt.Sprintf("%s.w%d", mix, i))
+				}
+				if p.aux && stride == 1 {
+					aux := p.b.Node(edge+".aux", OpWSum, Attrs{}, states[e.From])
+					terms = append(terms, aux)
+					se.Aux = aux + ".w0"
 				}
 				sc.Edges = append(sc.Edges, se)
 			case len(opOuts) == 1:

@@ -17,11 +17,13 @@ import (
 
 // resumeConfig is tinyRunConfig with the Monte-Carlo curvature (its sampler's
 // state must survive a resume) and pruning that freezes groups after the
-// first iteration (the pruned network must be rebuilt on resume).
+// first iteration (the pruned network must be rebuilt on resume), and the
+// auxiliary skips (their weight must follow the position on resume).
 func resumeConfig() Config {
 	cfg := tinyRunConfig()
 	cfg.Curvature = MonteCarloFisher
 	cfg.PruneThreshold = 0.5
+	cfg.Space.AuxSkip = true
 	return cfg
 }
 

@@ -212,7 +212,7 @@ func (s *Space) deriveCell(ct string, cfg DeriveConfig) ([]models.ProxyEdge, Cel
 // (a deeper, wider stack than the supernet's for retraining from scratch).
 func DerivedNetwork(base models.ProxyConfig, d *Derivation, cells, channels int) (*models.Graph, error) {
 	cfg := base
-	cfg.Search = false
+	cfg.Search, cfg.AuxSkip = false, false
 	cfg.Ops = nil
 	cfg.Cells, cfg.Channels = cells, channels
 	cfg.Normal, cfg.Reduce = d.Normal, d.Reduce

@@ -64,6 +64,9 @@ type Space struct {
 	Nodes  int // proxy cells' intermediate nodes (0 for tree cells)
 	Ops    []string
 	Groups []*Group
+	// Aux are the auxiliary skips' weights (models.ProxyConfig.AuxSkip):
+	// not architecture variables, the search sets them (auxBeta).
+	Aux []*nn.Param
 	// switches[cellType][from][to] and ops[cellType][from][to][op] index
 	// Groups (proxy space).
 	switches map[string]map[[2]int]int
@@ -115,6 +118,13 @@ func NewSpace(space *models.ProxySpace, net *nn.Network, lambdaSwitch, lambdaOp 
 					CellType: ct, From: e.From, To: e.To, Lambda: lambdaSwitch, parent: -1})
 			}
 			s.Groups[gi].Params = append(s.Groups[gi].Params, sw)
+			if e.Aux != "" {
+				p, err := archParam(net, e.Aux)
+				if err != nil {
+					return nil, err
+				}
+				s.Aux = append(s.Aux, p)
+			}
 			for i, op := range space.Ops {
 				p, err := archParam(net, e.OpWeights[i])
 				if err != nil {

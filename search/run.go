@@ -238,11 +238,15 @@ func RunWith(ctx context.Context, cfg Config, train, val Batches, opt RunOptions
 	if !cfg.TrainOpBNAffine {
 		fixed = opBNAffine(g)
 	}
+	for _, p := range space.Aux {
+		fixed[p.Name] = true
+	}
 	for _, p := range net.Params {
 		switch {
+		case fixed[p.Name]:
 		case p.Kind == nn.ArchVar:
 			arch = append(arch, p)
-		case !fixed[p.Name]:
+		default:
 			s.weights = append(s.weights, p)
 		}
 	}
@@ -483,6 +487,7 @@ func (s *searcher) runEpoch(joint bool) error {
 		}
 		net.SetBatch(n)
 		copy(net.Input.Data, s.x[:n*net.Input.PerSample()])
+		s.setAux()
 		net.ZeroGrad()
 		net.Forward(true)
 		l, c, err := s.lossFn.Forward(net.Output, s.labels[:n])
@@ -518,6 +523,26 @@ func (s *searcher) runEpoch(joint bool) error {
 	return s.checkpoint()
 }
 
+// setAux sets the auxiliary skips' weight beta (models.ProxyConfig.AuxSkip)
+// for the current position: 1 at the start of the search, falling linearly
+// to 0 at the end of its last training epoch (DARTS-), so that the last
+// curvature and the derivation see the supernet without them. beta is a
+// function of the position alone, so a resumed search sets the same values.
+func (s *searcher) setAux() {
+	if len(s.space.Aux) == 0 {
+		return
+	}
+	total := float64(s.cfg.WarmupEpochs + s.cfg.Iterations*s.cfg.EpochsPerIteration)
+	done := float64(s.pos.Epoch)
+	if s.batches > 0 {
+		done += float64(s.pos.Batch) / float64(s.batches)
+	}
+	beta := float32(max(0, 1-done/total))
+	for _, p := range s.space.Aux {
+		p.Data[0] = beta
+	}
+}
+
 // skipBatches moves b past its next k batches (a resume mid-epoch), without
 // filling them when it can.
 func skipBatches(b Batches, k int, x []float32, labels []int32) {
@@ -536,7 +561,7 @@ func skipBatches(b Batches, k int, x []float32, labels []int32) {
 func (s *searcher) curvatureUpdate(t int) error {
 	cfg, p := s.cfg, &s.pos
 	t1 := time.Now()
-	s.recalibrate()
+	s.recalibrate() // sets the auxiliary skips too
 	s.curv.Reset()
 	s.train.StartEpoch(p.Epoch) // a fresh order, not the last epoch's
 	for b := 0; cfg.CurvatureBatches == 0 || b < cfg.CurvatureBatches; b++ {
@@ -593,6 +618,7 @@ func (s *searcher) interrupted(where string, err error) error {
 // recalibrate resets the BN statistics on the first BNRecalBatches
 // batches of a fresh order of the training data.
 func (s *searcher) recalibrate() {
+	s.setAux()
 	if s.cfg.BNRecalBatches == 0 {
 		return
 	}
@@ -639,6 +665,7 @@ func (s *searcher) finishLine() error {
 	}
 	it.ActiveLayers = len(s.net.Layers)
 	if s.val != nil {
+		s.setAux()
 		_, acc, err := nn.Evaluate(s.net, &s.lossFn, s.val)
 		if err != nil {
 			return fmt.Errorf("search: validation: %w", err)

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -212,5 +214,59 @@ func TestOpBNAffineStaysFixed(t *testing.T) {
 	}
 	if moved == 0 {
 		t.Error("no other BN parameter trained")
+	}
+}
+
+// The auxiliary skips (DARTS-) sit on every stride-1 edge, are neither
+// architecture variables nor trained network weights, fall linearly from 1
+// to 0 over the search, and leave no trace in the derived network.
+func TestAuxSkipDecays(t *testing.T) {
+	cfg := tinyRunConfig()
+	cfg.Space.AuxSkip = true
+	cfg.Iterations = 1
+	train, val := tinyData(t, cfg.Batch)
+	_, _, space, err := buildSupernet(&cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Cell 0 is normal (14 stride-1 edges), cells 1 and 2 reduce (the 8
+	// edges out of the cell inputs have stride 2, 6 remain).
+	if len(space.Aux) != 14+6+6 {
+		t.Fatalf("%d auxiliary skips, want 26", len(space.Aux))
+	}
+	for _, gr := range space.Groups {
+		for _, p := range gr.Params {
+			if slices.Contains(space.Aux, p) {
+				t.Fatalf("auxiliary weight %s is in group %s", p.Name, gr.Name)
+			}
+		}
+	}
+	s := &searcher{cfg: cfg, space: space, batches: 3}
+	for _, c := range []struct {
+		epoch, batch int
+		want         float32
+	}{{0, 0, 1}, {0, 1, 1 - 1.0/6}, {1, 0, 0.5}, {1, 2, 1 - (1+2.0/3)/2}, {2, 0, 0}} {
+		s.pos.Epoch, s.pos.Batch = c.epoch, c.batch
+		s.setAux()
+		if got := space.Aux[0].Data[0]; math.Abs(float64(got-c.want)) > 1e-6 {
+			t.Errorf("epoch %d batch %d: beta %g, want %g", c.epoch, c.batch, got, c.want)
+		}
+	}
+	r, err := Run(context.Background(), cfg, train, val, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range r.Space.Aux {
+		if p.Data[0] != 0 {
+			t.Errorf("%s = %g after the search, want 0", p.Name, p.Data[0])
+		}
+	}
+	for _, n := range r.Derived.Nodes {
+		if strings.HasSuffix(n.Name, ".aux") {
+			t.Errorf("the derived network has auxiliary node %s", n.Name)
+		}
+	}
+	if strings.Contains(string(r.Derived.Builder.Params), "aux_skip") {
+		t.Errorf("the derived network's builder record keeps aux_skip: %s", r.Derived.Builder.Params)
 	}
 }
