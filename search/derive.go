@@ -13,11 +13,31 @@ type DeriveConfig struct {
 	// tau = Threshold * (largest op gamma_eff of that cell type).
 	Threshold float64 `json:"threshold"`
 	Relative  bool    `json:"relative"`
+	// MinSignificance also asks of every kept op and switch that its
+	// posterior mean be this many posterior standard deviations from zero,
+	// |a|/sqrt(C) averaged over the cells of its group (Group.Significance).
+	// gamma_eff alone keeps variables the search drove to zero when their
+	// curvature went to zero with them (gamma ~ |a| sqrt(lambda/H) is then
+	// 0/0): edges whose switch is 0.000 in every cell survived a relative
+	// threshold of 0.1. 0 turns the check off.
+	MinSignificance float64 `json:"min_significance,omitempty"`
+}
+
+// keeps says whether group g clears tau and the significance floor.
+func (c DeriveConfig) keeps(g *Group, tau float64) bool {
+	if !(g.GammaEff > tau) {
+		return false
+	}
+	z, ok := g.Significance()
+	return !ok || z >= c.MinSignificance
 }
 
 func (c DeriveConfig) validate() error {
 	if !(c.Threshold >= 0) || math.IsInf(c.Threshold, 0) {
 		return fmt.Errorf("derive: threshold %g, want a finite value >= 0", c.Threshold)
+	}
+	if !(c.MinSignificance >= 0) || math.IsInf(c.MinSignificance, 0) {
+		return fmt.Errorf("derive: min_significance %g, want a finite value >= 0", c.MinSignificance)
 	}
 	if c.Relative && c.Threshold >= 1 {
 		return fmt.Errorf("derive: relative threshold %g, want < 1 (1 would drop even the strongest op)", c.Threshold)
@@ -34,9 +54,10 @@ type Derivation struct {
 
 // DecisionTable lets a user see how sure each decision was.
 type DecisionTable struct {
-	Threshold float64         `json:"threshold"`
-	Relative  bool            `json:"relative"`
-	Cells     []CellDecisions `json:"cells"`
+	Threshold       float64         `json:"threshold"`
+	Relative        bool            `json:"relative"`
+	MinSignificance float64         `json:"min_significance,omitempty"`
+	Cells           []CellDecisions `json:"cells"`
 }
 
 // CellDecisions are one cell type's decisions; Tau is the absolute
@@ -76,6 +97,7 @@ type VarDecision struct {
 	Lambda       float64   `json:"lambda"`
 	Gamma        float64   `json:"gamma"`
 	GammaEff     float64   `json:"gamma_eff"`
+	Significance float64   `json:"significance,omitempty"` // mean |a|/sqrt(C); absent before the first update
 	Omega        float64   `json:"omega"`
 	Curvature    []float64 `json:"curvature,omitempty"`
 	PosteriorVar []float64 `json:"posterior_var,omitempty"`
@@ -83,8 +105,9 @@ type VarDecision struct {
 }
 
 func decision(g *Group, kept bool) VarDecision {
+	z, _ := g.Significance()
 	return VarDecision{Op: g.Op, Kept: kept, Weights: g.Values(), Lambda: g.Lambda, Gamma: g.Gamma,
-		GammaEff: g.GammaEff, Omega: g.Omega, Curvature: g.H, PosteriorVar: g.C, Frozen: g.Frozen}
+		GammaEff: g.GammaEff, Significance: z, Omega: g.Omega, Curvature: g.H, PosteriorVar: g.C, Frozen: g.Frozen}
 }
 
 // Derive thresholds gamma_eff: an op is kept iff gamma_eff > tau, an edge
@@ -104,7 +127,7 @@ func (s *Space) Derive(cfg DeriveConfig) (*Derivation, error) {
 	if s.tree != nil {
 		return nil, fmt.Errorf("derive: a tree-cell space (use DeriveTree)")
 	}
-	d := &Derivation{Table: DecisionTable{Threshold: cfg.Threshold, Relative: cfg.Relative}}
+	d := &Derivation{Table: DecisionTable{Threshold: cfg.Threshold, Relative: cfg.Relative, MinSignificance: cfg.MinSignificance}}
 	cells := map[string][]models.ProxyEdge{}
 	for _, ct := range s.CellTypes() {
 		edges, cd := s.deriveCell(ct, cfg)
@@ -143,7 +166,7 @@ func (s *Space) deriveCell(ct string, cfg DeriveConfig) ([]models.ProxyEdge, Cel
 	keptOps := func(j, k int) []string {
 		var ops []string
 		for _, op := range s.Ops {
-			if s.OpGroup(ct, j, k, op).GammaEff > tau {
+			if cfg.keeps(s.OpGroup(ct, j, k, op), tau) {
 				ops = append(ops, op)
 			}
 		}
@@ -156,7 +179,7 @@ func (s *Space) deriveCell(ct string, cfg DeriveConfig) ([]models.ProxyEdge, Cel
 				continue
 			}
 			ops := keptOps(j, k)
-			keep := sw.GammaEff > tau && len(ops) > 0
+			keep := cfg.keeps(sw, tau) && len(ops) > 0
 			ed := EdgeDecision{From: j, To: k}
 			if keep && !live[j] {
 				keep, ed.Reason = false, fmt.Sprintf("node %d is not reached", j)
@@ -169,7 +192,7 @@ func (s *Space) deriveCell(ct string, cfg DeriveConfig) ([]models.ProxyEdge, Cel
 			ed.Switch = decision(sw, keep)
 			for _, op := range s.Ops {
 				g := s.OpGroup(ct, j, k, op)
-				ed.Ops = append(ed.Ops, decision(g, keep && g.GammaEff > tau))
+				ed.Ops = append(ed.Ops, decision(g, keep && cfg.keeps(g, tau)))
 				cd.CandidateOp++
 			}
 			cd.Edges = append(cd.Edges, ed)

@@ -104,6 +104,18 @@ func TestDeriveAlwaysConnected(t *testing.T) {
 		if rng.IntN(2) == 0 {
 			cfg = DeriveConfig{Threshold: rng.Float64() * 0.99, Relative: true}
 		}
+		// Half the trials also ask for a significance floor over random
+		// values and posterior variances.
+		if rng.IntN(2) == 0 {
+			cfg.MinSignificance = rng.Float64() * 3
+			for _, g := range s.Groups {
+				g.C = make([]float64, len(g.Params))
+				for i, p := range g.Params {
+					p.Data[0] = float32(rng.NormFloat64())
+					g.C[i] = math.Exp(rng.NormFloat64() * 2)
+				}
+			}
+		}
 		d, err := s.Derive(cfg)
 		if err != nil {
 			t.Fatal(err)
@@ -123,6 +135,11 @@ func TestDeriveAlwaysConnected(t *testing.T) {
 					if g := s.OpGroup(cd.Type, e.From, e.To, op); !cd.Forced && !(g.GammaEff > cd.Tau) {
 						t.Fatalf("trial %d: kept %s with gamma_eff %g <= tau %g", trial, g.Name, g.GammaEff, cd.Tau)
 					}
+					for _, g := range []*Group{s.OpGroup(cd.Type, e.From, e.To, op), s.SwitchGroup(cd.Type, e.From, e.To)} {
+						if z, ok := g.Significance(); !cd.Forced && ok && z < cfg.MinSignificance {
+							t.Fatalf("trial %d: kept %s with significance %g < %g", trial, g.Name, z, cfg.MinSignificance)
+						}
+					}
 				}
 			}
 			if len(cd.LiveNodes) == 0 {
@@ -139,4 +156,54 @@ func TestDeriveAlwaysConnected(t *testing.T) {
 		}
 	}
 	t.Logf("300 random tables: %d forced cells", forced)
+}
+
+// The significance floor drops an edge the search drove to zero although
+// its gamma_eff, inflated by a curvature that went to zero with it, clears
+// the threshold (a case from a real search: switch 0.000 in every cell,
+// posterior variance ~ gamma, curvature ~ 1e-7), and keeps a clear one.
+func TestDeriveSignificanceFloor(t *testing.T) {
+	_, _, s := tinySpace(t, 1)
+	setAllGamma(s, 0)
+	set := func(g *Group, gamma float64, a float32, c float64) {
+		g.Gamma = gamma
+		g.C = make([]float64, len(g.Params))
+		for i, p := range g.Params {
+			p.Data[0] = a
+			g.C[i] = c
+		}
+	}
+	for _, ct := range s.CellTypes() {
+		set(s.SwitchGroup(ct, 0, 2), 0.5, 0.6, 0.01)               // z = 6
+		set(s.OpGroup(ct, 0, 2, models.ProxySep3), 0.1, 0.2, 0.01) // z = 2
+		set(s.SwitchGroup(ct, 1, 3), 0.02, 0.0004, 0.02)           // z ~ 0.003
+		set(s.OpGroup(ct, 1, 3, models.ProxyMax3), 0.02, 0.001, 0.02)
+	}
+	s.ApplyDependency()
+	d, err := s.Derive(DeriveConfig{Threshold: 0.005})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Normal) != 2 {
+		t.Fatalf("without a floor: %+v, want edges 0->2 and 1->3", d.Normal)
+	}
+	d, err = s.Derive(DeriveConfig{Threshold: 0.005, MinSignificance: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []models.ProxyEdge{{From: 0, To: 2, Ops: []string{models.ProxySep3}}}
+	if !reflect.DeepEqual(d.Normal, want) || !reflect.DeepEqual(d.Reduce, want) {
+		t.Errorf("floor 1: normal %+v reduce %+v, want %+v", d.Normal, d.Reduce, want)
+	}
+	if d.Table.MinSignificance != 1 {
+		t.Errorf("the table does not record the floor")
+	}
+	for _, e := range d.Table.Cells[0].Edges {
+		if e.From == 1 && e.To == 3 && (e.Kept || e.Switch.Significance > 0.01) {
+			t.Errorf("edge 1->3: kept %v significance %g", e.Kept, e.Switch.Significance)
+		}
+	}
+	if _, err := s.Derive(DeriveConfig{Threshold: 0.01, MinSignificance: -1}); err == nil || !strings.Contains(err.Error(), "min_significance") {
+		t.Errorf("negative floor: err = %v", err)
+	}
 }

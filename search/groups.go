@@ -190,6 +190,26 @@ func (s *Space) OpGroup(cellType string, from, to int, op string) *Group {
 	return nil
 }
 
+// Significance is the mean over the group's members of |a|/sqrt(C), the
+// posterior mean in posterior standard deviations (C of the last update,
+// so ok is false before the first one). A member with C = 0 counts 0 when
+// its value is 0 too (frozen) and 1e6 otherwise.
+func (g *Group) Significance() (z float64, ok bool) {
+	if len(g.C) != len(g.Params) || len(g.Params) == 0 {
+		return 0, false
+	}
+	for i, p := range g.Params {
+		a := math.Abs(float64(p.Data[0]))
+		switch {
+		case g.C[i] > 0:
+			z += a / math.Sqrt(g.C[i])
+		case a > 0:
+			z += 1e6
+		}
+	}
+	return z / float64(len(g.Params)), true
+}
+
 // Values returns the current values of a group's variables.
 func (g *Group) Values() []float64 {
 	a := make([]float64, len(g.Params))

@@ -631,7 +631,7 @@ func TestPlantedMeasure(t *testing.T) {
 	// WARMUP, ITERS, CURV, PRUNE, ARCHLR and LR override the warm-up epochs,
 	// iterations, curvature estimator, dynamic-pruning threshold,
 	// architecture and weight learning rates (LR=1e-9 with ORACLE=1: the
-	// teacher's weights held).
+	// teacher's weights held); AUX=1 adds the decaying auxiliary skips.
 	tune := func(c *Config) {
 		envInt(t, "WARMUP", &c.WarmupEpochs)
 		envInt(t, "ITERS", &c.Iterations)
@@ -645,6 +645,7 @@ func TestPlantedMeasure(t *testing.T) {
 		envFloat(t, "PRUNE", &c.PruneThreshold)
 		envFloat(t, "ARCHLR", &c.ArchLR)
 		envFloat(t, "LR", &c.LR)
+		c.Space.AuxSkip = c.Space.AuxSkip || os.Getenv("AUX") != ""
 	}
 	// TEACHERS sets how many teachers (seeds 1..TEACHERS) are searched.
 	teachers := 3

@@ -196,9 +196,10 @@ type TreeDerivation struct {
 
 // TreeDecisionTable lets a user see how sure each decision was.
 type TreeDecisionTable struct {
-	Threshold float64             `json:"threshold"`
-	Relative  bool                `json:"relative"`
-	Cells     []TreeCellDecisions `json:"cells"`
+	Threshold       float64             `json:"threshold"`
+	Relative        bool                `json:"relative"`
+	MinSignificance float64             `json:"min_significance,omitempty"`
+	Cells           []TreeCellDecisions `json:"cells"`
 }
 
 // TreeCellDecisions are one cell's decisions; Tau is the absolute threshold
@@ -243,7 +244,7 @@ func (s *Space) DeriveTree(cfg DeriveConfig) (*TreeDerivation, error) {
 	if s.tree == nil {
 		return nil, fmt.Errorf("derive tree: not a tree-cell space (use Derive)")
 	}
-	d := &TreeDerivation{Table: TreeDecisionTable{Threshold: cfg.Threshold, Relative: cfg.Relative}}
+	d := &TreeDerivation{Table: TreeDecisionTable{Threshold: cfg.Threshold, Relative: cfg.Relative, MinSignificance: cfg.MinSignificance}}
 	for _, name := range s.tree.cells {
 		cell, cd := s.deriveTreeCell(name, cfg)
 		d.Names = append(d.Names, name)
@@ -267,11 +268,11 @@ func (s *Space) deriveTreeCell(name string, cfg DeriveConfig) (models.TreeCell, 
 	}
 	raw := models.TreeCell{Edges: make([][]string, len(cg.edges))}
 	for i, e := range cg.edges {
-		if !(s.Groups[e.sw].GammaEff > tau) {
+		if !cfg.keeps(s.Groups[e.sw], tau) {
 			continue
 		}
 		for k, oi := range e.ops {
-			if s.Groups[oi].GammaEff > tau {
+			if cfg.keeps(s.Groups[oi], tau) {
 				raw.Edges[i] = append(raw.Edges[i], s.Ops[k])
 			}
 		}
@@ -292,7 +293,7 @@ func (s *Space) deriveTreeCell(name string, cfg DeriveConfig) (models.TreeCell, 
 		}
 		for _, oi := range e.ops {
 			g := s.Groups[oi]
-			ed.Ops = append(ed.Ops, decision(g, kept && g.GammaEff > tau))
+			ed.Ops = append(ed.Ops, decision(g, kept && cfg.keeps(g, tau)))
 			cd.CandidateOps++
 		}
 		cd.Edges = append(cd.Edges, ed)
