@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"bayesnas/internal/atomicfile"
 	"bayesnas/search"
 )
 
@@ -146,6 +147,11 @@ func (l *lazyFile) Close() error {
 
 // readSearchConfig reads a search's config.json strictly: a training run's
 // configuration is an error naming its first foreign key.
+// ReadSearchConfig reads the resolved configuration of the search in run.
+func ReadSearchConfig(run string) (SearchConfig, error) {
+	return readSearchConfig(filepath.Join(run, ConfigFile))
+}
+
 func readSearchConfig(path string) (SearchConfig, error) {
 	var c SearchConfig
 	b, err := os.ReadFile(path)
@@ -158,4 +164,41 @@ func readSearchConfig(path string) (SearchConfig, error) {
 		return c, fmt.Errorf("reading %s (not a search's configuration?): %w", path, err)
 	}
 	return c, nil
+}
+
+// Rederive derives a finished search's architecture again with another
+// derivation setting (search.Rederive) and writes a run directory at out
+// like the search's own: arch.json, decisions.json, search_config.json, the
+// supernet, and config.json with the new derive section; split.json and
+// search_log.jsonl are copied. The search's directory is left as it was.
+func Rederive(run, out string, d search.DeriveConfig) (*search.Result, error) {
+	if filepath.Clean(run) == filepath.Clean(out) {
+		return nil, fmt.Errorf("derive: the output directory is the search's own (%s): choose another, so the search's derivation stays", run)
+	}
+	cfgPath := filepath.Join(run, ConfigFile)
+	cfg, err := readSearchConfig(cfgPath)
+	if err != nil {
+		return nil, fmt.Errorf("derive: %w", err)
+	}
+	res, err := search.Rederive(cfg.Search, filepath.Join(run, CheckpointFile), d)
+	if err != nil {
+		return nil, fmt.Errorf("derive from %s: %w", run, err)
+	}
+	if err := res.WriteRunDir(out); err != nil {
+		return nil, err
+	}
+	cfg.RunDir, cfg.Search.Derive = out, d
+	if err := writeJSON(filepath.Join(out, ConfigFile), cfg); err != nil {
+		return nil, err
+	}
+	for _, name := range []string{SplitFile, SearchLogFile} {
+		b, err := os.ReadFile(filepath.Join(run, name))
+		if err != nil {
+			return nil, fmt.Errorf("derive: %w", err)
+		}
+		if err := atomicfile.Write(filepath.Join(out, name), b); err != nil {
+			return nil, fmt.Errorf("derive: writing %s: %w", filepath.Join(out, name), err)
+		}
+	}
+	return res, nil
 }

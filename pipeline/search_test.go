@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"bayesnas/models"
+	"bayesnas/nn"
 	"bayesnas/search"
 )
 
@@ -148,3 +149,92 @@ func TestProgressBar(t *testing.T) {
 		t.Errorf("bar %q: the last update, of batch 4/4, has no ETA", out)
 	}
 }
+
+// `bayesnas derive` re-thresholds a finished search: the same derivation
+// under the search's own settings, another under a significance floor (no
+// more ops, each kept op above the floor), a run directory whose arch.json
+// builds; the search's own directory as output and an unfinished search
+// are refused.
+func TestRederive(t *testing.T) {
+	run := filepath.Join(t.TempDir(), "search")
+	cfg := tinySearchConfig(run)
+	cfg.Search.PruneThreshold = 0
+	if _, err := Search(context.Background(), cfg, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	same := filepath.Join(t.TempDir(), "same")
+	if _, err := Rederive(run, same, cfg.Search.Derive); err != nil {
+		t.Fatal(err)
+	}
+	want, got := searchOutputs(t, run), searchOutputs(t, same)
+	for _, f := range []string{"decisions.json", ArchFile, SearchLogFile, "search_config.json"} {
+		if got[f] != want[f] {
+			t.Errorf("%s differs from the search's under the same settings", f)
+		}
+	}
+	d := cfg.Search.Derive
+	d.MinSignificance = 3
+	floor := filepath.Join(t.TempDir(), "floor")
+	res, err := Rederive(run, floor, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var before search.Derivation
+	if err := json.Unmarshal([]byte(want["decisions.json"]), &before); err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range res.Derivation.Table.Cells {
+		if c.CopiedFrom != "" {
+			continue
+		}
+		if c.KeptOps > before.Table.Cells[i].KeptOps {
+			t.Errorf("%s: %d ops kept with the floor, %d without", c.Type, c.KeptOps, before.Table.Cells[i].KeptOps)
+		}
+		for _, e := range c.Edges {
+			for _, op := range e.Ops {
+				if op.Kept && !c.Forced && op.Significance < 3 {
+					t.Errorf("%s %d->%d %s kept with significance %g", c.Type, e.From, e.To, op.Op, op.Significance)
+				}
+			}
+		}
+	}
+	saved, err := ReadSearchConfig(floor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if saved.Search.Derive != d || saved.RunDir != floor {
+		t.Errorf("config.json of the derivation: %+v in %s", saved.Search.Derive, saved.RunDir)
+	}
+	g, err := models.ReadGraph(filepath.Join(floor, ArchFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := models.Compile(g, nn.NewCPU(nn.DefaultGemm(), 1), 2); err != nil {
+		t.Fatalf("re-derived arch.json: %v", err)
+	}
+	if _, err := Rederive(run, run, d); err == nil || !strings.Contains(err.Error(), "another") {
+		t.Errorf("output into the search's own directory: err = %v", err)
+	}
+	// A search stopped after its warm-up has not finished.
+	stopped := filepath.Join(t.TempDir(), "stopped")
+	ctx, cancel := context.WithCancel(context.Background())
+	c2 := tinySearchConfig(stopped)
+	var lines int
+	_, err = Search(ctx, c2, Options{Progress: writerFunc(func(b []byte) (int, error) {
+		lines++
+		if lines > 3 {
+			cancel()
+		}
+		return len(b), nil
+	})})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("stopping the search: %v", err)
+	}
+	if _, err := Rederive(stopped, filepath.Join(t.TempDir(), "x"), d); err == nil || !strings.Contains(err.Error(), "not finished") {
+		t.Errorf("unfinished search: err = %v", err)
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(b []byte) (int, error) { return f(b) }

@@ -25,9 +25,14 @@ type DeriveConfig struct {
 
 // keeps says whether group g clears tau and the significance floor.
 func (c DeriveConfig) keeps(g *Group, tau float64) bool {
-	if !(g.GammaEff > tau) {
-		return false
-	}
+	return g.GammaEff > tau && c.significant(g)
+}
+
+// significant says whether g clears the significance floor (always, before
+// the first update). A relative threshold is taken over the significant ops
+// only: the inflated gamma_eff of a zeroed op (12.9 against 0.03-0.12 for
+// the ops a tree search kept alive) would otherwise set tau.
+func (c DeriveConfig) significant(g *Group) bool {
 	z, ok := g.Significance()
 	return !ok || z >= c.MinSignificance
 }
@@ -153,7 +158,7 @@ func (s *Space) deriveCell(ct string, cfg DeriveConfig) ([]models.ProxyEdge, Cel
 	if cfg.Relative {
 		var best float64
 		for _, g := range s.Groups {
-			if g.CellType == ct && g.Kind == Op {
+			if g.CellType == ct && g.Kind == Op && cfg.significant(g) {
 				best = math.Max(best, g.GammaEff)
 			}
 		}

@@ -227,43 +227,12 @@ func RunWith(ctx context.Context, cfg Config, train, val Batches, opt RunOptions
 	if opt.Resume && opt.Checkpoint == "" {
 		return nil, errors.New("search: resume without a checkpoint path")
 	}
-	g, net, space, err := buildSupernet(&cfg)
+	s, err := newSearcher(cfg)
 	if err != nil {
 		return nil, err
 	}
-	s := &searcher{ctx: ctx, cfg: cfg, opt: opt, train: train, val: val, net: net, space: space,
-		r: &Result{Config: cfg, Supernet: g, Net: net, Space: space}, pr: newPruner(g, net)}
-	var arch []*nn.Param
-	fixed := map[string]bool{}
-	if !cfg.TrainOpBNAffine {
-		fixed = opBNAffine(g)
-	}
-	for _, p := range space.Aux {
-		fixed[p.Name] = true
-	}
-	for _, p := range net.Params {
-		switch {
-		case fixed[p.Name]:
-		case p.Kind == nn.ArchVar:
-			arch = append(arch, p)
-		default:
-			s.weights = append(s.weights, p)
-		}
-	}
-	if s.optW, err = nn.NewSGD(s.weights, nn.SGDConfig{Momentum: float32(cfg.Momentum), WeightDecay: float32(cfg.WeightDecay)}); err != nil {
-		return nil, fmt.Errorf("search: %w", err)
-	}
-	if cfg.ArchOptimizer == "adam" {
-		s.optA, err = nn.NewAdam(arch, nn.AdamConfig{Beta1: 0.5, Beta2: 0.999, Eps: 1e-8})
-	} else {
-		s.optA, err = nn.NewSGD(arch, nn.SGDConfig{})
-	}
-	if err != nil {
-		return nil, fmt.Errorf("search: %w", err)
-	}
-	if s.curv, err = NewCurvature(net, cfg.Curvature, cfg.Seed); err != nil {
-		return nil, fmt.Errorf("search: %w", err)
-	}
+	s.ctx, s.opt, s.train, s.val = ctx, opt, train, val
+	net := s.net
 	s.x = make([]float32, cap(net.Input.Data))
 	s.labels = make([]int32, cfg.Batch)
 	if train.BatchSize() > cfg.Batch {
@@ -298,6 +267,39 @@ func RunWith(ctx context.Context, cfg Config, train, val Batches, opt RunOptions
 		return nil, err
 	}
 	net.Layers = s.pr.all // the returned network computes every branch (frozen ones are zero)
+	if s.r.Derived, err = s.derivedNetwork(); err != nil {
+		return nil, err
+	}
+	return s.r, nil
+}
+
+// Rederive derives the architecture of a finished search again under
+// another derivation setting, from its checkpoint (written with cfg, the
+// search's configuration): no training, no curvature, the same supernet and
+// gammas. Only Result.Config.Derive and the derivation change, so a user
+// can try thresholds without searching again.
+func Rederive(cfg Config, checkpoint string, d DeriveConfig) (*Result, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := d.validate(); err != nil {
+		return nil, err
+	}
+	s, err := newSearcher(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.load(checkpoint); err != nil {
+		return nil, err
+	}
+	if s.pos.Logged != cfg.Iterations+1 {
+		return nil, fmt.Errorf("derive: the search in %s has not finished (%d of %d log lines); resume it first", checkpoint, s.pos.Logged, cfg.Iterations+1)
+	}
+	s.cfg.Derive, s.r.Config.Derive = d, d
+	if _, err := s.derive(); err != nil {
+		return nil, err
+	}
+	s.net.Layers = s.pr.all
 	if s.r.Derived, err = s.derivedNetwork(); err != nil {
 		return nil, err
 	}
@@ -371,6 +373,49 @@ func buildSupernet(cfg *Config) (*models.Graph, *nn.Network, *Space, error) {
 type cellCount struct {
 	name                   string
 	edges, ops, candidates int
+}
+
+// newSearcher builds the supernet of cfg, its groups, optimizers and
+// curvature sampler: everything a checkpoint restores.
+func newSearcher(cfg Config) (*searcher, error) {
+	g, net, space, err := buildSupernet(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &searcher{ctx: context.Background(), cfg: cfg, net: net, space: space,
+		r: &Result{Config: cfg, Supernet: g, Net: net, Space: space}, pr: newPruner(g, net)}
+	var arch []*nn.Param
+	fixed := map[string]bool{}
+	if !cfg.TrainOpBNAffine {
+		fixed = opBNAffine(g)
+	}
+	for _, p := range space.Aux {
+		fixed[p.Name] = true
+	}
+	for _, p := range net.Params {
+		switch {
+		case fixed[p.Name]:
+		case p.Kind == nn.ArchVar:
+			arch = append(arch, p)
+		default:
+			s.weights = append(s.weights, p)
+		}
+	}
+	if s.optW, err = nn.NewSGD(s.weights, nn.SGDConfig{Momentum: float32(cfg.Momentum), WeightDecay: float32(cfg.WeightDecay)}); err != nil {
+		return nil, fmt.Errorf("search: %w", err)
+	}
+	if cfg.ArchOptimizer == "adam" {
+		s.optA, err = nn.NewAdam(arch, nn.AdamConfig{Beta1: 0.5, Beta2: 0.999, Eps: 1e-8})
+	} else {
+		s.optA, err = nn.NewSGD(arch, nn.SGDConfig{})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("search: %w", err)
+	}
+	if s.curv, err = NewCurvature(net, cfg.Curvature, cfg.Seed); err != nil {
+		return nil, fmt.Errorf("search: %w", err)
+	}
+	return s, nil
 }
 
 // derive thresholds the current gammas into the result's derivation and

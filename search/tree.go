@@ -261,7 +261,9 @@ func (s *Space) deriveTreeCell(name string, cfg DeriveConfig) (models.TreeCell, 
 		var best float64
 		for _, e := range cg.edges {
 			for _, oi := range e.ops {
-				best = math.Max(best, s.Groups[oi].GammaEff)
+				if cfg.significant(s.Groups[oi]) {
+					best = math.Max(best, s.Groups[oi].GammaEff)
+				}
 			}
 		}
 		tau *= best
