@@ -651,7 +651,7 @@ func TestPlantedMeasure(t *testing.T) {
 	teachers := 3
 	envInt(t, "TEACHERS", &teachers)
 	for _, lam := range lambdas {
-		var aucSum, precSum, recSum float64
+		var aucSum, precSum, recSum, precZ, recZ float64
 		for teacher := uint64(1); teacher <= uint64(teachers); teacher++ {
 			r, tc := plantedOutcome(t, plantedCase{teacher: teacher, seed: teacher, lambda: lam}, ops, n, os.Getenv("ORACLE") != "", tune)
 			t.Logf("lambda %g teacher %d: normal %v reduce %v", lam, teacher, tc.Normal, tc.Reduce)
@@ -701,22 +701,28 @@ func TestPlantedMeasure(t *testing.T) {
 				teacherAUCKind(tc, r.Space, Op, zscore))
 			t.Logf("  val acc %.3f, AUC ops %.3f, AUC edges %.3f, teacher's op first on its edge %d of %d", r.Log[len(r.Log)-1].ValAcc, teacherAUC(tc, r.Space),
 				teacherAUCKind(tc, r.Space, Switch, func(g *Group) float64 { return g.GammaEff }), opFirstOnEdge(tc, r.Space), len(tc.Normal)+len(tc.Reduce))
-			for _, dc := range []DeriveConfig{{Threshold: 0.1, Relative: true}, {Threshold: 0.3, Relative: true}, {Threshold: 0.05}, {Threshold: 0.1}, {Threshold: 0.2}} {
+			for _, dc := range []DeriveConfig{{Threshold: 0.1, Relative: true}, {Threshold: 0.3, Relative: true}, {Threshold: 0.05}, {Threshold: 0.1}, {Threshold: 0.2},
+				{Threshold: 0.1, Relative: true, MinSignificance: 2}, {Threshold: 0.3, Relative: true, MinSignificance: 2}} {
 				d, err := r.Space.Derive(dc)
 				if err != nil {
 					t.Fatal(err)
 				}
 				p, rc, k := recovery(tc, d)
-				t.Logf("  threshold %g relative %v: kept %d, precision %.2f, recall %.2f", dc.Threshold, dc.Relative, k, p, rc)
-				if dc == (DeriveConfig{Threshold: 0.3, Relative: true}) {
+				t.Logf("  threshold %g relative %v min significance %g: kept %d, precision %.2f, recall %.2f", dc.Threshold, dc.Relative, dc.MinSignificance, k, p, rc)
+				switch dc {
+				case DeriveConfig{Threshold: 0.3, Relative: true}:
 					precSum += p
 					recSum += rc
+				case DeriveConfig{Threshold: 0.3, Relative: true, MinSignificance: 2}:
+					precZ += p
+					recZ += rc
 				}
 			}
 			aucSum += teacherAUC(tc, r.Space)
 		}
 		n := float64(teachers)
-		t.Logf("lambda %g over %d teachers: mean AUC ops %.3f; relative 0.3: mean precision %.2f, recall %.2f", lam, teachers, aucSum/n, precSum/n, recSum/n)
+		t.Logf("lambda %g over %d teachers: mean AUC ops %.3f; relative 0.3: mean precision %.2f, recall %.2f; with significance >= 2: %.2f, %.2f",
+			lam, teachers, aucSum/n, precSum/n, recSum/n, precZ/n, recZ/n)
 	}
 }
 
