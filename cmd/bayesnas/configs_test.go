@@ -1,16 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/spf13/cobra"
-
 	"bayesnas/models"
-	"bayesnas/pipeline"
 	"bayesnas/search"
 )
 
@@ -41,17 +37,7 @@ func TestBundledConfigsLoad(t *testing.T) {
 			}
 			continue
 		}
-		cmd := newSearchCmd("")
-		var cfg pipeline.SearchConfig
-		cmd.RunE = func(c *cobra.Command, _ []string) error {
-			cfg, err = loadSearchConfig(c)
-			return nil
-		}
-		cmd.SetArgs([]string{"--config", f})
-		cmd.SetOut(&bytes.Buffer{})
-		if e := cmd.Execute(); e != nil {
-			t.Fatal(e)
-		}
+		cfg, err := resolveSearch(t, "--config", f)
 		if err == nil {
 			err = cfg.Search.Validate()
 		}

@@ -18,11 +18,22 @@ import (
 // resolve runs loadConfig the way `bayesnas train` does, for the given args.
 func resolve(t *testing.T, args ...string) (pipeline.Config, error) {
 	t.Helper()
-	cmd := newTrainCmd("")
-	var cfg pipeline.Config
+	return resolveWith(t, newTrainCmd(""), func(c *cobra.Command) (pipeline.Config, error) { return loadConfig(c, trainBinds) }, args)
+}
+
+// resolveSearch runs loadSearchConfig the way `bayesnas search` does.
+func resolveSearch(t *testing.T, args ...string) (pipeline.SearchConfig, error) {
+	t.Helper()
+	return resolveWith(t, newSearchCmd(""), loadSearchConfig, args)
+}
+
+// resolveWith executes cmd with args, its action replaced by load.
+func resolveWith[C any](t *testing.T, cmd *cobra.Command, load func(*cobra.Command) (C, error), args []string) (C, error) {
+	t.Helper()
+	var cfg C
 	var err error
 	cmd.RunE = func(c *cobra.Command, _ []string) error {
-		cfg, err = loadConfig(c, trainBinds)
+		cfg, err = load(c)
 		return nil
 	}
 	cmd.SetArgs(args)
@@ -199,24 +210,6 @@ search:
 	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "iteratons") {
 		t.Errorf("misspelt search key: err = %v, want it named", err)
 	}
-}
-
-// resolveSearch runs loadSearchConfig the way `bayesnas search` does.
-func resolveSearch(t *testing.T, args ...string) (pipeline.SearchConfig, error) {
-	t.Helper()
-	cmd := newSearchCmd("")
-	var cfg pipeline.SearchConfig
-	var err error
-	cmd.RunE = func(c *cobra.Command, _ []string) error {
-		cfg, err = loadSearchConfig(c)
-		return nil
-	}
-	cmd.SetArgs(args)
-	cmd.SetOut(&bytes.Buffer{})
-	if e := cmd.Execute(); e != nil {
-		t.Fatal(e)
-	}
-	return cfg, err
 }
 
 // The search: section is search.Config's JSON form, which viper does not
