@@ -86,7 +86,7 @@ func DefaultConfig() Config {
 		EpochsPerIteration: 1, LR: 0.025, Momentum: 0.9, WeightDecay: 3e-4, GradClip: 5, ArchOptimizer: "adam", ArchLR: 0.01,
 		LambdaSwitch: 0.01, LambdaOp: 0.01, OmegaEps: 1e-8, Curvature: MonteCarloFisher,
 		BNRecalBatches: 10,
-		Derive:         DeriveConfig{Threshold: 0.1, Relative: true}}
+		Derive:         DeriveConfig{Threshold: 0.1, Relative: true, MinSignificance: 2}}
 }
 
 // Search spaces (Config.Kind).
