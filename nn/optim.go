@@ -185,6 +185,19 @@ func (o *Adam) Step(lr float32) {
 // State returns the moments ("<param>.exp_avg", "<param>.exp_avg_sq").
 func (o *Adam) State() map[string][]float32 { return o.state }
 
+// InvDenom is 1/(sqrt(v_hat)+eps) of element j of p after the last step:
+// the factor Adam's step applies to a unit gradient, which a proximal step
+// (search's penalty) needs to act in the same metric. 0 for an unknown
+// param or before the first step.
+func (o *Adam) InvDenom(p *Param, j int) float64 {
+	v, ok := o.state[p.Name+".exp_avg_sq"]
+	if !ok || o.steps == 0 || j < 0 || j >= len(v) {
+		return 0
+	}
+	bc2 := 1 - math.Pow(float64(o.cfg.Beta2), float64(o.steps))
+	return 1 / (math.Sqrt(float64(v[j]))/math.Sqrt(bc2) + float64(o.cfg.Eps))
+}
+
 // Steps is the number of updates applied.
 func (o *Adam) Steps() int64 { return o.steps }
 

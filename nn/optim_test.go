@@ -162,3 +162,31 @@ func TestAdamTwoStepsAndRestore(t *testing.T) {
 	_, err = NewAdam(all, AdamConfig{Beta1: 1, Beta2: 0.999})
 	wantErr(t, "beta1", err, "betas")
 }
+
+// InvDenom is the factor of Adam's last step on a unit gradient: a step on
+// gradient g with zero first moment history would move p by lr*g*InvDenom
+// (checked here through the reference formula on the saved moments).
+func TestAdamInvDenom(t *testing.T) {
+	cfg := AdamConfig{Beta1: 0.5, Beta2: 0.999, Eps: 1e-8}
+	w, b, a, _, all := optimFixture()
+	o, err := NewAdam(all, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := o.InvDenom(a, 0); got != 0 {
+		t.Errorf("before a step: %g, want 0", got)
+	}
+	setGrads(0, w, b, a)
+	o.Step(0.1)
+	setGrads(1, w, b, a)
+	o.Step(0.1)
+	v := o.State()[a.Name+".exp_avg_sq"][0]
+	b2 := float64(cfg.Beta2)
+	want := 1 / (math.Sqrt(float64(v)/(1-b2*b2)) + float64(cfg.Eps))
+	if got := o.InvDenom(a, 0); math.Abs(got-want) > 1e-9*want {
+		t.Errorf("InvDenom %g, want %g", got, want)
+	}
+	if got := o.InvDenom(NewParam("other", ArchVar, 1), 0); got != 0 {
+		t.Errorf("unknown param: %g, want 0", got)
+	}
+}

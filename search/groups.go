@@ -363,6 +363,42 @@ func (s *Space) AddPenaltyGrad() float64 {
 	return total
 }
 
+// ProxPenalty applies the penalty sum_g lambda_g*omega_g*||a_g||_2 as a
+// proximal step after the optimizer's step on the data loss alone: every
+// live group is shrunk towards zero by its group soft-threshold,
+//
+//	a_g <- a_g * max(0, 1 - eta_g*lambda_g*omega_g/||a_g||),
+//
+// eta_g = lr * the mean of step(p) over the group's variables, step being
+// the optimizer's factor on a unit gradient (Adam: 1/(sqrt(v_hat)+eps)), so
+// the fixed points are those of the penalised loss. Unlike a subgradient,
+// it sets groups the data do not hold up to exactly zero: with Adam the
+// subgradient leaves them jittering at +-lr around zero, their curvature
+// near zero too, and gamma = ||a||/omega ~ ||a|| sqrt(lambda/H) blows up.
+func (s *Space) ProxPenalty(lr float64, step func(p *nn.Param) float64) {
+	for _, g := range s.Groups {
+		if g.Frozen || g.Lambda == 0 {
+			continue
+		}
+		norm := g.norm()
+		if norm == 0 {
+			continue
+		}
+		var eta float64
+		for _, p := range g.Params {
+			eta += step(p)
+		}
+		eta *= lr / float64(len(g.Params))
+		shrink := 1 - eta*g.Lambda*g.Omega/norm
+		if shrink < 0 {
+			shrink = 0
+		}
+		for _, p := range g.Params {
+			p.Data[0] = float32(float64(p.Data[0]) * shrink)
+		}
+	}
+}
+
 // Penalty is sum_g lambda_g*omega_g*||a_g||_2 over live groups.
 func (s *Space) Penalty() float64 {
 	var total float64

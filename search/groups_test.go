@@ -189,3 +189,56 @@ func TestPenaltyGradient(t *testing.T) {
 		}
 	}
 }
+
+// The proximal penalty step is the group soft-threshold: on a separable
+// quadratic data loss sum_i h/2 (a_i - c_i)^2 per group, gradient steps plus
+// ProxPenalty converge to the closed-form group-lasso minimiser
+// a_g = c_g * max(0, 1 - lambda*omega/(h*||c_g||)), exact zeros included,
+// and a group with no data gradient goes to exactly zero.
+func TestProxPenaltyGroupLasso(t *testing.T) {
+	_, _, s := tinySpace(t, 2)
+	rng := rand.New(rand.NewPCG(9, 9))
+	const h, lr = 2.0, 0.05
+	targets := map[*nn.Param]float64{}
+	for gi, g := range s.Groups {
+		g.Lambda, g.Omega = 0.1, 0.5+rng.Float64()
+		scale := rng.Float64() * 0.2 // many groups inside the threshold
+		if gi%5 == 0 {
+			scale = 0 // no data gradient: the target is zero
+		}
+		for _, p := range g.Params {
+			targets[p] = scale * rng.NormFloat64()
+			p.Data[0] = float32(rng.NormFloat64())
+		}
+	}
+	for range 2000 {
+		for p, c := range targets {
+			p.Data[0] -= float32(lr * h * (float64(p.Data[0]) - c))
+		}
+		s.ProxPenalty(lr, func(*nn.Param) float64 { return 1 })
+	}
+	zeros := 0
+	for _, g := range s.Groups {
+		var cn float64
+		for _, p := range g.Params {
+			cn += targets[p] * targets[p]
+		}
+		cn = math.Sqrt(cn)
+		shrink := 0.0
+		if cn > 0 {
+			shrink = math.Max(0, 1-g.Lambda*g.Omega/(h*cn))
+		}
+		if shrink == 0 {
+			zeros++
+		}
+		for _, p := range g.Params {
+			want := targets[p] * shrink
+			if math.Abs(float64(p.Data[0])-want) > 1e-5 || (want == 0 && p.Data[0] != 0) {
+				t.Fatalf("%s: %g, want %g (group %s)", p.Name, p.Data[0], want, g.Name)
+			}
+		}
+	}
+	if zeros == 0 || zeros == len(s.Groups) {
+		t.Fatalf("%d of %d groups at zero: the case does not test both sides", zeros, len(s.Groups))
+	}
+}

@@ -631,7 +631,8 @@ func TestPlantedMeasure(t *testing.T) {
 	// WARMUP, ITERS, CURV, PRUNE, ARCHLR and LR override the warm-up epochs,
 	// iterations, curvature estimator, dynamic-pruning threshold,
 	// architecture and weight learning rates (LR=1e-9 with ORACLE=1: the
-	// teacher's weights held); AUX=1 adds the decaying auxiliary skips.
+	// teacher's weights held); AUX=1 adds the decaying auxiliary skips; PENALTY=proximal
+	// applies the penalty by its proximal step.
 	tune := func(c *Config) {
 		envInt(t, "WARMUP", &c.WarmupEpochs)
 		envInt(t, "ITERS", &c.Iterations)
@@ -646,6 +647,9 @@ func TestPlantedMeasure(t *testing.T) {
 		envFloat(t, "ARCHLR", &c.ArchLR)
 		envFloat(t, "LR", &c.LR)
 		c.Space.AuxSkip = c.Space.AuxSkip || os.Getenv("AUX") != ""
+		if v := os.Getenv("PENALTY"); v != "" {
+			c.PenaltyStep = v
+		}
 	}
 	// TEACHERS sets how many teachers (seeds 1..TEACHERS) are searched.
 	teachers := 3

@@ -51,6 +51,11 @@ type Config struct {
 	// the stationary points (so lambda keeps its meaning). "sgd" is plain SGD.
 	ArchOptimizer string  `json:"arch_optimizer"`
 	ArchLR        float64 `json:"arch_lr"`
+	// PenaltyStep is how the reweighted l1 penalty enters the architecture
+	// update: "subgradient" (added to the gradient; the default) or
+	// "proximal" (a group soft-threshold after the step, Space.ProxPenalty),
+	// which reaches exact zeros.
+	PenaltyStep string `json:"penalty_step,omitempty"`
 
 	LambdaSwitch float64 `json:"lambda_switch"`
 	LambdaOp     float64 `json:"lambda_op"`
@@ -120,6 +125,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("search config: omega_eps = %g, want > 0", c.OmegaEps)
 	case c.ArchOptimizer != "adam" && c.ArchOptimizer != "sgd":
 		return fmt.Errorf("search config: arch_optimizer = %q, want adam or sgd", c.ArchOptimizer)
+	case c.PenaltyStep != "" && c.PenaltyStep != "subgradient" && c.PenaltyStep != "proximal":
+		return fmt.Errorf("search config: penalty_step = %q, want subgradient or proximal", c.PenaltyStep)
 	case c.CurvatureBatches < 0:
 		return fmt.Errorf("search config: curvature_batches = %d, want >= 0", c.CurvatureBatches)
 	case c.BNRecalBatches < 0:
@@ -546,8 +553,13 @@ func (s *searcher) runEpoch(joint bool) error {
 		clipGradNorm(s.weights, cfg.GradClip)
 		s.optW.Step(float32(cfg.LR))
 		if joint {
-			s.space.AddPenaltyGrad()
-			s.optA.Step(float32(cfg.ArchLR))
+			if cfg.PenaltyStep == "proximal" {
+				s.optA.Step(float32(cfg.ArchLR))
+				s.space.ProxPenalty(cfg.ArchLR, s.archStep)
+			} else {
+				s.space.AddPenaltyGrad()
+				s.optA.Step(float32(cfg.ArchLR))
+			}
 			s.space.zeroFrozen()
 		}
 		p.LossSum += l * float64(n)
@@ -586,6 +598,16 @@ func (s *searcher) setAux() {
 	for _, p := range s.space.Aux {
 		p.Data[0] = beta
 	}
+}
+
+// archStep is the architecture optimizer's factor on a unit gradient of
+// the scalar variable p (Space.ProxPenalty): Adam's 1/(sqrt(v_hat)+eps),
+// plain SGD's 1.
+func (s *searcher) archStep(p *nn.Param) float64 {
+	if a, ok := s.optA.(*nn.Adam); ok {
+		return a.InvDenom(p, 0)
+	}
+	return 1
 }
 
 // skipBatches moves b past its next k batches (a resume mid-epoch), without

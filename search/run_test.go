@@ -162,12 +162,14 @@ func TestPruningIsExact(t *testing.T) {
 
 func TestRunConfigErrors(t *testing.T) {
 	for field, mod := range map[string]func(*Config){
-		"batch":      func(c *Config) { c.Batch = 0 },
-		"iterations": func(c *Config) { c.Iterations = 0 },
-		"lambda_op":  func(c *Config) { c.LambdaOp = -1 },
-		"omega_eps":  func(c *Config) { c.OmegaEps = 0 },
-		"curvature":  func(c *Config) { c.Curvature = "exact" },
-		"threshold":  func(c *Config) { c.Derive.Threshold = -1 },
+		"batch":            func(c *Config) { c.Batch = 0 },
+		"iterations":       func(c *Config) { c.Iterations = 0 },
+		"lambda_op":        func(c *Config) { c.LambdaOp = -1 },
+		"omega_eps":        func(c *Config) { c.OmegaEps = 0 },
+		"curvature":        func(c *Config) { c.Curvature = "exact" },
+		"threshold":        func(c *Config) { c.Derive.Threshold = -1 },
+		"penalty_step":     func(c *Config) { c.PenaltyStep = "adam" },
+		"min_significance": func(c *Config) { c.Derive.MinSignificance = -2 },
 	} {
 		cfg := tinyRunConfig()
 		mod(&cfg)
@@ -269,4 +271,44 @@ func TestAuxSkipDecays(t *testing.T) {
 	if strings.Contains(string(r.Derived.Builder.Params), "aux_skip") {
 		t.Errorf("the derived network's builder record keeps aux_skip: %s", r.Derived.Builder.Params)
 	}
+}
+
+// With the proximal penalty step a tiny search ends with groups at exactly
+// zero (gamma 0, so never kept), which the subgradient step never reaches,
+// and stays deterministic.
+func TestProximalPenaltyZeros(t *testing.T) {
+	zeros := func(cfg Config) (int, *Result) {
+		train, val := tinyData(t, cfg.Batch)
+		r, err := Run(context.Background(), cfg, train, val, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, g := range r.Space.Groups {
+			if g.norm() == 0 {
+				n++
+				if g.Gamma != 0 {
+					t.Errorf("%s: zero weights, gamma %g", g.Name, g.Gamma)
+				}
+			}
+		}
+		return n, r
+	}
+	cfg := tinyRunConfig()
+	cfg.LambdaOp, cfg.LambdaSwitch = 0.05, 0.05
+	if n, _ := zeros(cfg); n != 0 {
+		t.Errorf("subgradient step: %d groups at exactly zero, want none", n)
+	}
+	cfg.PenaltyStep = "proximal"
+	n, r1 := zeros(cfg)
+	if n == 0 {
+		t.Errorf("proximal step: no group at exactly zero")
+	}
+	_, r2 := zeros(cfg)
+	for i, g := range r1.Space.Groups {
+		if !reflect.DeepEqual(g.Values(), r2.Space.Groups[i].Values()) {
+			t.Fatalf("%s differs between two identical proximal searches", g.Name)
+		}
+	}
+	t.Logf("proximal: %d of %d groups at zero", n, len(r1.Space.Groups))
 }
