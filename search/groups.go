@@ -346,21 +346,27 @@ func (g *Group) norm() float64 {
 // At a_g = 0 the subgradient 0 is used.
 func (s *Space) AddPenaltyGrad() float64 {
 	var total float64
-	for _, g := range s.Groups {
-		if g.Frozen || g.Lambda == 0 {
-			continue
-		}
-		norm := g.norm()
-		if norm == 0 {
-			continue
-		}
+	s.eachPenalised(func(g *Group, norm float64) {
 		k := g.Lambda * g.Omega
 		total += k * norm
 		for _, p := range g.Params {
 			p.Grad[0] += float32(k * float64(p.Data[0]) / norm)
 		}
-	}
+	})
 	return total
+}
+
+// eachPenalised calls f with every group the penalty acts on (live, lambda
+// > 0, not already at zero) and its norm.
+func (s *Space) eachPenalised(f func(g *Group, norm float64)) {
+	for _, g := range s.Groups {
+		if g.Frozen || g.Lambda == 0 {
+			continue
+		}
+		if norm := g.norm(); norm > 0 {
+			f(g, norm)
+		}
+	}
 }
 
 // ProxPenalty applies the penalty sum_g lambda_g*omega_g*||a_g||_2 as a
@@ -376,14 +382,7 @@ func (s *Space) AddPenaltyGrad() float64 {
 // subgradient leaves them jittering at +-lr around zero, their curvature
 // near zero too, and gamma = ||a||/omega ~ ||a|| sqrt(lambda/H) blows up.
 func (s *Space) ProxPenalty(lr float64, step func(p *nn.Param) float64) {
-	for _, g := range s.Groups {
-		if g.Frozen || g.Lambda == 0 {
-			continue
-		}
-		norm := g.norm()
-		if norm == 0 {
-			continue
-		}
+	s.eachPenalised(func(g *Group, norm float64) {
 		var eta float64
 		for _, p := range g.Params {
 			eta += step(p)
@@ -396,7 +395,7 @@ func (s *Space) ProxPenalty(lr float64, step func(p *nn.Param) float64) {
 		for _, p := range g.Params {
 			p.Data[0] = float32(float64(p.Data[0]) * shrink)
 		}
-	}
+	})
 }
 
 // Penalty is sum_g lambda_g*omega_g*||a_g||_2 over live groups.
