@@ -29,7 +29,8 @@ The YAML file holds run_dir, seed, threads and data (as for train) and a search:
 section whose keys are those of search_config.json in a finished run (space,
 batch, warmup_epochs, iterations, epochs_per_iteration, lr, arch_lr,
 lambda_switch, lambda_op, curvature: empirical|mc|ggn, curvature_batches,
-derive: {threshold, relative, min_significance}, prune_threshold, ...). The run directory gets
+derive: {threshold, relative, min_significance}, prune_threshold, penalty_step:
+subgradient|proximal, ...). The run directory gets
 arch.json (retrain it with 'bayesnas train --arch'), decisions.json (every edge and
 op with gamma, gamma_eff, omega, curvature, posterior variance), search_log.jsonl,
 the supernet and its weights, and checkpoint.safetensors (after every epoch and
