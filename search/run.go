@@ -88,7 +88,7 @@ type Config struct {
 // DefaultConfig is a small search on the default proxy supernet.
 func DefaultConfig() Config {
 	return Config{Kind: KindProxy, Space: models.ProxySupernetDefault(), Tree: models.PyramidTreeDefault(), Seed: 1, Batch: 64, WarmupEpochs: 1, Iterations: 3,
-		EpochsPerIteration: 1, LR: 0.025, Momentum: 0.9, WeightDecay: 3e-4, GradClip: 5, ArchOptimizer: "adam", ArchLR: 0.01,
+		EpochsPerIteration: 1, LR: 0.025, Momentum: 0.9, WeightDecay: 3e-4, GradClip: 5, ArchOptimizer: "adam", ArchLR: 0.01, PenaltyStep: "proximal",
 		LambdaSwitch: 0.01, LambdaOp: 0.01, OmegaEps: 1e-8, Curvature: MonteCarloFisher,
 		BNRecalBatches: 10,
 		Derive:         DeriveConfig{Threshold: 0.1, Relative: true, MinSignificance: 2}}

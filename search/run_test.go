@@ -296,6 +296,7 @@ func TestProximalPenaltyZeros(t *testing.T) {
 	}
 	cfg := tinyRunConfig()
 	cfg.LambdaOp, cfg.LambdaSwitch = 0.05, 0.05
+	cfg.PenaltyStep = "subgradient"
 	if n, _ := zeros(cfg); n != 0 {
 		t.Errorf("subgradient step: %d groups at exactly zero, want none", n)
 	}
