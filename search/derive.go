@@ -115,8 +115,9 @@ func decision(g *Group, kept bool) VarDecision {
 		GammaEff: g.GammaEff, Significance: z, Omega: g.Omega, Curvature: g.H, PosteriorVar: g.C, Frozen: g.Frozen}
 }
 
-// Derive thresholds gamma_eff: an op is kept iff gamma_eff > tau, an edge
-// iff its switch's gamma_eff > tau, at least one of its ops is kept and its
+// Derive thresholds gamma_eff: an op is kept iff gamma_eff > tau (and it
+// clears cfg.MinSignificance), an edge iff its switch does the same, at
+// least one of its ops is kept and its
 // source node is reached; several ops may stay on one edge (they are
 // summed). Nodes are visited in topological order, so a node is live iff a
 // kept edge from a live node enters it; every live intermediate node feeds
@@ -206,14 +207,17 @@ func (s *Space) deriveCell(ct string, cfg DeriveConfig) ([]models.ProxyEdge, Cel
 	if len(edges) == 0 {
 		// Nothing cleared the threshold: keep the strongest single op out of a
 		// cell input rather than emit a cell with no node.
-		best, bi, bo := -1.0, -1, -1
+		// The most significant op wins (a zeroed op's gamma_eff can be the
+		// largest, see DeriveConfig.MinSignificance), then gamma_eff
+		// (before the first update every significance is 0).
+		bestZ, best, bi, bo := -1.0, -1.0, -1, -1
 		for i, ed := range cd.Edges {
 			if ed.From >= 2 {
 				continue
 			}
 			for o, op := range ed.Ops {
-				if op.GammaEff > best {
-					best, bi, bo = op.GammaEff, i, o
+				if op.Significance > bestZ || op.Significance == bestZ && op.GammaEff > best {
+					bestZ, best, bi, bo = op.Significance, op.GammaEff, i, o
 				}
 			}
 		}
