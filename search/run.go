@@ -52,9 +52,10 @@ type Config struct {
 	ArchOptimizer string  `json:"arch_optimizer"`
 	ArchLR        float64 `json:"arch_lr"`
 	// PenaltyStep is how the reweighted l1 penalty enters the architecture
-	// update: "subgradient" (added to the gradient; the default) or
-	// "proximal" (a group soft-threshold after the step, Space.ProxPenalty),
-	// which reaches exact zeros.
+	// update: "subgradient" (added to the gradient, as the paper; "" means
+	// the same, so searches saved before the key existed resume unchanged)
+	// or "proximal" (a group soft-threshold after the step,
+	// Space.ProxPenalty; DefaultConfig's), which reaches exact zeros.
 	PenaltyStep string `json:"penalty_step,omitempty"`
 
 	LambdaSwitch float64 `json:"lambda_switch"`
