@@ -147,11 +147,6 @@ func (l *lazyFile) Close() error {
 
 // readSearchConfig reads a search's config.json strictly: a training run's
 // configuration is an error naming its first foreign key.
-// ReadSearchConfig reads the resolved configuration of the search in run.
-func ReadSearchConfig(run string) (SearchConfig, error) {
-	return readSearchConfig(filepath.Join(run, ConfigFile))
-}
-
 func readSearchConfig(path string) (SearchConfig, error) {
 	var c SearchConfig
 	b, err := os.ReadFile(path)
@@ -166,12 +161,13 @@ func readSearchConfig(path string) (SearchConfig, error) {
 	return c, nil
 }
 
-// Rederive derives a finished search's architecture again with another
-// derivation setting (search.Rederive) and writes a run directory at out
-// like the search's own: arch.json, decisions.json, search_config.json, the
-// supernet, and config.json with the new derive section; split.json and
-// search_log.jsonl are copied. The search's directory is left as it was.
-func Rederive(run, out string, d search.DeriveConfig) (*search.Result, error) {
+// Rederive derives a finished search's architecture again with the
+// derivation setting derive makes of the search's own (search.Rederive) and
+// writes a run directory at out like the search's: arch.json,
+// decisions.json, search_config.json, the supernet, and config.json with
+// the new derive section; split.json and search_log.jsonl are copied. The
+// search's directory is left as it was.
+func Rederive(run, out string, derive func(saved search.DeriveConfig) search.DeriveConfig) (*search.Result, error) {
 	if filepath.Clean(run) == filepath.Clean(out) {
 		return nil, fmt.Errorf("derive: the output directory is the search's own (%s): choose another, so the search's derivation stays", run)
 	}
@@ -180,6 +176,7 @@ func Rederive(run, out string, d search.DeriveConfig) (*search.Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("derive: %w", err)
 	}
+	d := derive(cfg.Search.Derive)
 	res, err := search.Rederive(cfg.Search, filepath.Join(run, CheckpointFile), d)
 	if err != nil {
 		return nil, fmt.Errorf("derive from %s: %w", run, err)

@@ -163,7 +163,7 @@ func TestRederive(t *testing.T) {
 		t.Fatal(err)
 	}
 	same := filepath.Join(t.TempDir(), "same")
-	if _, err := Rederive(run, same, cfg.Search.Derive); err != nil {
+	if _, err := Rederive(run, same, func(d search.DeriveConfig) search.DeriveConfig { return d }); err != nil {
 		t.Fatal(err)
 	}
 	want, got := searchOutputs(t, run), searchOutputs(t, same)
@@ -175,7 +175,8 @@ func TestRederive(t *testing.T) {
 	d := cfg.Search.Derive
 	d.MinSignificance = 3
 	floor := filepath.Join(t.TempDir(), "floor")
-	res, err := Rederive(run, floor, d)
+	to := func(search.DeriveConfig) search.DeriveConfig { return d }
+	res, err := Rederive(run, floor, to)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +199,7 @@ func TestRederive(t *testing.T) {
 			}
 		}
 	}
-	saved, err := ReadSearchConfig(floor)
+	saved, err := readSearchConfig(filepath.Join(floor, ConfigFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,7 +213,7 @@ func TestRederive(t *testing.T) {
 	if _, err := models.Compile(g, nn.NewCPU(nn.DefaultGemm(), 1), 2); err != nil {
 		t.Fatalf("re-derived arch.json: %v", err)
 	}
-	if _, err := Rederive(run, run, d); err == nil || !strings.Contains(err.Error(), "another") {
+	if _, err := Rederive(run, run, to); err == nil || !strings.Contains(err.Error(), "another") {
 		t.Errorf("output into the search's own directory: err = %v", err)
 	}
 	// A search stopped after its warm-up has not finished.
@@ -230,7 +231,7 @@ func TestRederive(t *testing.T) {
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("stopping the search: %v", err)
 	}
-	if _, err := Rederive(stopped, filepath.Join(t.TempDir(), "x"), d); err == nil || !strings.Contains(err.Error(), "not finished") {
+	if _, err := Rederive(stopped, filepath.Join(t.TempDir(), "x"), to); err == nil || !strings.Contains(err.Error(), "not finished") {
 		t.Errorf("unfinished search: err = %v", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"bayesnas/pipeline"
+	"bayesnas/search"
 )
 
 func newDeriveCmd() *cobra.Command {
@@ -27,21 +28,18 @@ user can compare derivations of one search without searching again.`,
 			if run == "" || out == "" {
 				return fmt.Errorf("derive: --run and --out are required")
 			}
-			saved, err := pipeline.ReadSearchConfig(run)
-			if err != nil {
-				return err
-			}
-			d := saved.Search.Derive
-			if f.Changed("threshold") {
-				d.Threshold, _ = f.GetFloat64("threshold")
-			}
-			if f.Changed("relative") {
-				d.Relative, _ = f.GetBool("relative")
-			}
-			if f.Changed("min-significance") {
-				d.MinSignificance, _ = f.GetFloat64("min-significance")
-			}
-			res, err := pipeline.Rederive(run, out, d)
+			res, err := pipeline.Rederive(run, out, func(d search.DeriveConfig) search.DeriveConfig {
+				if f.Changed("threshold") {
+					d.Threshold, _ = f.GetFloat64("threshold")
+				}
+				if f.Changed("relative") {
+					d.Relative, _ = f.GetBool("relative")
+				}
+				if f.Changed("min-significance") {
+					d.MinSignificance, _ = f.GetFloat64("min-significance")
+				}
+				return d
+			})
 			if err != nil {
 				return err
 			}
@@ -62,6 +60,7 @@ user can compare derivations of one search without searching again.`,
 				}
 				fmt.Fprintf(w, "%d tree cells: %d ops kept, %d cells dead (the block keeps its shortcut)\n", len(res.TreeDerivation.Table.Cells), kept, dead)
 			}
+			d := res.Config.Derive
 			fmt.Fprintf(w, "derived with threshold %g (relative %v), min significance %g -> %s\n", d.Threshold, d.Relative, d.MinSignificance, out)
 			return nil
 		},
