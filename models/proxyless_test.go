@@ -16,11 +16,7 @@ import (
 // the project (shared/ beside the worktrees, or inside the checkout).
 func proxylessFixture(t *testing.T) []byte {
 	t.Helper()
-	p, err := fixtures.Path("proxylessnas_cifar10_net.config")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(p)
+	b, err := os.ReadFile(fixtures.MustPath(t, "proxylessnas_cifar10_net.config"))
 	if err != nil {
 		t.Fatal(err)
 	}

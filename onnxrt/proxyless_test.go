@@ -15,11 +15,7 @@ import (
 // and not), as any derived network does.
 func TestImportedProxylessInORT(t *testing.T) {
 	needORT(t)
-	fixture, err := fixtures.Path("proxylessnas_cifar10_net.config")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := models.ReadProxylessNAS(fixture)
+	g, err := models.ReadProxylessNAS(fixtures.MustPath(t, "proxylessnas_cifar10_net.config"))
 	if err != nil {
 		t.Fatal(err)
 	}

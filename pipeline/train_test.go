@@ -266,11 +266,7 @@ func TestImportedProxylessTrainsAndExports(t *testing.T) {
 	if testing.Short() {
 		t.Skip("trains the 5.7 M-parameter network on 16 images")
 	}
-	fixture, err := fixtures.Path("proxylessnas_cifar10_net.config")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := models.ReadProxylessNAS(fixture)
+	g, err := models.ReadProxylessNAS(fixtures.MustPath(t, "proxylessnas_cifar10_net.config"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,11 +14,7 @@ import (
 // fixture finds ProxylessNAS's released network in the project's shared folder.
 func fixture(t *testing.T) string {
 	t.Helper()
-	p, err := fixtures.Path("proxylessnas_cifar10_net.config")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return fixtures.MustPath(t, "proxylessnas_cifar10_net.config")
 }
 
 func runImport(t *testing.T, args ...string) (string, error) {
