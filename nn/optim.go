@@ -135,6 +135,7 @@ type Adam struct {
 	m, v   [][]float32
 	state  map[string][]float32
 	steps  int64
+	index  map[*Param]int // position in params, for InvDenom
 }
 
 // NewAdam builds Adam over the trainable params (buffers are skipped).
@@ -149,8 +150,9 @@ func NewAdam(params []*Param, cfg AdamConfig) (*Adam, error) {
 	if err != nil {
 		return nil, err
 	}
-	o := &Adam{cfg: cfg, params: ps, state: map[string][]float32{}}
-	for _, p := range ps {
+	o := &Adam{cfg: cfg, params: ps, state: map[string][]float32{}, index: map[*Param]int{}}
+	for i, p := range ps {
+		o.index[p] = i
 		m, v := make([]float32, len(p.Data)), make([]float32, len(p.Data))
 		o.m, o.v = append(o.m, m), append(o.v, v)
 		o.state[p.Name+".exp_avg"] = m
@@ -190,10 +192,11 @@ func (o *Adam) State() map[string][]float32 { return o.state }
 // (search's penalty) needs to act in the same metric. 0 for an unknown
 // param or before the first step.
 func (o *Adam) InvDenom(p *Param, j int) float64 {
-	v, ok := o.state[p.Name+".exp_avg_sq"]
-	if !ok || o.steps == 0 || j < 0 || j >= len(v) {
+	i, ok := o.index[p] // not the state's name key: no string built per call on the training step
+	if !ok || o.steps == 0 || j < 0 || j >= len(o.v[i]) {
 		return 0
 	}
+	v := o.v[i]
 	bc2 := 1 - math.Pow(float64(o.cfg.Beta2), float64(o.steps))
 	return 1 / (math.Sqrt(float64(v[j]))/math.Sqrt(bc2) + float64(o.cfg.Eps))
 }

@@ -65,7 +65,7 @@ type Space struct {
 	Ops    []string
 	Groups []*Group
 	// Aux are the auxiliary skips' weights (models.ProxyConfig.AuxSkip):
-	// not architecture variables, the search sets them (auxBeta).
+	// not architecture variables, the search sets them (searcher.setAux).
 	Aux []*nn.Param
 	// switches[cellType][from][to] and ops[cellType][from][to][op] index
 	// Groups (proxy space).
