@@ -1,0 +1,213 @@
+package hwprofile
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+
+	"bayesnas/export"
+)
+
+// CheckNet is one network of a check: where it comes from and its model.
+type CheckNet struct {
+	Space string
+	Name  string
+	Model *export.Model
+}
+
+// CheckRow is one network's prediction against its measurements.
+type CheckRow struct {
+	Space       string  `json:"space"`
+	Name        string  `json:"name"`
+	MACs        int64   `json:"macs"`
+	PredictedMs float64 `json:"predicted_ms"`
+	// MeasuredMs is the first measurement (median of the protocol's
+	// repeats); RepeatMs the second, taken after every network was measured
+	// once, so the two are minutes apart.
+	MeasuredMs float64 `json:"measured_ms"`
+	RepeatMs   float64 `json:"repeat_ms"`
+	MACsFitMs  float64 `json:"macs_fit_ms"`
+}
+
+// Accuracy summarises predictions against measurements.
+type Accuracy struct {
+	Within10 float64 `json:"within_10pct"` // fraction with |pred-meas| <= 10 % of meas
+	RMSEMs   float64 `json:"rmse_ms"`
+	RMSEPct  float64 `json:"rmse_pct"` // root mean squared relative error, in %
+	Spearman float64 `json:"spearman"`
+}
+
+// CheckReport is the outcome of Check.
+type CheckReport struct {
+	Device   DeviceInfo  `json:"device"`
+	Runtime  RuntimeInfo `json:"runtime"`
+	Protocol Protocol    `json:"protocol"`
+	Profile  string      `json:"profile_hash"`
+	Rows     []CheckRow  `json:"networks"`
+	// Profile is the profile's prediction; MACs a least-squares fit
+	// latency = a + b*MACs on these same measurements (favouring it); Noise
+	// the second measurement taken as a prediction of the first: the best
+	// any predictor can do on this machine.
+	ProfileAcc Accuracy `json:"profile"`
+	MACsAcc    Accuracy `json:"macs_only"`
+	NoiseAcc   Accuracy `json:"noise_floor"`
+	// MACsFit is (a, b) of the MACs-only fit, in ms and ms per MAC.
+	MACsFit [2]float64 `json:"macs_fit"`
+}
+
+// Check predicts every network with p, measures each twice on dev (two
+// passes over all networks), and compares.
+func Check(ctx context.Context, dev Device, p *Profile, nets []CheckNet, proto Protocol, progress func(done, total int)) (*CheckReport, error) {
+	di, ri, err := dev.Describe(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if ri != p.Runtime {
+		return nil, fmt.Errorf("the profile was measured with %+v, this device runs %+v", p.Runtime, ri)
+	}
+	dir, err := os.MkdirTemp("", "bayesnas-check-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	rep := &CheckReport{Device: di, Runtime: ri, Protocol: proto, Profile: p.Hash}
+	paths := make([]string, len(nets))
+	for i, n := range nets {
+		ks, err := Kernels(n.Model)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", n.Name, err)
+		}
+		pr, err := p.PredictKernels(ks)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", n.Name, err)
+		}
+		rep.Rows = append(rep.Rows, CheckRow{Space: n.Space, Name: n.Name, MACs: pr.MACs, PredictedMs: pr.TotalMs})
+		if paths[i], err = filepath.Abs(filepath.Join(dir, fmt.Sprintf("net%d.onnx", i))); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(paths[i], n.Model.Marshal(), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	for pass := range 2 {
+		for i := range nets {
+			t, err := dev.Time(ctx, paths[i], proto)
+			if err != nil {
+				return nil, fmt.Errorf("timing %s: %w", nets[i].Name, err)
+			}
+			if pass == 0 {
+				rep.Rows[i].MeasuredMs = t.MedianMs
+			} else {
+				rep.Rows[i].RepeatMs = t.MedianMs
+			}
+			if progress != nil {
+				progress(pass*len(nets)+i+1, 2*len(nets))
+			}
+		}
+	}
+	var macs, meas, pred, rep2 []float64
+	for _, r := range rep.Rows {
+		macs = append(macs, float64(r.MACs))
+		meas = append(meas, r.MeasuredMs)
+		pred = append(pred, r.PredictedMs)
+		rep2 = append(rep2, r.RepeatMs)
+	}
+	a, b := fitLine(macs, meas)
+	rep.MACsFit = [2]float64{a, b}
+	fit := make([]float64, len(macs))
+	for i, m := range macs {
+		fit[i] = a + b*m
+		rep.Rows[i].MACsFitMs = fit[i]
+	}
+	rep.ProfileAcc = accuracy(pred, meas)
+	rep.MACsAcc = accuracy(fit, meas)
+	rep.NoiseAcc = accuracy(rep2, meas)
+	return rep, nil
+}
+
+// fitLine is the least-squares line y = a + b x.
+func fitLine(x, y []float64) (a, b float64) {
+	n := float64(len(x))
+	var sx, sy, sxx, sxy float64
+	for i := range x {
+		sx += x[i]
+		sy += y[i]
+		sxx += x[i] * x[i]
+		sxy += x[i] * y[i]
+	}
+	den := n*sxx - sx*sx
+	if den == 0 {
+		return sy / n, 0
+	}
+	b = (n*sxy - sx*sy) / den
+	return (sy - b*sx) / n, b
+}
+
+func accuracy(pred, meas []float64) Accuracy {
+	var acc Accuracy
+	if len(pred) == 0 {
+		return acc
+	}
+	within := 0
+	var se, sre float64
+	for i := range pred {
+		d := pred[i] - meas[i]
+		if math.Abs(d) <= 0.1*meas[i] {
+			within++
+		}
+		se += d * d
+		sre += (d / meas[i]) * (d / meas[i])
+	}
+	n := float64(len(pred))
+	acc.Within10 = float64(within) / n
+	acc.RMSEMs = math.Sqrt(se / n)
+	acc.RMSEPct = 100 * math.Sqrt(sre/n)
+	acc.Spearman = Spearman(pred, meas)
+	return acc
+}
+
+// Spearman is the rank correlation of x and y (ties get their mean rank).
+func Spearman(x, y []float64) float64 {
+	rx, ry := ranks(x), ranks(y)
+	n := float64(len(x))
+	var mx, my float64
+	for i := range rx {
+		mx += rx[i]
+		my += ry[i]
+	}
+	mx /= n
+	my /= n
+	var sxy, sxx, syy float64
+	for i := range rx {
+		sxy += (rx[i] - mx) * (ry[i] - my)
+		sxx += (rx[i] - mx) * (rx[i] - mx)
+		syy += (ry[i] - my) * (ry[i] - my)
+	}
+	if sxx == 0 || syy == 0 {
+		return 0
+	}
+	return sxy / math.Sqrt(sxx*syy)
+}
+
+func ranks(v []float64) []float64 {
+	idx := make([]int, len(v))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.SliceStable(idx, func(a, b int) bool { return v[idx[a]] < v[idx[b]] })
+	r := make([]float64, len(v))
+	for i := 0; i < len(idx); {
+		j := i
+		for j+1 < len(idx) && v[idx[j+1]] == v[idx[i]] {
+			j++
+		}
+		for k := i; k <= j; k++ {
+			r[idx[k]] = float64(i+j)/2 + 1
+		}
+		i = j + 1
+	}
+	return r
+}

@@ -1,0 +1,275 @@
+package hwprofile
+
+import (
+	"math"
+	"slices"
+	"strings"
+	"testing"
+
+	"bayesnas/export"
+	"bayesnas/models"
+)
+
+func network(t *testing.T, g *models.Graph) *export.Model {
+	t.Helper()
+	m, err := Network(g, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// testNets are networks of every space, small enough for unit tests.
+func testNets(t *testing.T) []*models.Graph {
+	t.Helper()
+	var gs []*models.Graph
+	for _, s := range Spaces {
+		b, err := Base(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gs = append(gs, b)
+		sample, err := Sample(s, 3, 7)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gs = append(gs, sample...)
+	}
+	return gs
+}
+
+// Shapes must agree with the IR's own shape inference on every tensor the
+// exporter names after an IR node.
+func TestShapesAgreeWithIR(t *testing.T) {
+	for _, g := range testNets(t) {
+		ir, err := g.InferShapes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := network(t, g)
+		got, err := Shapes(m)
+		if err != nil {
+			t.Fatalf("%s: %v", g.Name, err)
+		}
+		checked := 0
+		for name, s := range got {
+			if want, ok := ir[name]; ok {
+				checked++
+				if !slices.Equal(s, want) {
+					t.Fatalf("%s: %s has shape %v, the IR says %v", g.Name, name, s, want)
+				}
+			}
+		}
+		if checked < len(g.Nodes)/3 {
+			t.Fatalf("%s: only %d tensors compared", g.Name, checked)
+		}
+	}
+}
+
+// Every node of an exported network lands in exactly one kernel, Conv+Relu
+// pairs are fused, and each kernel's micro model is a one-kernel model with
+// the same key.
+func TestKernelsCoverTheModel(t *testing.T) {
+	for _, g := range testNets(t) {
+		m := network(t, g)
+		ks, err := Kernels(m)
+		if err != nil {
+			t.Fatalf("%s: %v", g.Name, err)
+		}
+		n := 0
+		fused := 0
+		for _, k := range ks {
+			n += len(k.Nodes)
+			if strings.HasPrefix(k.Key.Kind, "Conv+Relu") {
+				fused++
+			}
+		}
+		if n != len(m.Graph.Nodes) {
+			t.Fatalf("%s: kernels hold %d nodes, the model %d", g.Name, n, len(m.Graph.Nodes))
+		}
+		if fused == 0 {
+			t.Errorf("%s: no Conv+Relu kernel", g.Name)
+		}
+		shapes, _ := Shapes(m)
+		for _, k := range ks {
+			mm := MicroModel(m, k, shapes)
+			mk, err := Kernels(mm)
+			if err != nil {
+				t.Fatalf("%s: micro model of %s: %v", g.Name, k.Key, err)
+			}
+			if len(mk) != 1 || mk[0].Key != k.Key {
+				t.Fatalf("%s: micro model of %s has kernels %v", g.Name, k.Key, mk)
+			}
+		}
+	}
+}
+
+// A plan's grid points are micro models whose one kernel has the grid key.
+func TestPlanGrid(t *testing.T) {
+	g, err := Base("pyramidnet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	jobs, err := Plan([]*export.Model{network(t, g)}, GridOptions{Step: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[Key]bool{}
+	grid := 0
+	for _, j := range jobs {
+		if seen[j.Key] {
+			t.Fatalf("%s planned twice", j.Key)
+		}
+		seen[j.Key] = true
+		ks, err := Kernels(j.Model)
+		if err != nil {
+			t.Fatalf("%s: %v", j.Key, err)
+		}
+		if len(ks) != 1 || ks[0].Key != j.Key {
+			t.Fatalf("job %s: micro model has kernels %v", j.Key, ks)
+		}
+		if j.Key.C%8 == 0 && (j.Key.Out == 0 || j.Key.Out%8 == 0) {
+			grid++
+		}
+	}
+	// Every width compression can leave (multiples of 8) is on a grid: the
+	// random-width networks are priced exactly or by interpolation.
+	p := sampleProfile()
+	p.Entries = nil
+	for _, j := range jobs {
+		p.Entries = append(p.Entries, Entry{Key: j.Key, MedianMs: 1, P90Ms: 1, Repeats: 1})
+	}
+	p.Calibration = nil
+	nets, err := Sample("pyramidnet", 5, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range nets {
+		ks, err := Kernels(network(t, g))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pr, err := p.PredictKernels(ks)
+		if err != nil {
+			t.Fatalf("%s: %v", g.Name, err)
+		}
+		if math.Abs(pr.TotalMs-(p.OverheadMs+float64(len(ks)))) > 1e-9 {
+			t.Fatalf("%s: %v, want %d kernels at 1 ms", g.Name, pr.TotalMs, len(ks))
+		}
+	}
+	if grid < len(jobs)/2 {
+		t.Fatalf("%d grid points of %d jobs", grid, len(jobs))
+	}
+}
+
+// Prediction on a hand-built graph is the sum the profile's entries say.
+func TestPredictHandBuilt(t *testing.T) {
+	b := models.NewGraphBuilder("hand", "input", [3]int{1, 14, 14})
+	x := b.Conv("c1", "input", 8, 3, 1, 1)
+	x = b.BN("bn1", x)
+	x = b.ReLU("r1", x)
+	x = b.Node("pool", models.OpMaxPool, models.Attrs{Kernel: 3, Stride: 1, Pad: 1}, x)
+	y := b.Conv("c2", x, 16, 3, 1, 1)
+	y = b.BN("bn2", y)
+	y = b.ReLU("r2", y)
+	y = b.Node("gap", models.OpGAP, models.Attrs{}, y)
+	y = b.Node("fc", models.OpLinear, models.Attrs{OutChannels: 10, Bias: true}, y)
+	g, err := b.Finish(y, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks, err := Kernels(network(t, g))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Key{
+		{Kind: "Conv+Relu k=3 s=1 p=1 d=1 g=1 bias", C: 1, H: 14, W: 14, Out: 8},
+		{Kind: "MaxPool k=3 s=1 p=1", C: 8, H: 14, W: 14},
+		{Kind: "Conv+Relu k=3 s=1 p=1 d=1 g=1 bias", C: 8, H: 14, W: 14, Out: 16},
+		{Kind: "GlobalAveragePool", C: 16, H: 14, W: 14},
+		{Kind: "Flatten+Gemm", C: 16, H: 1, W: 1, Out: 10},
+	}
+	var got []Key
+	for _, k := range ks {
+		got = append(got, k.Key)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("kernels %v, want %v", got, want)
+	}
+	p := sampleProfile()
+	p.Entries = nil
+	for i, k := range want {
+		p.Entries = append(p.Entries, Entry{Key: k, MedianMs: float64(i + 1), P90Ms: float64(i + 1), Repeats: 1})
+	}
+	p.Calibration = nil
+	pr, err := p.PredictKernels(ks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pr.TotalMs != p.OverheadMs+15 || pr.KernelsMs != 15 {
+		t.Fatalf("total %v kernels %v, want %v and 15", pr.TotalMs, pr.KernelsMs, p.OverheadMs+15)
+	}
+	if wantMACs := int64(14*14*8*9 + 14*14*16*8*9 + 16*10); pr.MACs != wantMACs {
+		t.Fatalf("MACs %d, want %d", pr.MACs, wantMACs)
+	}
+	// Calibrated: offset + conv scale x conv kernels + other scale x the rest.
+	p.Calibration = &Calibration{OffsetMs: 0.5, Scale: map[string]float64{"conv": 2, "other": 3}}
+	if pr, err = p.PredictKernels(ks); err != nil {
+		t.Fatal(err)
+	}
+	if want := p.OverheadMs + 0.5 + 2*(1+3) + 3*(2+4+5); math.Abs(pr.TotalMs-want) > 1e-12 {
+		t.Fatalf("calibrated total %v, want %v", pr.TotalMs, want)
+	}
+	// A profile without the pool's entry names the node.
+	p.Entries = slices.Delete(p.Entries, 1, 2)
+	p.idx = nil
+	if _, err := p.PredictKernels(ks); err == nil || !strings.Contains(err.Error(), `node "pool"`) {
+		t.Fatalf("error %v, want one naming node pool", err)
+	}
+}
+
+// Calibrate recovers an exact linear relation, and matches a brute-force
+// search over a grid of candidate fits on a noisy one.
+func TestCalibrate(t *testing.T) {
+	p := sampleProfile()
+	var sums []map[string]float64
+	var meas []float64
+	for i := range 12 {
+		conv, other := 0.1+0.05*float64(i), 0.02+0.013*float64(i*i%7)
+		sums = append(sums, map[string]float64{"conv": conv, "other": other})
+		meas = append(meas, p.OverheadMs+0.03+1.2*conv+1.7*other)
+	}
+	if err := p.Calibrate(sums, meas); err != nil {
+		t.Fatal(err)
+	}
+	c := p.Calibration
+	if math.Abs(c.OffsetMs-0.03) > 1e-6 || math.Abs(c.Scale["conv"]-1.2) > 1e-6 || math.Abs(c.Scale["other"]-1.7) > 1e-6 || c.Networks != 12 {
+		t.Fatalf("calibration %+v, want offset 0.03, scales 1.2 and 1.7", c)
+	}
+	// Noisy: the least-squares fit is no worse than any grid point.
+	for i := range meas {
+		meas[i] *= 1 + 0.05*math.Sin(float64(7*i))
+	}
+	if err := p.Calibrate(sums, meas); err != nil {
+		t.Fatal(err)
+	}
+	sse := func(off, sc, so float64) float64 {
+		s := 0.0
+		for i := range meas {
+			d := p.OverheadMs + off + sc*sums[i]["conv"] + so*sums[i]["other"] - meas[i]
+			s += d * d
+		}
+		return s
+	}
+	c = p.Calibration
+	best := sse(c.OffsetMs, c.Scale["conv"], c.Scale["other"])
+	for off := -0.1; off <= 0.1; off += 0.005 {
+		for sc := 0.5; sc <= 2.5; sc += 0.05 {
+			for so := 0.5; so <= 2.5; so += 0.05 {
+				if v := sse(off, sc, so); v < best-1e-9 {
+					t.Fatalf("grid point (%v, %v, %v) fits better (%v) than the least squares %+v (%v)", off, sc, so, v, c, best)
+				}
+			}
+		}
+	}
+}

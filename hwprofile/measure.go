@@ -1,0 +1,402 @@
+package hwprofile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"bayesnas/export"
+	"bayesnas/models"
+	"bayesnas/nn"
+)
+
+// Job is one kernel configuration to time, with the model that runs it alone.
+type Job struct {
+	Key   Key
+	Model *export.Model
+}
+
+// GridOptions say which channel grids a plan adds around the kernels it
+// found: for every family of a gridded kind, every multiple of Step from
+// Step up to the largest channel count the family has (rounded up to Step),
+// in input and, where the kernel chooses them, output channels.
+type GridOptions struct {
+	Step int // 0: no grids
+}
+
+// gridded reports whether a kernel kind gets a channel grid: the kinds whose
+// widths compression changes and that MicroFor can resize.
+func gridded(kind string) bool {
+	op := strings.Fields(kind)[0]
+	switch op {
+	case "Conv", "Conv+Relu", "BatchNormalization", "Relu", "Add", "MaxPool", "AveragePool",
+		"GlobalAveragePool", "Pad", "Flatten+Gemm", "Gemm", "Mul":
+		return true
+	}
+	return false
+}
+
+// Network exports g for pricing and measurement: with params when given
+// (the trained weights, which decide a few of the exporter's folds), or with
+// deterministic stand-in values otherwise.
+func Network(g *models.Graph, params []*nn.Param) (*export.Model, error) {
+	if params == nil {
+		specs, err := g.ParamSpecs()
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range specs {
+			n := 1
+			for _, d := range s.Shape {
+				n *= d
+			}
+			params = append(params, &nn.Param{Name: s.Name, Shape: s.Shape, Kind: s.Kind, Data: make([]float32, n)})
+		}
+		export.RandomizeParams(params, 1)
+	}
+	return export.Build(g, params, export.Options{})
+}
+
+// Plan lists the kernel configurations that pricing the given networks
+// needs, each once, with channel grids around them when grid.Step > 0.
+func Plan(nets []*export.Model, grid GridOptions) ([]Job, error) {
+	jobs := map[Key]Job{}
+	type fam struct {
+		tmpl       Kernel
+		m          *export.Model
+		shapes     map[string][]int
+		maxC, maxO int
+	}
+	fams := map[string]*fam{}
+	var order []string
+	for _, m := range nets {
+		shapes, err := Shapes(m)
+		if err != nil {
+			return nil, err
+		}
+		ks, err := Kernels(m)
+		if err != nil {
+			return nil, err
+		}
+		for _, k := range ks {
+			if _, ok := jobs[k.Key]; !ok {
+				jobs[k.Key] = Job{Key: k.Key, Model: MicroModel(m, k, shapes)}
+			}
+			if grid.Step <= 0 || !gridded(k.Key.Kind) {
+				continue
+			}
+			f := fams[k.Key.family()]
+			if f == nil {
+				f = &fam{tmpl: k, m: m, shapes: shapes}
+				fams[k.Key.family()] = f
+				order = append(order, k.Key.family())
+			}
+			f.maxC, f.maxO = max(f.maxC, k.Key.C), max(f.maxO, k.Key.Out)
+		}
+	}
+	for _, name := range order {
+		f := fams[name]
+		cs := steps(grid.Step, f.maxC)
+		outs := []int{0}
+		if f.maxO > 0 {
+			outs = steps(grid.Step, f.maxO)
+		}
+		for _, c := range cs {
+			for _, o := range outs {
+				key := f.tmpl.Key
+				key.C, key.Out = c, o
+				if _, ok := jobs[key]; ok {
+					continue
+				}
+				mm, err := MicroFor(f.m, f.tmpl, f.shapes, c, o)
+				if err != nil {
+					// A width the kernel cannot take (not divisible by its
+					// groups, a pad that would shrink): no network has it.
+					continue
+				}
+				jobs[key] = Job{Key: key, Model: mm}
+			}
+		}
+	}
+	out := make([]Job, 0, len(jobs))
+	for _, j := range jobs {
+		out = append(out, j)
+	}
+	slices.SortFunc(out, func(a, b Job) int { return a.Key.less(b.Key) })
+	return out, nil
+}
+
+// steps returns step, 2*step, ... up to hi rounded up to a multiple of step.
+func steps(step, hi int) []int {
+	var s []int
+	for v := step; v < hi+step; v += step {
+		s = append(s, v)
+	}
+	return s
+}
+
+// MicroFor returns the micro model of template kernel k of m resized to c
+// input channels and out output channels (out is ignored for kernels whose
+// output follows the input): its weights are replaced by values of the new
+// shape, and the attributes that depend on channels follow.
+func MicroFor(m *export.Model, k Kernel, shapes map[string][]int, c, out int) (*export.Model, error) {
+	if c == k.Key.C && out == k.Key.Out {
+		return MicroModel(m, k, shapes), nil
+	}
+	first := k.Nodes[0]
+	if first.OpType == "Concat" || first.OpType == "Split" || strings.HasPrefix(k.Key.Kind, "Shuffle") {
+		return nil, fmt.Errorf("%s cannot be resized", k.Key.Kind)
+	}
+	newOut := out
+	if k.Key.Out == 0 {
+		newOut = c
+	}
+	// New shapes for every tensor of the kernel.
+	sh := map[string][]int{}
+	for name, s := range shapes {
+		sh[name] = s
+	}
+	resize := func(name string, ch int) {
+		s := slices.Clone(sh[name])
+		if len(s) > 0 {
+			s[0] = ch
+		}
+		sh[name] = s
+	}
+	resize(k.input, c)
+	for _, e := range k.extra {
+		resize(e, c)
+	}
+	for _, n := range k.Nodes {
+		for _, o := range n.Outputs {
+			if len(sh[o]) == 1 && first.OpType == "Flatten" && o == first.Outputs[0] {
+				sh[o] = []int{c * prod(shapes[k.input][1:])}
+				continue
+			}
+			resize(o, newOut)
+		}
+	}
+	var nodes []*export.Node
+	var inits []*export.Tensor
+	for _, n := range k.Nodes {
+		nn := *n
+		nn.Inputs = slices.Clone(n.Inputs)
+		nn.Attrs = slices.Clone(n.Attrs)
+		switch n.OpType {
+		case "Conv":
+			g := attrInt(n, "group", 1)
+			ks := attrInts(n, "kernel_shape")
+			if k.Key.Out == 0 { // depthwise: the groups follow the channels
+				g = int64(c)
+				for i, a := range nn.Attrs {
+					if a.Name == "group" {
+						b := *a
+						b.I = g
+						nn.Attrs[i] = &b
+					}
+				}
+			}
+			if int64(c)%g != 0 || int64(newOut)%g != 0 {
+				return nil, fmt.Errorf("%d -> %d channels do not divide into %d groups", c, newOut, g)
+			}
+			inits = append(inits, filled(n.Inputs[1], []int64{int64(newOut), int64(c) / g, ks[0], ks[1]}))
+			if len(n.Inputs) > 2 {
+				inits = append(inits, filled(n.Inputs[2], []int64{int64(newOut)}))
+			}
+		case "BatchNormalization":
+			for _, in := range n.Inputs[1:] {
+				inits = append(inits, filled(in, []int64{int64(c)}))
+			}
+		case "Gemm":
+			inits = append(inits, filled(n.Inputs[1], []int64{int64(newOut), int64(sh[n.Inputs[0]][0])}))
+			if len(n.Inputs) > 2 {
+				inits = append(inits, filled(n.Inputs[2], []int64{int64(newOut)}))
+			}
+		case "Pad":
+			if newOut < c {
+				return nil, fmt.Errorf("pad from %d to %d channels", c, newOut)
+			}
+			inits = append(inits, export.Int64Tensor(n.Inputs[1], []int64{8}, []int64{0, 0, 0, 0, 0, int64(newOut - c), 0, 0}))
+		case "Mul":
+			if !slices.ContainsFunc(m.Graph.Initializers, func(t *export.Tensor) bool { return t.Name == n.Inputs[1] }) {
+				return nil, fmt.Errorf("Mul of two maps cannot be resized")
+			}
+		}
+		nodes = append(nodes, &nn)
+	}
+	// Initializers not replaced above keep their values (scalars).
+	replaced := map[string]bool{}
+	for _, t := range inits {
+		replaced[t.Name] = true
+	}
+	for _, t := range m.Graph.Initializers {
+		if replaced[t.Name] {
+			continue
+		}
+		for _, n := range nodes {
+			if slices.Contains(n.Inputs, t.Name) {
+				inits = append(inits, t)
+				replaced[t.Name] = true
+				break
+			}
+		}
+	}
+	tmp := &export.Model{IRVersion: m.IRVersion, OpsetImports: m.OpsetImports, Graph: &export.Graph{Nodes: nodes, Initializers: inits}}
+	kk := k
+	kk.Nodes = nodes
+	return MicroModel(tmp, kk, sh), nil
+}
+
+// filled is a float tensor of the given shape with small fixed values;
+// positive where a BN variance might read it.
+func filled(name string, dims []int64) *export.Tensor {
+	n := int64(1)
+	for _, d := range dims {
+		n *= d
+	}
+	data := make([]float32, n)
+	for i := range data {
+		data[i] = 0.5 + float32(i%17)/34
+	}
+	return export.FloatTensor(name, dims, data)
+}
+
+// roundNs rounds milliseconds to whole nanoseconds, the clock's resolution,
+// so that differences print without float noise.
+func roundNs(ms float64) float64 { return math.Round(ms*1e6) / 1e6 }
+
+// overheadModel is a model whose one kernel does nothing worth timing: a
+// Relu over one value. Its latency is what the runtime spends per inference
+// around the kernels.
+func overheadModel() *export.Model {
+	vi := func(name string) *export.ValueInfo {
+		return &export.ValueInfo{Name: name, ElemType: export.TypeFloat,
+			Shape: []export.Dim{{Param: "batch"}, {Value: 1}, {Value: 1}, {Value: 1}}}
+	}
+	return &export.Model{IRVersion: 8, OpsetImports: []export.OpsetID{{Version: export.DefaultOpset}},
+		ProducerName: "bayesnas hwprofile", Graph: &export.Graph{Name: "overhead",
+			Nodes:  []*export.Node{{Name: "relu", OpType: "Relu", Inputs: []string{"x"}, Outputs: []string{"y"}}},
+			Inputs: []*export.ValueInfo{vi("x")}, Outputs: []*export.ValueInfo{vi("y")}}}
+}
+
+// MeasureOptions configure Measure.
+type MeasureOptions struct {
+	Protocol Protocol
+	// Dir holds the micro models while they are timed (a temporary
+	// directory when empty).
+	Dir string
+	// Progress is told after every timed kernel.
+	Progress func(done, total int, k Key)
+	// Save is called with the profile every SaveEvery timed kernels and at
+	// the end (also when ctx is cancelled), so that an interrupted
+	// measurement resumes where it stopped.
+	Save      func(*Profile) error
+	SaveEvery int
+	Tool      string
+	Input     []int
+}
+
+// minKernelMs is the floor of an entry: a kernel whose micro model is no
+// slower than the overhead model still costs something, and a profile holds
+// positive latencies only.
+const minKernelMs = 1e-4
+
+// Measure times every job whose key p does not hold yet on dev and adds it
+// to p (a new profile when p is nil): each micro model's median minus the
+// per-inference overhead, measured first. Jobs already in p are skipped,
+// which is how an interrupted measurement resumes and how --missing-only
+// extends a profile.
+func Measure(ctx context.Context, dev Device, jobs []Job, p *Profile, opts MeasureOptions) (*Profile, error) {
+	if opts.Protocol.Batch < 1 || opts.Protocol.Repeats < 1 {
+		return p, fmt.Errorf("measure: protocol %+v: want batch and repeats >= 1", opts.Protocol)
+	}
+	di, ri, err := dev.Describe(ctx)
+	if err != nil {
+		return p, fmt.Errorf("describing the device: %w", err)
+	}
+	if p == nil {
+		p = &Profile{Schema: Schema, Device: di, Runtime: ri, Fusions: slices.Clone(FusionRules),
+			Protocol: MeasureProtocol{Protocol: opts.Protocol, Statistic: "median", Input: opts.Input,
+				Date: time.Now().UTC().Format("2006-01-02"), Tool: opts.Tool}}
+	} else {
+		if p.Runtime != ri {
+			return p, fmt.Errorf("the profile was measured with %+v, this device runs %+v: measure a new profile", p.Runtime, ri)
+		}
+		if p.Protocol.Protocol != opts.Protocol {
+			return p, fmt.Errorf("the profile was measured with protocol %+v, not %+v", p.Protocol.Protocol, opts.Protocol)
+		}
+	}
+	dir := opts.Dir
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "bayesnas-profile-"); err != nil {
+			return p, err
+		}
+		defer os.RemoveAll(dir)
+	}
+	time1 := func(m *export.Model, name string, proto Protocol) (Timing, error) {
+		path := filepath.Join(dir, name+".onnx")
+		if err := os.WriteFile(path, m.Marshal(), 0o644); err != nil {
+			return Timing{}, err
+		}
+		defer os.Remove(path)
+		abs, err := filepath.Abs(path)
+		if err != nil {
+			return Timing{}, err
+		}
+		return dev.Time(ctx, abs, proto)
+	}
+	if p.OverheadMs == 0 {
+		// The overhead is the floor every entry is measured against: time
+		// it with more repeats than the kernels.
+		op := opts.Protocol
+		op.Repeats *= 4
+		t, err := time1(overheadModel(), "overhead", op)
+		if err != nil {
+			return p, fmt.Errorf("timing the overhead model: %w", err)
+		}
+		p.OverheadMs = roundNs(t.MedianMs)
+	}
+	have := map[Key]bool{}
+	for _, e := range p.Entries {
+		have[e.Key] = true
+	}
+	var todo []Job
+	for _, j := range jobs {
+		if !have[j.Key] {
+			todo = append(todo, j)
+		}
+	}
+	save := func() error {
+		if opts.Save == nil {
+			return nil
+		}
+		return opts.Save(p)
+	}
+	for i, j := range todo {
+		if err := ctx.Err(); err != nil {
+			return p, errors.Join(err, save())
+		}
+		t, err := time1(j.Model, "kernel", opts.Protocol)
+		if err != nil {
+			return p, errors.Join(fmt.Errorf("timing %s: %w", j.Key, err), save())
+		}
+		med := max(roundNs(t.MedianMs-p.OverheadMs), minKernelMs)
+		p.Entries = append(p.Entries, Entry{Key: j.Key, MedianMs: med, P90Ms: max(roundNs(t.P90Ms-p.OverheadMs), med), Repeats: t.Repeats})
+		p.idx = nil
+		if opts.Progress != nil {
+			opts.Progress(i+1, len(todo), j.Key)
+		}
+		if opts.SaveEvery > 0 && (i+1)%opts.SaveEvery == 0 {
+			if err := save(); err != nil {
+				return p, err
+			}
+		}
+	}
+	return p, save()
+}

@@ -1,0 +1,311 @@
+package hwprofile
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+)
+
+// How a kernel was priced.
+const (
+	PricedExact        = "exact"
+	PricedInterpolated = "interpolated"
+)
+
+// index groups a profile's entries by family (kind and map size) for
+// lookups and interpolation over channels.
+type index struct {
+	exact    map[Key]Entry
+	families map[string][]Entry
+}
+
+func (p *Profile) index() *index {
+	if p.idx != nil {
+		return p.idx
+	}
+	ix := &index{exact: map[Key]Entry{}, families: map[string][]Entry{}}
+	for _, e := range p.Entries {
+		ix.exact[e.Key] = e
+		ix.families[e.Key.family()] = append(ix.families[e.Key.family()], e)
+	}
+	p.idx = ix
+	return ix
+}
+
+// Price returns the latency of a kernel with key k: the entry itself, or
+// an interpolation over channels between entries of its family (linear in
+// the channels for kernels whose output follows the input, bilinear in input
+// and output channels otherwise). It never extrapolates and never defaults:
+// a key outside the measured grid is an error naming the nearest keys.
+func (p *Profile) Price(k Key) (float64, string, error) {
+	ix := p.index()
+	if e, ok := ix.exact[k]; ok {
+		return e.MedianMs, PricedExact, nil
+	}
+	fam := ix.families[k.family()]
+	if ms, ok := interpolate(fam, k); ok {
+		return ms, PricedInterpolated, nil
+	}
+	return 0, "", fmt.Errorf("the profile cannot price %s (nearest keys: %s)", k, strings.Join(p.nearest(k, 3), "; "))
+}
+
+// interpolate prices k from the grid of its family: the channel values
+// measured bracket k's, and every corner of the bracket was measured.
+func interpolate(fam []Entry, k Key) (float64, bool) {
+	if len(fam) == 0 {
+		return 0, false
+	}
+	at := map[[2]int]float64{}
+	var cs, outs []int
+	for _, e := range fam {
+		at[[2]int{e.C, e.Out}] = e.MedianMs
+		cs = append(cs, e.C)
+		outs = append(outs, e.Out)
+	}
+	c0, c1, ok := bracket(cs, k.C)
+	if !ok {
+		return 0, false
+	}
+	o0, o1, ok := bracket(outs, k.Out)
+	if !ok {
+		return 0, false
+	}
+	v00, ok00 := at[[2]int{c0, o0}]
+	v01, ok01 := at[[2]int{c0, o1}]
+	v10, ok10 := at[[2]int{c1, o0}]
+	v11, ok11 := at[[2]int{c1, o1}]
+	if !ok00 || !ok01 || !ok10 || !ok11 {
+		return 0, false
+	}
+	tc, to := frac(c0, c1, k.C), frac(o0, o1, k.Out)
+	return (1-tc)*((1-to)*v00+to*v01) + tc*((1-to)*v10+to*v11), true
+}
+
+// bracket finds the largest value <= x and the smallest >= x in vals.
+func bracket(vals []int, x int) (lo, hi int, ok bool) {
+	lo, hi = math.MinInt, math.MaxInt
+	for _, v := range vals {
+		if v <= x && v > lo {
+			lo = v
+		}
+		if v >= x && v < hi {
+			hi = v
+		}
+	}
+	return lo, hi, lo != math.MinInt && hi != math.MaxInt
+}
+
+func frac(a, b, x int) float64 {
+	if a == b {
+		return 0
+	}
+	return float64(x-a) / float64(b-a)
+}
+
+// nearest lists up to n keys of the profile closest to k: the same kind
+// first, then by how far map size and channels are.
+func (p *Profile) nearest(k Key, n int) []string {
+	type cand struct {
+		key  Key
+		dist float64
+	}
+	var cs []cand
+	op := strings.Fields(k.Kind)[0]
+	for _, e := range p.Entries {
+		d := math.Abs(float64(e.C-k.C)) + math.Abs(float64(e.Out-k.Out)) + 4*math.Abs(float64(e.H-k.H)+float64(e.W-k.W))
+		switch {
+		case e.Kind == k.Kind:
+		case strings.Fields(e.Kind)[0] == op:
+			d += 1e6
+		default:
+			d += 1e9
+		}
+		cs = append(cs, cand{e.Key, d})
+	}
+	sort.SliceStable(cs, func(i, j int) bool { return cs[i].dist < cs[j].dist })
+	var out []string
+	for _, c := range cs[:min(n, len(cs))] {
+		out = append(out, c.key.String())
+	}
+	if len(out) == 0 {
+		out = []string{"none: the profile is empty"}
+	}
+	return out
+}
+
+// NodePrice is one kernel's share of a prediction.
+type NodePrice struct {
+	Node string  `json:"node"`
+	Key  Key     `json:"key"`
+	Ms   float64 `json:"ms"`
+	How  string  `json:"how"`
+	MACs int64   `json:"macs"`
+}
+
+// Prediction is a network's predicted latency per inference.
+type Prediction struct {
+	TotalMs    float64 `json:"total_ms"`
+	OverheadMs float64 `json:"overhead_ms"`
+	// KernelsMs is the plain sum of the kernels' latencies; TotalMs applies
+	// the profile's calibration to it.
+	KernelsMs float64     `json:"kernels_ms"`
+	MACs      int64       `json:"macs"`
+	Nodes     []NodePrice `json:"nodes"`
+}
+
+// Calibration classes.
+var classes = []string{"conv", "other"}
+
+// class is the calibration class of a kernel kind.
+func class(kind string) string {
+	switch {
+	case strings.HasPrefix(kind, "Conv"):
+		return "conv"
+	}
+	return "other"
+}
+
+// PredictKernels prices kernels (from Kernels) and adds them up. An
+// unpriceable kernel is an error naming its node.
+func (p *Profile) PredictKernels(ks []Kernel) (*Prediction, error) {
+	pr := &Prediction{OverheadMs: p.OverheadMs}
+	sums := map[string]float64{}
+	for _, k := range ks {
+		ms, how, err := p.Price(k.Key)
+		if err != nil {
+			return nil, fmt.Errorf("node %q: %w", k.Name, err)
+		}
+		pr.Nodes = append(pr.Nodes, NodePrice{Node: k.Name, Key: k.Key, Ms: ms, How: how, MACs: k.MACs})
+		pr.KernelsMs += ms
+		pr.MACs += k.MACs
+		sums[class(k.Key.Kind)] += ms
+	}
+	pr.TotalMs = p.OverheadMs + p.calibrated(sums)
+	return pr, nil
+}
+
+// calibrated applies the calibration to per-class kernel sums.
+func (p *Profile) calibrated(sums map[string]float64) float64 {
+	t := 0.0
+	if p.Calibration != nil {
+		t = p.Calibration.OffsetMs
+	}
+	for _, c := range classes {
+		s := 1.0
+		if p.Calibration != nil {
+			if v, ok := p.Calibration.Scale[c]; ok {
+				s = v
+			}
+		}
+		t += s * sums[c]
+	}
+	return t
+}
+
+// ClassSums returns a prediction's uncalibrated kernel sums per class.
+func (pr *Prediction) ClassSums() map[string]float64 {
+	sums := map[string]float64{}
+	for _, n := range pr.Nodes {
+		sums[class(n.Key.Kind)] += n.Ms
+	}
+	return sums
+}
+
+// Calibrate fits the profile's calibration to networks whose per-class
+// kernel sums (ClassSums) and measured latencies are given: least squares
+// for an offset and one scale per class; when a scale comes out
+// non-positive (too few or too alike networks), one scale for all classes.
+func (p *Profile) Calibrate(sums []map[string]float64, measuredMs []float64) error {
+	if len(sums) != len(measuredMs) || len(sums) < len(classes)+2 {
+		return fmt.Errorf("calibration: %d networks, want at least %d", len(sums), len(classes)+2)
+	}
+	y := make([]float64, len(sums))
+	for i, m := range measuredMs {
+		y[i] = m - p.OverheadMs
+	}
+	rows := make([][]float64, len(sums))
+	for i, s := range sums {
+		rows[i] = []float64{1}
+		for _, c := range classes {
+			rows[i] = append(rows[i], s[c])
+		}
+	}
+	beta, err := leastSquares(rows, y)
+	ok := err == nil
+	for _, b := range beta[1:] {
+		ok = ok && b > 0
+	}
+	cal := &Calibration{Scale: map[string]float64{}, Networks: len(sums)}
+	if ok {
+		cal.OffsetMs = beta[0]
+		for i, c := range classes {
+			cal.Scale[c] = beta[i+1]
+		}
+	} else {
+		for i, s := range sums {
+			t := 0.0
+			for _, c := range classes {
+				t += s[c]
+			}
+			rows[i] = []float64{1, t}
+		}
+		if beta, err = leastSquares(rows, y); err != nil || beta[1] <= 0 {
+			return fmt.Errorf("calibration: no positive scale fits these %d networks", len(sums))
+		}
+		cal.OffsetMs = beta[0]
+		for _, c := range classes {
+			cal.Scale[c] = beta[1]
+		}
+	}
+	cal.OffsetMs = roundNs(cal.OffsetMs)
+	for c, s := range cal.Scale {
+		cal.Scale[c] = math.Round(s*1e6) / 1e6
+	}
+	p.Calibration = cal
+	return nil
+}
+
+// leastSquares solves min |X b - y| through the normal equations (a handful
+// of columns) with Gaussian elimination and partial pivoting.
+func leastSquares(x [][]float64, y []float64) ([]float64, error) {
+	k := len(x[0])
+	a := make([][]float64, k)
+	for i := range a {
+		a[i] = make([]float64, k+1)
+	}
+	for r, row := range x {
+		for i := range k {
+			for j := range k {
+				a[i][j] += row[i] * row[j]
+			}
+			a[i][k] += row[i] * y[r]
+		}
+	}
+	for col := range k {
+		piv := col
+		for r := col + 1; r < k; r++ {
+			if math.Abs(a[r][col]) > math.Abs(a[piv][col]) {
+				piv = r
+			}
+		}
+		if math.Abs(a[piv][col]) < 1e-300 {
+			return make([]float64, k), fmt.Errorf("singular system")
+		}
+		a[col], a[piv] = a[piv], a[col]
+		for r := range k {
+			if r == col {
+				continue
+			}
+			f := a[r][col] / a[col][col]
+			for c := col; c <= k; c++ {
+				a[r][c] -= f * a[col][c]
+			}
+		}
+	}
+	b := make([]float64, k)
+	for i := range k {
+		b[i] = a[i][k] / a[i][i]
+	}
+	return b, nil
+}

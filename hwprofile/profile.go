@@ -1,0 +1,278 @@
+package hwprofile
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"slices"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"bayesnas/internal/atomicfile"
+)
+
+// Schema is the version stamp of profile files; a reader refuses any other
+// value rather than guess at a layout it does not know.
+const Schema = "bayesnas.profile/v1"
+
+// FusionRules are the kernel boundaries Kernels draws, recorded in every
+// profile so that a profile split another way is recognised as such.
+var FusionRules = []string{"Conv+Relu", "Flatten+Gemm", "Reshape+Transpose+Reshape"}
+
+// Profile is a device latency profile: what a kernel costs when one runtime
+// runs it on one device, measured under one protocol. It is plain data in a
+// YAML file (never a pickle: nn-Meter's pickled predictors stopped loading
+// after a library upgrade).
+type Profile struct {
+	Schema  string      `yaml:"schema"`
+	Device  DeviceInfo  `yaml:"device"`
+	Runtime RuntimeInfo `yaml:"runtime"`
+	// Plugin is the command that times models on the device; empty for the
+	// built-in ONNX Runtime.
+	Plugin   []string        `yaml:"plugin,omitempty,flow"`
+	Protocol MeasureProtocol `yaml:"protocol"`
+	Fusions  []string        `yaml:"fusions,flow"`
+	// OverheadMs is the cost of one inference beyond its kernels: what the
+	// runtime spends on a model whose only kernel does nothing.
+	OverheadMs float64 `yaml:"overhead_ms"`
+	// Calibration corrects the sum of kernels measured alone for what they
+	// cost inside a network, fitted on whole networks measured with the
+	// profile (never on the networks a check reports on).
+	Calibration *Calibration `yaml:"calibration,omitempty"`
+	// Entries are the kernels' latencies, sorted by key.
+	Entries []Entry `yaml:"entries"`
+	// Hash is the SHA-256 of the file with this field empty: a profile
+	// changed after measurement is refused.
+	Hash string `yaml:"hash"`
+
+	idx *index // built on first lookup
+}
+
+// MeasureProtocol records how the entries were timed.
+type MeasureProtocol struct {
+	Protocol `yaml:",inline"`
+	// Statistic is what an entry's latency is: "median" of Repeats runs.
+	Statistic string `yaml:"statistic"`
+	// Input is the network input (C,H,W) the profile was measured for.
+	Input []int  `yaml:"input,flow"`
+	Date  string `yaml:"date"`
+	Tool  string `yaml:"tool"`
+}
+
+// Calibration maps the sum of a network's kernel latencies, each measured
+// alone, to the network's latency: predicted = OverheadMs + OffsetMs +
+// sum over classes of Scale[class] x the class's kernel sum. Classes are
+// "conv" (Conv kernels) and "other". It is fitted by least squares on
+// Networks whole networks measured with the profile.
+type Calibration struct {
+	OffsetMs float64            `yaml:"offset_ms"`
+	Scale    map[string]float64 `yaml:"scale"`
+	Networks int                `yaml:"networks"`
+}
+
+// Entry is one kernel's latency, per inference of Protocol.Batch samples.
+type Entry struct {
+	Key      `yaml:",inline"`
+	MedianMs float64 `yaml:"median_ms"`
+	P90Ms    float64 `yaml:"p90_ms"`
+	Repeats  int     `yaml:"repeats"`
+}
+
+// MarshalYAML writes an entry on one line, so a profile of thousands of
+// entries stays readable and diffs line by line.
+func (e Entry) MarshalYAML() (any, error) {
+	type plain Entry
+	var n yaml.Node
+	if err := n.Encode(plain(e)); err != nil {
+		return nil, err
+	}
+	n.Style = yaml.FlowStyle
+	return &n, nil
+}
+
+// less orders keys: kind, H, W, C, Out.
+func (k Key) less(o Key) int {
+	if c := strings.Compare(k.Kind, o.Kind); c != 0 {
+		return c
+	}
+	for _, d := range [][2]int{{k.H, o.H}, {k.W, o.W}, {k.C, o.C}, {k.Out, o.Out}} {
+		if d[0] != d[1] {
+			return d[0] - d[1]
+		}
+	}
+	return 0
+}
+
+// Marshal encodes p with its hash (computed here; p.Hash is set).
+func (p *Profile) Marshal() ([]byte, error) {
+	slices.SortFunc(p.Entries, func(a, b Entry) int { return a.Key.less(b.Key) })
+	p.Hash = ""
+	body, err := p.encode()
+	if err != nil {
+		return nil, err
+	}
+	p.Hash = hashOf(body)
+	return p.encode()
+}
+
+func (p *Profile) encode() ([]byte, error) {
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(p); err != nil {
+		return nil, err
+	}
+	if err := enc.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+func hashOf(body []byte) string {
+	s := sha256.Sum256(body)
+	return "sha256:" + hex.EncodeToString(s[:])
+}
+
+// Write writes p to path atomically (a temporary file renamed over it).
+func (p *Profile) Write(path string) error {
+	b, err := p.Marshal()
+	if err != nil {
+		return fmt.Errorf("writing profile %s: %w", path, err)
+	}
+	return atomicfile.Write(path, b)
+}
+
+// Read reads and checks a profile file.
+func Read(path string) (*Profile, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading profile: %w", err)
+	}
+	p, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("profile %s: %w", path, err)
+	}
+	return p, nil
+}
+
+// Parse decodes and checks a profile: unknown keys, a missing or other
+// schema, a latency that is not a positive finite number, a duplicate
+// entry and a hash that does not match the content are errors naming the
+// field (and the line).
+func Parse(b []byte) (*Profile, error) {
+	var doc yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("empty file")
+		}
+		return nil, err
+	}
+	var p Profile
+	// Decode again with KnownFields: yaml.Node.Decode has no strict mode.
+	strict := yaml.NewDecoder(bytes.NewReader(b))
+	strict.KnownFields(true)
+	if err := strict.Decode(&p); err != nil {
+		return nil, err
+	}
+	if p.Schema != Schema {
+		return nil, fmt.Errorf("schema: %q, want %q", p.Schema, Schema)
+	}
+	lines := entryLines(&doc)
+	line := func(i int) string {
+		if i < len(lines) {
+			return fmt.Sprintf(" (line %d)", lines[i])
+		}
+		return ""
+	}
+	for _, f := range []struct {
+		name string
+		ok   bool
+	}{
+		{"device.cpu", p.Device.CPU != ""},
+		{"device.cores", p.Device.Cores > 0},
+		{"runtime.name", p.Runtime.Name != ""},
+		{"runtime.version", p.Runtime.Version != ""},
+		{"protocol.batch", p.Protocol.Batch > 0},
+		{"protocol.repeats", p.Protocol.Repeats > 0},
+		{"protocol.statistic", p.Protocol.Statistic == "median"},
+		{"protocol.input", len(p.Protocol.Input) == 3 && p.Protocol.Input[0] > 0 && p.Protocol.Input[1] > 0 && p.Protocol.Input[2] > 0},
+		{"overhead_ms", finitePositive(p.OverheadMs) || p.OverheadMs == 0},
+		{"entries", len(p.Entries) > 0},
+		{"hash", p.Hash != ""},
+	} {
+		if !f.ok {
+			return nil, fmt.Errorf("field %s: missing or invalid", f.name)
+		}
+	}
+	if !slices.Equal(p.Fusions, FusionRules) {
+		return nil, fmt.Errorf("fusions: %v, want %v (the profile splits networks into kernels another way)", p.Fusions, FusionRules)
+	}
+	if c := p.Calibration; c != nil {
+		if math.IsNaN(c.OffsetMs) || math.IsInf(c.OffsetMs, 0) {
+			return nil, fmt.Errorf("calibration.offset_ms: %v is not finite", c.OffsetMs)
+		}
+		for class, s := range c.Scale {
+			if !finitePositive(s) {
+				return nil, fmt.Errorf("calibration.scale.%s: %v is not a positive finite number", class, s)
+			}
+		}
+	}
+	seen := map[Key]int{}
+	for i, e := range p.Entries {
+		where := fmt.Sprintf("entries[%d]%s", i, line(i))
+		switch {
+		case e.Kind == "":
+			return nil, fmt.Errorf("%s: kernel is empty", where)
+		case e.C < 1 || e.H < 1 || e.W < 1 || e.Out < 0:
+			return nil, fmt.Errorf("%s: c, h, w %d, %d, %d and out %d, want positive", where, e.C, e.H, e.W, e.Out)
+		case !finitePositive(e.MedianMs):
+			return nil, fmt.Errorf("%s: median_ms %v is not a positive finite number", where, e.MedianMs)
+		case !finitePositive(e.P90Ms) || e.P90Ms < e.MedianMs:
+			return nil, fmt.Errorf("%s: p90_ms %v, want finite and at least median_ms %v", where, e.P90Ms, e.MedianMs)
+		case e.Repeats < 1:
+			return nil, fmt.Errorf("%s: repeats %d, want >= 1", where, e.Repeats)
+		}
+		if j, dup := seen[e.Key]; dup {
+			return nil, fmt.Errorf("%s: %s already at entries[%d]", where, e.Key, j)
+		}
+		seen[e.Key] = i
+	}
+	want := p.Hash
+	p.Hash = ""
+	body, err := p.encode()
+	if err != nil {
+		return nil, err
+	}
+	if got := hashOf(body); got != want {
+		return nil, fmt.Errorf("hash: the content hashes to %s, the file says %s (edited after it was measured? re-measure, or `bayesnas profile measure --missing-only` to extend it)", got, want)
+	}
+	p.Hash = want
+	return &p, nil
+}
+
+func finitePositive(v float64) bool { return v > 0 && !math.IsInf(v, 0) && !math.IsNaN(v) }
+
+// entryLines returns the line of each item of the top-level entries list.
+func entryLines(doc *yaml.Node) []int {
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
+		return nil
+	}
+	m := doc.Content[0]
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == "entries" {
+			var lines []int
+			for _, e := range m.Content[i+1].Content {
+				lines = append(lines, e.Line)
+			}
+			return lines
+		}
+	}
+	return nil
+}
