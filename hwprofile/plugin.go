@@ -273,6 +273,9 @@ func (p *Plugin) call(ctx context.Context, method string, params any, what strin
 	if p.dead != nil {
 		return nil, fmt.Errorf("plug-in %q: %s: plug-in is unusable after an earlier failure: %w", p.name, what, p.dead)
 	}
+	if err := ctx.Err(); err != nil { // nothing sent: the plug-in stays usable
+		return nil, fmt.Errorf("plug-in %q: %s: %w", p.name, what, err)
+	}
 	p.nextID++
 	id := p.nextID
 	b, err := json.Marshal(request{Protocol: PluginProtocol, ID: id, Method: method, Params: params})
@@ -334,8 +337,11 @@ func (p *Plugin) call(ctx context.Context, method string, params any, what strin
 		if bytes.Contains(line, []byte("NaN")) || bytes.Contains(line, []byte("Infinity")) {
 			hint = " (NaN and Infinity are not JSON numbers)"
 		}
-		if err == nil || !bytes.HasPrefix(bytes.TrimSpace(line), []byte("{")) {
+		switch {
+		case err == nil || !bytes.HasPrefix(bytes.TrimSpace(line), []byte("{")):
 			return nil, p.fail(what, "wrote a line that is not one JSON object%s: %s", hint, quote(line))
+		case json.Valid(line):
+			return nil, p.fail(what, "wrote an answer that does not decode (%v): %s", err, quote(line))
 		}
 		return nil, p.fail(what, "wrote a line that is not JSON (%v)%s: %s", err, hint, quote(line))
 	}
@@ -580,8 +586,9 @@ func (p *Plugin) Predict(ctx context.Context, graphPath string, batch int) (floa
 }
 
 // Close closes the plug-in's stdin, which asks it to exit, kills it if it
-// has not within 2 s, and removes its working directory. Closing a plug-in
-// that failed is fine; closing twice is a no-op.
+// has not within 2 s, and removes its working directory. It waits for a
+// request in progress to end (cancel its context to cut it short). Closing a
+// plug-in that failed is fine; closing twice is a no-op.
 func (p *Plugin) Close() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()

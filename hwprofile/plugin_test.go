@@ -141,6 +141,8 @@ func helperPlugin(mode string) int {
 				answer(map[string]any{"median_ms": 2, "p90_ms": 1, "repeats": req.Params.Repeats})
 			case "repeats":
 				answer(map[string]any{"median_ms": 2, "p90_ms": 3, "repeats": req.Params.Repeats - 1})
+			case "badtype":
+				raw(fmt.Sprintf(`{"protocol":5,"id":%d,"result":{}}`, req.ID))
 			case "notobject":
 				raw("[1, 2, 3]")
 			case "long":
@@ -328,6 +330,18 @@ func TestPluginHang(t *testing.T) {
 	checkDead(t, p)
 }
 
+func TestPluginContextCancelledBefore(t *testing.T) {
+	p := openHelper(t, "good", 0)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := p.Time(ctx, "/models/m.onnx", testProtocol); !errors.Is(err, context.Canceled) {
+		t.Errorf("Time with a cancelled context: %v", err)
+	}
+	if _, err := p.Time(context.Background(), "/models/m.onnx", testProtocol); err != nil {
+		t.Errorf("Time after a request that was never sent: %v", err)
+	}
+}
+
 func TestPluginContextDeadline(t *testing.T) {
 	p := openHelper(t, "hang", 0)
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
@@ -376,6 +390,7 @@ func TestPluginBadAnswers(t *testing.T) {
 		{"notobject", []string{"not one JSON object: `[1, 2, 3]`"}},
 		{"long", []string{"`xxxxxxxxxx", "... (5000 bytes)"}},
 		{"both", []string{"both a result and an error"}},
+		{"badtype", []string{"does not decode", `"protocol":5`}},
 		{"exit0", []string{"without answering (exit status 0)"}},
 	} {
 		t.Run(c.mode, func(t *testing.T) {
