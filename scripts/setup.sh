@@ -5,13 +5,17 @@
 set -euo pipefail
 
 # libopenblas-dev: the GEMM; dataset-fashion-mnist: the default data; gcc: cgo;
-# npm + openssl: fetching ONNX Runtime (scripts/ort.sh); python3-onnx and
-# libonnx-testdata: the export tests' onnx.checker and per-op cases.
-pkgs=(libopenblas-dev dataset-fashion-mnist gcc npm openssl python3-onnx libonnx-testdata "$@")
+# npm + openssl: fetching ONNX Runtime and onnxruntime-web (scripts/ort.sh,
+# scripts/ortweb.sh); nodejs: running the WebAssembly device plug-in
+# (plugins/ort-wasm); python3-onnx and libonnx-testdata: the export tests'
+# onnx.checker and per-op cases.
+pkgs=(libopenblas-dev dataset-fashion-mnist gcc npm nodejs openssl python3-onnx libonnx-testdata "$@")
 missing=()
 for p in "${pkgs[@]}"; do
-  # npm may come from outside Debian (a Node.js install): any npm on PATH will do.
+  # npm and node may come from outside Debian (a Node.js install): any on PATH
+  # will do.
   if [ "$p" = npm ] && command -v npm >/dev/null; then continue; fi
+  if [ "$p" = nodejs ] && command -v node >/dev/null; then continue; fi
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
     missing+=("$p")
   fi
