@@ -115,7 +115,7 @@ func TestPlanGrid(t *testing.T) {
 		t.Fatal(err)
 	}
 	seen := map[Key]bool{}
-	grid := 0
+	grid, twins := 0, 0
 	for _, j := range jobs {
 		if seen[j.Key] {
 			t.Fatalf("%s planned twice", j.Key)
@@ -130,6 +130,11 @@ func TestPlanGrid(t *testing.T) {
 		}
 		if j.Key.C%8 == 0 && (j.Key.Out == 0 || j.Key.Out%8 == 0) {
 			grid++
+		}
+		// PyramidNet's expanding conv3 is never fused with a ReLU; its
+		// twin is planned all the same.
+		if strings.HasPrefix(j.Key.Kind, "Conv+Relu k=1") && j.Key.Out > 128 {
+			twins++
 		}
 	}
 	// Every width compression can leave (multiples of 8) is on a grid: the
@@ -159,6 +164,9 @@ func TestPlanGrid(t *testing.T) {
 	}
 	if grid < len(jobs)/2 {
 		t.Fatalf("%d grid points of %d jobs", grid, len(jobs))
+	}
+	if twins == 0 {
+		t.Fatal("no Conv+Relu twin of the unfused 1x1 convs planned")
 	}
 }
 
@@ -212,12 +220,12 @@ func TestPredictHandBuilt(t *testing.T) {
 	if wantMACs := int64(14*14*8*9 + 14*14*16*8*9 + 16*10); pr.MACs != wantMACs {
 		t.Fatalf("MACs %d, want %d", pr.MACs, wantMACs)
 	}
-	// Calibrated: offset + conv scale x conv kernels + other scale x the rest.
-	p.Calibration = &Calibration{OffsetMs: 0.5, Scale: map[string]float64{"conv": 2, "other": 3}}
+	// Calibrated: scale x kernels + per-kernel cost x 5 kernels.
+	p.Calibration = &Calibration{Scale: 2, PerKernelMs: 0.25}
 	if pr, err = p.PredictKernels(ks); err != nil {
 		t.Fatal(err)
 	}
-	if want := p.OverheadMs + 0.5 + 2*(1+3) + 3*(2+4+5); math.Abs(pr.TotalMs-want) > 1e-12 {
+	if want := p.OverheadMs + 2*15 + 0.25*5; math.Abs(pr.TotalMs-want) > 1e-12 {
 		t.Fatalf("calibrated total %v, want %v", pr.TotalMs, want)
 	}
 	// A profile without the pool's entry names the node.
@@ -232,44 +240,47 @@ func TestPredictHandBuilt(t *testing.T) {
 // search over a grid of candidate fits on a noisy one.
 func TestCalibrate(t *testing.T) {
 	p := sampleProfile()
-	var sums []map[string]float64
+	var preds []*Prediction
 	var meas []float64
 	for i := range 12 {
-		conv, other := 0.1+0.05*float64(i), 0.02+0.013*float64(i*i%7)
-		sums = append(sums, map[string]float64{"conv": conv, "other": other})
-		meas = append(meas, p.OverheadMs+0.03+1.2*conv+1.7*other)
+		kernels := 0.1 + 0.05*float64(i)
+		n := 10 + (i*i)%7
+		preds = append(preds, &Prediction{KernelsMs: kernels, Nodes: make([]NodePrice, n)})
+		meas = append(meas, p.OverheadMs+1.2*kernels+0.003*float64(n))
 	}
-	if err := p.Calibrate(sums, meas); err != nil {
+	if err := p.Calibrate(preds, meas); err != nil {
 		t.Fatal(err)
 	}
 	c := p.Calibration
-	if math.Abs(c.OffsetMs-0.03) > 1e-6 || math.Abs(c.Scale["conv"]-1.2) > 1e-6 || math.Abs(c.Scale["other"]-1.7) > 1e-6 || c.Networks != 12 {
-		t.Fatalf("calibration %+v, want offset 0.03, scales 1.2 and 1.7", c)
+	if math.Abs(c.Scale-1.2) > 1e-6 || math.Abs(c.PerKernelMs-0.003) > 1e-6 || c.Networks != 12 {
+		t.Fatalf("calibration %+v, want scale 1.2, 0.003 ms per kernel", c)
 	}
 	// Noisy: the least-squares fit is no worse than any grid point.
 	for i := range meas {
 		meas[i] *= 1 + 0.05*math.Sin(float64(7*i))
 	}
-	if err := p.Calibrate(sums, meas); err != nil {
+	if err := p.Calibrate(preds, meas); err != nil {
 		t.Fatal(err)
 	}
-	sse := func(off, sc, so float64) float64 {
-		s := 0.0
-		for i := range meas {
-			d := p.OverheadMs + off + sc*sums[i]["conv"] + so*sums[i]["other"] - meas[i]
-			s += d * d
+	sse := func(s, k float64) float64 {
+		v := 0.0
+		for i, pr := range preds {
+			d := p.OverheadMs + s*pr.KernelsMs + k*float64(len(pr.Nodes)) - meas[i]
+			v += d * d
 		}
-		return s
+		return v
 	}
 	c = p.Calibration
-	best := sse(c.OffsetMs, c.Scale["conv"], c.Scale["other"])
-	for off := -0.1; off <= 0.1; off += 0.005 {
-		for sc := 0.5; sc <= 2.5; sc += 0.05 {
-			for so := 0.5; so <= 2.5; so += 0.05 {
-				if v := sse(off, sc, so); v < best-1e-9 {
-					t.Fatalf("grid point (%v, %v, %v) fits better (%v) than the least squares %+v (%v)", off, sc, so, v, c, best)
-				}
+	best := sse(c.Scale, c.PerKernelMs)
+	for s := 0.5; s <= 2.5; s += 0.01 {
+		for k := 0.0; k <= 0.01; k += 0.0001 {
+			if v := sse(s, k); v < best-1e-9 {
+				t.Fatalf("grid point (%v, %v) fits better (%v) than the least squares %+v (%v)", s, k, v, c, best)
 			}
 		}
+	}
+	// Too few networks: an error, the calibration unchanged.
+	if err := p.Calibrate(preds[:2], meas[:2]); err == nil {
+		t.Fatal("calibrated on 2 networks")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -100,6 +101,28 @@ func Plan(nets []*export.Model, grid GridOptions) ([]Job, error) {
 			f.maxC, f.maxO = max(f.maxC, k.Key.C), max(f.maxO, k.Key.Out)
 		}
 	}
+	// A conv runs fused with its ReLU or not depending on who else reads
+	// its output, which a derived network decides edge by edge: grid every
+	// conv family both ways, over the channels either way has.
+	for _, name := range slices.Clone(order) {
+		f := fams[name]
+		tw, ok := twin(f.tmpl)
+		if !ok {
+			continue
+		}
+		g := fams[tw.Key.family()]
+		if g == nil {
+			shapes := f.shapes
+			if _, ok := shapes[tw.output]; !ok { // the ReLU twin's new output
+				shapes = maps.Clone(f.shapes)
+				shapes[tw.output] = f.shapes[f.tmpl.output]
+			}
+			g = &fam{tmpl: tw, m: f.m, shapes: shapes}
+			fams[tw.Key.family()] = g
+			order = append(order, tw.Key.family())
+		}
+		g.maxC, g.maxO = max(g.maxC, f.maxC), max(g.maxO, f.maxO)
+	}
 	for _, name := range order {
 		f := fams[name]
 		cs := steps(grid.Step, f.maxC)
@@ -130,6 +153,26 @@ func Plan(nets []*export.Model, grid GridOptions) ([]Job, error) {
 	}
 	slices.SortFunc(out, func(a, b Job) int { return a.Key.less(b.Key) })
 	return out, nil
+}
+
+// twin returns a Conv kernel with its ReLU fused in, or a Conv+Relu kernel
+// without it.
+func twin(k Kernel) (Kernel, bool) {
+	t := k
+	switch {
+	case strings.HasPrefix(k.Key.Kind, "Conv+Relu "):
+		t.Nodes = k.Nodes[:1]
+		t.output = k.Nodes[0].Outputs[0]
+		t.Key.Kind = "Conv " + strings.TrimPrefix(k.Key.Kind, "Conv+Relu ")
+	case strings.HasPrefix(k.Key.Kind, "Conv "):
+		relu := &export.Node{Name: k.Name + "/relu", OpType: "Relu", Inputs: []string{k.output}, Outputs: []string{k.output + "/relu"}}
+		t.Nodes = append(slices.Clone(k.Nodes), relu)
+		t.output = relu.Outputs[0]
+		t.Key.Kind = "Conv+Relu " + strings.TrimPrefix(k.Key.Kind, "Conv ")
+	default:
+		return k, false
+	}
+	return t, true
 }
 
 // steps returns step, 2*step, ... up to hi rounded up to a multiple of step.
@@ -300,6 +343,8 @@ type MeasureOptions struct {
 	SaveEvery int
 	Tool      string
 	Input     []int
+	// Plugin is the plug-in command dev runs, recorded in a new profile.
+	Plugin []string
 }
 
 // minKernelMs is the floor of an entry: a kernel whose micro model is no
@@ -321,7 +366,7 @@ func Measure(ctx context.Context, dev Device, jobs []Job, p *Profile, opts Measu
 		return p, fmt.Errorf("describing the device: %w", err)
 	}
 	if p == nil {
-		p = &Profile{Schema: Schema, Device: di, Runtime: ri, Fusions: slices.Clone(FusionRules),
+		p = &Profile{Schema: Schema, Device: di, Runtime: ri, Plugin: opts.Plugin, Fusions: slices.Clone(FusionRules),
 			Protocol: MeasureProtocol{Protocol: opts.Protocol, Statistic: "median", Input: opts.Input,
 				Date: time.Now().UTC().Format("2006-01-02"), Tool: opts.Tool}}
 	} else {

@@ -154,23 +154,10 @@ type Prediction struct {
 	Nodes     []NodePrice `json:"nodes"`
 }
 
-// Calibration classes.
-var classes = []string{"conv", "other"}
-
-// class is the calibration class of a kernel kind.
-func class(kind string) string {
-	switch {
-	case strings.HasPrefix(kind, "Conv"):
-		return "conv"
-	}
-	return "other"
-}
-
 // PredictKernels prices kernels (from Kernels) and adds them up. An
 // unpriceable kernel is an error naming its node.
 func (p *Profile) PredictKernels(ks []Kernel) (*Prediction, error) {
 	pr := &Prediction{OverheadMs: p.OverheadMs}
-	sums := map[string]float64{}
 	for _, k := range ks {
 		ms, how, err := p.Price(k.Key)
 		if err != nil {
@@ -179,90 +166,43 @@ func (p *Profile) PredictKernels(ks []Kernel) (*Prediction, error) {
 		pr.Nodes = append(pr.Nodes, NodePrice{Node: k.Name, Key: k.Key, Ms: ms, How: how, MACs: k.MACs})
 		pr.KernelsMs += ms
 		pr.MACs += k.MACs
-		sums[class(k.Key.Kind)] += ms
 	}
-	pr.TotalMs = p.OverheadMs + p.calibrated(sums)
+	pr.TotalMs = p.OverheadMs + p.calibrated(pr.KernelsMs, len(ks))
 	return pr, nil
 }
 
-// calibrated applies the calibration to per-class kernel sums.
-func (p *Profile) calibrated(sums map[string]float64) float64 {
-	t := 0.0
-	if p.Calibration != nil {
-		t = p.Calibration.OffsetMs
+// calibrated is what kernels summing to kernelsMs cost inside a network.
+func (p *Profile) calibrated(kernelsMs float64, kernels int) float64 {
+	if c := p.Calibration; c != nil {
+		return c.Scale*kernelsMs + c.PerKernelMs*float64(kernels)
 	}
-	for _, c := range classes {
-		s := 1.0
-		if p.Calibration != nil {
-			if v, ok := p.Calibration.Scale[c]; ok {
-				s = v
-			}
-		}
-		t += s * sums[c]
-	}
-	return t
+	return kernelsMs
 }
 
-// ClassSums returns a prediction's uncalibrated kernel sums per class.
-func (pr *Prediction) ClassSums() map[string]float64 {
-	sums := map[string]float64{}
-	for _, n := range pr.Nodes {
-		sums[class(n.Key.Kind)] += n.Ms
+// Calibrate fits the profile's calibration to networks whose predictions
+// (their uncalibrated kernel sums and kernel counts) and measured latencies
+// are given: least squares for Scale and PerKernelMs; when that makes
+// either negative (too few or too alike networks), Scale alone.
+func (p *Profile) Calibrate(preds []*Prediction, measuredMs []float64) error {
+	if len(preds) != len(measuredMs) || len(preds) < 3 {
+		return fmt.Errorf("calibration: %d networks, want at least 3", len(preds))
 	}
-	return sums
-}
-
-// Calibrate fits the profile's calibration to networks whose per-class
-// kernel sums (ClassSums) and measured latencies are given: least squares
-// for an offset and one scale per class; when a scale comes out
-// non-positive (too few or too alike networks), one scale for all classes.
-func (p *Profile) Calibrate(sums []map[string]float64, measuredMs []float64) error {
-	if len(sums) != len(measuredMs) || len(sums) < len(classes)+2 {
-		return fmt.Errorf("calibration: %d networks, want at least %d", len(sums), len(classes)+2)
+	y := make([]float64, len(preds))
+	both := make([][]float64, len(preds))
+	sumOnly := make([][]float64, len(preds))
+	for i, pr := range preds {
+		y[i] = measuredMs[i] - p.OverheadMs
+		both[i] = []float64{pr.KernelsMs, float64(len(pr.Nodes))}
+		sumOnly[i] = []float64{pr.KernelsMs}
 	}
-	y := make([]float64, len(sums))
-	for i, m := range measuredMs {
-		y[i] = m - p.OverheadMs
-	}
-	rows := make([][]float64, len(sums))
-	for i, s := range sums {
-		rows[i] = []float64{1}
-		for _, c := range classes {
-			rows[i] = append(rows[i], s[c])
+	b, err := leastSquares(both, y)
+	if err != nil || b[0] <= 0 || b[1] < 0 {
+		if b, err = leastSquares(sumOnly, y); err != nil || b[0] <= 0 {
+			return fmt.Errorf("calibration: no positive scale fits these %d networks", len(preds))
 		}
+		b = append(b, 0)
 	}
-	beta, err := leastSquares(rows, y)
-	ok := err == nil
-	for _, b := range beta[1:] {
-		ok = ok && b > 0
-	}
-	cal := &Calibration{Scale: map[string]float64{}, Networks: len(sums)}
-	if ok {
-		cal.OffsetMs = beta[0]
-		for i, c := range classes {
-			cal.Scale[c] = beta[i+1]
-		}
-	} else {
-		for i, s := range sums {
-			t := 0.0
-			for _, c := range classes {
-				t += s[c]
-			}
-			rows[i] = []float64{1, t}
-		}
-		if beta, err = leastSquares(rows, y); err != nil || beta[1] <= 0 {
-			return fmt.Errorf("calibration: no positive scale fits these %d networks", len(sums))
-		}
-		cal.OffsetMs = beta[0]
-		for _, c := range classes {
-			cal.Scale[c] = beta[1]
-		}
-	}
-	cal.OffsetMs = roundNs(cal.OffsetMs)
-	for c, s := range cal.Scale {
-		cal.Scale[c] = math.Round(s*1e6) / 1e6
-	}
-	p.Calibration = cal
+	p.Calibration = &Calibration{Scale: math.Round(b[0]*1e6) / 1e6, PerKernelMs: roundNs(b[1]), Networks: len(preds)}
 	return nil
 }
 

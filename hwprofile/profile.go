@@ -65,15 +65,17 @@ type MeasureProtocol struct {
 	Tool  string `yaml:"tool"`
 }
 
-// Calibration maps the sum of a network's kernel latencies, each measured
-// alone, to the network's latency: predicted = OverheadMs + OffsetMs +
-// sum over classes of Scale[class] x the class's kernel sum. Classes are
-// "conv" (Conv kernels) and "other". It is fitted by least squares on
-// Networks whole networks measured with the profile.
+// Calibration maps what a network's kernels cost measured alone to what
+// they cost inside the network: predicted = OverheadMs + Scale x (sum of
+// the kernels' latencies) + PerKernelMs x (number of kernels). Measured
+// alone, a kernel finds its weights and input in cache and pays no hand-off
+// to the next one; inside a network it does. Both coefficients are fitted
+// by least squares on Networks whole networks measured with the profile
+// (never the networks a check reports on).
 type Calibration struct {
-	OffsetMs float64            `yaml:"offset_ms"`
-	Scale    map[string]float64 `yaml:"scale"`
-	Networks int                `yaml:"networks"`
+	Scale       float64 `yaml:"scale"`
+	PerKernelMs float64 `yaml:"per_kernel_ms"`
+	Networks    int     `yaml:"networks"`
 }
 
 // Entry is one kernel's latency, per inference of Protocol.Batch samples.
@@ -215,13 +217,11 @@ func Parse(b []byte) (*Profile, error) {
 		return nil, fmt.Errorf("fusions: %v, want %v (the profile splits networks into kernels another way)", p.Fusions, FusionRules)
 	}
 	if c := p.Calibration; c != nil {
-		if math.IsNaN(c.OffsetMs) || math.IsInf(c.OffsetMs, 0) {
-			return nil, fmt.Errorf("calibration.offset_ms: %v is not finite", c.OffsetMs)
+		if !finitePositive(c.Scale) {
+			return nil, fmt.Errorf("calibration.scale: %v is not a positive finite number", c.Scale)
 		}
-		for class, s := range c.Scale {
-			if !finitePositive(s) {
-				return nil, fmt.Errorf("calibration.scale.%s: %v is not a positive finite number", class, s)
-			}
+		if !(c.PerKernelMs >= 0) || math.IsInf(c.PerKernelMs, 0) {
+			return nil, fmt.Errorf("calibration.per_kernel_ms: %v, want finite and >= 0", c.PerKernelMs)
 		}
 	}
 	seen := map[Key]int{}

@@ -15,23 +15,31 @@ import (
 // Sessions run as Open sets them up (sequential execution, all graph
 // optimisations), with IntraOpThreads threads.
 type Device struct {
-	Library string
-	Threads int
+	Library      string
+	Threads      int
+	Optimization string // graph optimisation level, see SessionOptions
 }
 
 // NewDevice loads the library (see LibraryPath) and returns the device.
-func NewDevice(configured string, threads int) (*Device, error) {
+func NewDevice(configured string, threads int, optimization string) (*Device, error) {
 	lib, err := InitDefault(configured)
 	if err != nil {
 		return nil, err
 	}
-	return &Device{Library: lib, Threads: SessionOptions{IntraOpThreads: threads}.threads()}, nil
+	o := SessionOptions{IntraOpThreads: threads, Optimization: optimization}
+	if _, err := o.level(); err != nil {
+		return nil, err
+	}
+	if o.Optimization == "" {
+		o.Optimization = "all"
+	}
+	return &Device{Library: lib, Threads: o.threads(), Optimization: o.Optimization}, nil
 }
 
 // Describe implements hwprofile.Device.
 func (d *Device) Describe(context.Context) (hwprofile.DeviceInfo, hwprofile.RuntimeInfo, error) {
 	return hwprofile.ThisMachine(), hwprofile.RuntimeInfo{Name: "onnxruntime", Version: RuntimeVersion,
-		ExecutionProvider: "cpu", IntraOpThreads: d.Threads, InterOpThreads: 1, GraphOptimization: "all"}, nil
+		ExecutionProvider: "cpu", IntraOpThreads: d.Threads, InterOpThreads: 1, GraphOptimization: d.Optimization}, nil
 }
 
 // Time implements hwprofile.Device: the model is loaded once, its input
@@ -43,7 +51,7 @@ func (d *Device) Time(ctx context.Context, modelPath string, p hwprofile.Protoco
 	if p.Batch < 1 || p.Repeats < 1 || p.Warmup < 0 {
 		return hwprofile.Timing{}, fmt.Errorf("timing %s: protocol %+v: want batch >= 1, repeats >= 1, warmup >= 0", modelPath, p)
 	}
-	s, err := Open(modelPath, SessionOptions{IntraOpThreads: d.Threads})
+	s, err := Open(modelPath, SessionOptions{IntraOpThreads: d.Threads, Optimization: d.Optimization})
 	if err != nil {
 		return hwprofile.Timing{}, err
 	}

@@ -22,7 +22,7 @@ func Validate(modelPath string, g *models.Graph, params []*nn.Param, images []fl
 type Device struct{}
 
 // NewDevice says why there is no built-in device in this build.
-func NewDevice(configured string, threads int) (*Device, error) {
+func NewDevice(configured string, threads int, optimization string) (*Device, error) {
 	return nil, fmt.Errorf("the built-in ONNX Runtime device needs cgo: this bayesnas was built without it (rebuild with CGO_ENABLED=1, or time on a plug-in device)")
 }
 

@@ -55,6 +55,29 @@ type SessionOptions struct {
 	// IntraOpThreads is the number of threads one operator may use; 0 means
 	// one per CPU. Inter-op parallelism is always 1 (sequential execution).
 	IntraOpThreads int
+	// Optimization is the graph optimisation level: "all" (the default,
+	// with the x86 NCHWc layout rewrite), "extended" (fusions, no layout
+	// rewrite), "basic" or "disabled".
+	Optimization string
+}
+
+// optimizationLevels maps the names profiles and reports use to ONNX
+// Runtime's levels.
+var optimizationLevels = map[string]ort.GraphOptimizationLevel{
+	"all": ort.GraphOptimizationLevelEnableAll, "extended": ort.GraphOptimizationLevelEnableExtended,
+	"basic": ort.GraphOptimizationLevelEnableBasic, "disabled": ort.GraphOptimizationLevelDisableAll,
+}
+
+func (o SessionOptions) level() (ort.GraphOptimizationLevel, error) {
+	name := o.Optimization
+	if name == "" {
+		name = "all"
+	}
+	l, ok := optimizationLevels[name]
+	if !ok {
+		return 0, fmt.Errorf("graph optimisation %q: want all, extended, basic or disabled", o.Optimization)
+	}
+	return l, nil
 }
 
 func (o SessionOptions) threads() int {
@@ -74,8 +97,8 @@ type Session struct {
 	Threads       int
 }
 
-// Open loads modelPath in ONNX Runtime (Init must have been called) with all
-// graph optimisations on, as a deployment would.
+// Open loads modelPath in ONNX Runtime (Init must have been called) with the
+// graph optimisations of opts (all of them by default, as a deployment would).
 func Open(modelPath string, opts SessionOptions) (*Session, error) {
 	ins, outs, err := ort.GetInputOutputInfo(modelPath)
 	if err != nil {
@@ -109,7 +132,11 @@ func Open(modelPath string, opts SessionOptions) (*Session, error) {
 	if err := so.SetExecutionMode(ort.ExecutionModeSequential); err != nil {
 		return nil, fmt.Errorf("opening %s: %w", modelPath, err)
 	}
-	if err := so.SetGraphOptimizationLevel(ort.GraphOptimizationLevelEnableAll); err != nil {
+	level, err := opts.level()
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", modelPath, err)
+	}
+	if err := so.SetGraphOptimizationLevel(level); err != nil {
 		return nil, fmt.Errorf("opening %s: %w", modelPath, err)
 	}
 	s, err := ort.NewDynamicAdvancedSession(modelPath, []string{ins[0].Name}, []string{outs[0].Name}, so)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"bayesnas/export"
 	"bayesnas/hwprofile"
@@ -24,11 +25,30 @@ type DeviceSpec struct {
 	TimeoutSeconds float64
 	Library        string // ONNX Runtime library for the built-in device
 	Threads        int
+	Optimization   string // its graph optimisation level ("" = all)
 }
 
-// openPlugin starts a plug-in device.
+// openPlugin starts a plug-in device. Arguments that name an existing file
+// relative to the working directory are made absolute (the plug-in runs in
+// a directory of its own), so a profile can record its plug-in as
+// "node plugins/ort-wasm/plugin.mjs" and work from any checkout.
 func openPlugin(ctx context.Context, spec DeviceSpec) (hwprofile.Device, error) {
-	return nil, fmt.Errorf("plug-in %v: not supported yet", spec.Plugin)
+	cmd := slices.Clone(spec.Plugin)
+	for i, a := range cmd[1:] {
+		if filepath.IsAbs(a) || strings.HasPrefix(a, "-") {
+			continue
+		}
+		if _, err := os.Stat(a); err == nil {
+			if abs, err := filepath.Abs(a); err == nil {
+				cmd[i+1] = abs
+			}
+		}
+	}
+	p, err := hwprofile.OpenPlugin(ctx, hwprofile.PluginSpec{Command: cmd, TimeoutSeconds: spec.TimeoutSeconds})
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
 // OpenDevice starts the device.
@@ -40,7 +60,7 @@ func OpenDevice(ctx context.Context, spec DeviceSpec) (hwprofile.Device, error) 
 	if threads <= 0 {
 		threads = 1
 	}
-	d, err := onnxrt.NewDevice(spec.Library, threads)
+	d, err := onnxrt.NewDevice(spec.Library, threads, spec.Optimization)
 	if err != nil {
 		return nil, err
 	}
@@ -128,11 +148,16 @@ type ProfileMeasureOptions struct {
 	GridStep    int
 	Protocol    hwprofile.Protocol
 	MissingOnly bool
+	// Calibrate whole networks per space (seed Networks.SampleSeed+1) are
+	// measured to fit the profile's calibration; 0 leaves it as it is.
+	Calibrate   int
 	Device      DeviceSpec
 	ToolVersion string
 	Progress    io.Writer
 	TTY         bool
 	Log         *slog.Logger
+
+	afterKernel func(done int) // tests interrupt a measurement here
 }
 
 // MeasureProfile builds the micro models every kernel of the networks needs
@@ -165,7 +190,25 @@ func MeasureProfile(ctx context.Context, opt ProfileMeasureOptions) (*hwprofile.
 	if prof != nil && !slices.Equal(prof.Protocol.Input, input) {
 		return nil, fmt.Errorf("%s was measured for input %v, these networks take %v", opt.Out, prof.Protocol.Input, input)
 	}
-	jobs, err := hwprofile.Plan(nets, hwprofile.GridOptions{Step: opt.GridStep})
+	var calib []*export.Model
+	if opt.Calibrate > 0 {
+		for _, sp := range opt.Networks.Spaces {
+			gs, err := hwprofile.Sample(sp, opt.Calibrate, opt.Networks.SampleSeed+1)
+			if err != nil {
+				return nil, err
+			}
+			for _, g := range gs {
+				m, err := hwprofile.Network(g, nil)
+				if err != nil {
+					return nil, fmt.Errorf("%s: %w", g.Name, err)
+				}
+				calib = append(calib, m)
+			}
+		}
+	}
+	// The calibration networks' kernels are planned too: they must be
+	// priced from the profile like any network.
+	jobs, err := hwprofile.Plan(append(slices.Clone(nets), calib...), hwprofile.GridOptions{Step: opt.GridStep})
 	if err != nil {
 		return nil, err
 	}
@@ -180,16 +223,58 @@ func MeasureProfile(ctx context.Context, opt ProfileMeasureOptions) (*hwprofile.
 	prog := newProgress(opt.Progress, opt.TTY)
 	defer prog.done()
 	prof, err = hwprofile.Measure(ctx, dev, jobs, prof, hwprofile.MeasureOptions{
-		Protocol: opt.Protocol, Tool: opt.ToolVersion, Input: input, SaveEvery: 50,
+		Protocol: opt.Protocol, Tool: opt.ToolVersion, Input: input, SaveEvery: 50, Plugin: opt.Device.Plugin,
 		Save: func(p *hwprofile.Profile) error { return p.Write(opt.Out) },
 		Progress: func(done, total int, k hwprofile.Key) {
 			prog.update(progressStep{Phase: "kernels", I: 1, N: 1, Batch: done, Batches: total, Done: done, Total: total})
+			if opt.afterKernel != nil {
+				opt.afterKernel(done)
+			}
 		},
 	})
 	if errors.Is(err, context.Canceled) {
 		return prof, fmt.Errorf("interrupted: %d kernels saved in %s; run again with --missing-only to measure the rest", len(prof.Entries), opt.Out)
 	}
-	return prof, err
+	if err != nil || len(calib) == 0 {
+		return prof, err
+	}
+	if err := calibrate(ctx, dev, prof, calib, opt.Protocol, prog); err != nil {
+		return prof, err
+	}
+	return prof, prof.Write(opt.Out)
+}
+
+// calibrate measures the calibration networks whole and fits the profile's
+// calibration to them.
+func calibrate(ctx context.Context, dev hwprofile.Device, prof *hwprofile.Profile, nets []*export.Model, proto hwprofile.Protocol, prog *progress) error {
+	dir, err := os.MkdirTemp("", "bayesnas-calibrate-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	var preds []*hwprofile.Prediction
+	var meas []float64
+	for i, m := range nets {
+		ks, err := hwprofile.Kernels(m)
+		if err != nil {
+			return err
+		}
+		pr, err := prof.PredictKernels(ks)
+		if err != nil {
+			return fmt.Errorf("calibration network %s: %w", m.Graph.Name, err)
+		}
+		path := filepath.Join(dir, fmt.Sprintf("net%d.onnx", i))
+		if err := os.WriteFile(path, m.Marshal(), 0o644); err != nil {
+			return err
+		}
+		t, err := dev.Time(ctx, path, proto)
+		if err != nil {
+			return fmt.Errorf("timing calibration network %s: %w", m.Graph.Name, err)
+		}
+		preds, meas = append(preds, pr), append(meas, t.MedianMs)
+		prog.update(progressStep{Phase: "calibration", I: 1, N: 1, Batch: i + 1, Batches: len(nets), Done: i + 1, Total: len(nets)})
+	}
+	return prof.Calibrate(preds, meas)
 }
 
 // PredictArch prices an architecture file (with its weights when given) on
@@ -256,6 +341,16 @@ func CheckProfile(ctx context.Context, opt ProfileCheckOptions) (*hwprofile.Chec
 			}
 			nets = append(nets, hwprofile.CheckNet{Space: s, Name: g.Name, Model: m})
 		}
+	}
+	if len(opt.Device.Plugin) == 0 {
+		// The profile's own plug-in and threads, unless given.
+		opt.Device.Plugin = prof.Plugin
+	}
+	if opt.Device.Threads <= 0 {
+		opt.Device.Threads = prof.Runtime.IntraOpThreads
+	}
+	if opt.Device.Optimization == "" && len(opt.Device.Plugin) == 0 {
+		opt.Device.Optimization = prof.Runtime.GraphOptimization
 	}
 	dev, err := OpenDevice(ctx, opt.Device)
 	if err != nil {

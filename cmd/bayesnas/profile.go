@@ -30,9 +30,10 @@ plug-in (PLUGINS.md).`,
 
 func addDeviceFlags(cmd *cobra.Command) {
 	f := cmd.Flags()
-	f.String("plugin", "", "device plug-in command (e.g. \"node plugins/ort-wasm/plugin.mjs --threads 1\"); default: the built-in ONNX Runtime")
+	f.String("plugin", "", "device plug-in command (e.g. \"node plugins/ort-wasm/plugin.mjs --threads 1\"); default: the profile's (check), else the built-in ONNX Runtime")
 	f.Float64("plugin-timeout", 120, "seconds a plug-in may take for one request")
-	f.Int("threads", 1, "intra-op threads of the built-in ONNX Runtime")
+	f.Int("threads", 0, "intra-op threads of the built-in ONNX Runtime (0: the profile's for check, 1 for measure)")
+	f.String("graph-optimization", "", "graph optimisation level of the built-in ONNX Runtime: all, extended, basic, disabled (default: the profile's for check, else all)")
 	f.String("onnxruntime-lib", "", "path to libonnxruntime.so.1 (default: $ONNXRUNTIME_LIB, then the set-up cache)")
 	f.Int("batch", 1, "batch size of every timed inference")
 	f.Int("warmup", 10, "untimed runs before timing")
@@ -47,6 +48,7 @@ func deviceFlags(cmd *cobra.Command) (pipeline.DeviceSpec, hwprofile.Protocol) {
 	spec.TimeoutSeconds, _ = f.GetFloat64("plugin-timeout")
 	spec.Threads, _ = f.GetInt("threads")
 	spec.Library, _ = f.GetString("onnxruntime-lib")
+	spec.Optimization, _ = f.GetString("graph-optimization")
 	var p hwprofile.Protocol
 	p.Batch, _ = f.GetInt("batch")
 	p.Warmup, _ = f.GetInt("warmup")
@@ -81,6 +83,7 @@ time only what it lacks (also how an existing profile is extended).`,
 			opt.Networks.SampleSeed, _ = f.GetUint64("sample-seed")
 			opt.GridStep, _ = f.GetInt("grid-step")
 			opt.MissingOnly, _ = f.GetBool("missing-only")
+			opt.Calibrate, _ = f.GetInt("calibrate")
 			opt.ToolVersion = versionString()
 			log, err := newLogger(cmd)
 			if err != nil {
@@ -107,6 +110,7 @@ time only what it lacks (also how an existing profile is extended).`,
 	f.Uint64("sample-seed", 1000, "seed of those networks (profile check uses another)")
 	f.Int("grid-step", 8, "channel grid step for the kernels compression resizes, 0 = no grids")
 	f.Bool("missing-only", false, "extend an existing --out: time only the kernels it lacks")
+	f.Int("calibrate", 10, "whole networks per --space (seed --sample-seed+1) measured to calibrate kernel sums to network latency; 0 = none")
 	return cmd
 }
 
