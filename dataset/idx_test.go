@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"bayesnas/internal/testenv"
 )
 
 // idxBytes encodes an IDX file: magic, dimensions, then body.
@@ -221,7 +223,7 @@ func TestLoadIDXDirs(t *testing.T) {
 // TestRealFashionMNIST checks the Debian package's files, when installed.
 func TestRealFashionMNIST(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(DefaultFashionMNISTDir, "train-images-idx3-ubyte.gz")); err != nil {
-		t.Skipf("Fashion-MNIST not installed in %s (Debian package dataset-fashion-mnist): %v", DefaultFashionMNISTDir, err)
+		testenv.Missing(t, "Fashion-MNIST in "+DefaultFashionMNISTDir, "apt-get install dataset-fashion-mnist, or go tool task setup", err)
 	}
 	train, test, err := Load("fashion-mnist", "")
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"bayesnas/internal/testenv"
 	"bayesnas/models"
 	"bayesnas/nn"
 )
@@ -368,7 +369,7 @@ func TestReaderErrors(t *testing.T) {
 // opset and at 17, the newest that checker knows.
 func TestONNXChecker(t *testing.T) {
 	if err := exec.Command("/usr/bin/python3", "-c", "import onnx").Run(); err != nil {
-		t.Skipf("SKIP: /usr/bin/python3 cannot import onnx (%v); apt-get install python3-onnx to run the reference checker", err)
+		testenv.Missing(t, "the reference checker (/usr/bin/python3 with onnx)", "apt-get install python3-onnx, or go tool task setup", err)
 	}
 	dir := t.TempDir()
 	cases, err := Cases()

@@ -10,9 +10,9 @@ import (
 )
 
 // ImportProxylessNAS converts ProxylessNAS's net.config JSON for its
-// PyramidTreeNet (the released CIFAR-10 network,
-// shared/fixtures/proxylessnas_cifar10_net.config) into a graph. source
-// names the file in errors and in the graph's builder record.
+// PyramidTreeNet (the released CIFAR-10 network, in the repository as
+// internal/fixtures/testdata/proxylessnas_cifar10_net.config) into a graph.
+// source names the file in errors and in the graph's builder record.
 //
 // The file is {name, blocks, classifier}. Blocks are TransitionBlock
 // {layers} (layers in sequence) and ResidualTreeBlock {in_bottle, cell,

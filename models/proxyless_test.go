@@ -12,8 +12,8 @@ import (
 	"bayesnas/nn"
 )
 
-// proxylessFixture is ProxylessNAS's released CIFAR-10 network, shared by
-// the project (shared/ beside the worktrees, or inside the checkout).
+// proxylessFixture is ProxylessNAS's released CIFAR-10 network, kept in
+// the repository (internal/fixtures/testdata).
 func proxylessFixture(t *testing.T) []byte {
 	t.Helper()
 	b, err := os.ReadFile(fixtures.MustPath(t, "proxylessnas_cifar10_net.config"))

@@ -11,8 +11,9 @@ import (
 )
 
 // The widths of ProxylessNAS's published PyramidTreeNet config (N=18,
-// alpha=84, groups 2; shared/fixtures/proxylessnas_cifar10_net.config, the
-// in_bottle out_channels of each ResidualTreeBlock).
+// alpha=84, groups 2;
+// internal/fixtures/testdata/proxylessnas_cifar10_net.config, the in_bottle
+// out_channels of each ResidualTreeBlock).
 var proxylessWidths = [3][]int{
 	{18, 18, 20, 22, 24, 24, 26, 28, 30, 32, 32, 34, 36, 38, 38, 40, 42, 44},
 	{46, 46, 48, 50, 52, 52, 54, 56, 58, 60, 60, 62, 64, 66, 66, 68, 70, 72},

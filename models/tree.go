@@ -30,7 +30,7 @@ var TreeOps = []string{TreeIdentity, TreeSep3, TreeSep5, TreeSep7, TreeDil3, Tre
 const TreeEdges = 12
 
 // The tree cell (depth 3), following ProxylessNAS's published CIFAR-10
-// network (shared/fixtures/proxylessnas_cifar10_net.config), where
+// network (internal/fixtures/testdata/proxylessnas_cifar10_net.config), where
 // METHOD.md leaves details open:
 //
 //	root:  3x3 conv, groups 2, planes -> 2*planes channels, the block's stride,

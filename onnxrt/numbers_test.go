@@ -14,6 +14,7 @@ import (
 
 	"bayesnas/dataset"
 	"bayesnas/export"
+	"bayesnas/internal/testenv"
 	"bayesnas/models"
 	"bayesnas/nn"
 )
@@ -43,7 +44,7 @@ type calibrated struct {
 func loadCalibrated(tb testing.TB, calibBatches, batch, nTest int) *calibrated {
 	tb.Helper()
 	if _, err := os.Stat(filepath.Join(dataset.DefaultFashionMNISTDir, "t10k-images-idx3-ubyte.gz")); err != nil {
-		tb.Skipf("SKIP: Fashion-MNIST not installed in %s (Debian package dataset-fashion-mnist): %v", dataset.DefaultFashionMNISTDir, err)
+		testenv.Missing(tb, "Fashion-MNIST in "+dataset.DefaultFashionMNISTDir, "apt-get install dataset-fashion-mnist, or go tool task setup", err)
 	}
 	train, test, err := dataset.LoadFashionMNIST(dataset.DefaultFashionMNISTDir)
 	if err != nil {

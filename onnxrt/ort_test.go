@@ -10,15 +10,16 @@ import (
 	"testing"
 
 	"bayesnas/export"
+	"bayesnas/internal/testenv"
 	"bayesnas/models"
 	"bayesnas/nn"
 )
 
-// needORT loads ONNX Runtime or skips, saying how to get it.
+// needORT loads ONNX Runtime or skips (fails in CI), saying how to get it.
 func needORT(t testing.TB) {
 	t.Helper()
 	if _, err := InitDefault(""); err != nil {
-		t.Skipf("SKIP: ONNX Runtime not available (%v); run scripts/ort.sh", err)
+		testenv.Missing(t, "ONNX Runtime", "bash scripts/ort.sh, or go tool task setup", err)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	ort "github.com/yalue/onnxruntime_go"
 
 	"bayesnas/export"
+	"bayesnas/internal/testenv"
 )
 
 // onnxNodeTests is where Debian's libonnx-testdata keeps ONNX's per-op cases.
@@ -34,7 +35,7 @@ var ourOps = map[string]bool{
 func TestONNXNodeCases(t *testing.T) {
 	entries, err := os.ReadDir(onnxNodeTests)
 	if err != nil {
-		t.Skipf("SKIP: ONNX node test cases not installed (%v); apt-get install libonnx-testdata", err)
+		testenv.Missing(t, "ONNX node test cases (Debian libonnx-testdata)", "apt-get install libonnx-testdata, or go tool task setup", err)
 	}
 	needORT(t)
 	ran, skipped := 0, map[string]string{}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"bayesnas/internal/fixtures"
+	"bayesnas/internal/testenv"
 	"bayesnas/models"
 	"bayesnas/onnxrt"
 )
@@ -167,7 +168,7 @@ func TestExportTrainedRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := onnxrt.LibraryPath(""); err != nil {
-		t.Skipf("SKIP: ONNX Runtime not available (%v); run scripts/ort.sh", err)
+		testenv.Missing(t, "ONNX Runtime", "bash scripts/ort.sh, or go tool task setup", err)
 	}
 	opt.Validate = true
 	opt.Validation.Repeats = 2
@@ -311,7 +312,7 @@ func TestImportedProxylessTrainsAndExports(t *testing.T) {
 		t.Errorf("trained network has %d parameters, want the published 5.72 M within 1 %%", sum.Params)
 	}
 	if _, err := onnxrt.LibraryPath(""); err != nil {
-		t.Skipf("SKIP: ONNX Runtime not available (%v); run scripts/ort.sh", err)
+		testenv.Missing(t, "ONNX Runtime", "bash scripts/ort.sh, or go tool task setup", err)
 	}
 	opt := ExportOptions{TestImages: 8, Validate: true}
 	opt.Validation.Batch, opt.Validation.RandomInputs, opt.Validation.SkipTiming = 8, 8, true

@@ -29,7 +29,7 @@ derived network.`,
 in a PyramidNet, as its released CIFAR-10 network) and write it as an
 architecture JSON. The input is 3x32x32 (CIFAR-10): the file records channels,
 not the image size. Unknown layers or fields are errors naming the block.`,
-		Example: `  bayesnas import proxylessnas ../shared/fixtures/proxylessnas_cifar10_net.config --out arch.json
+		Example: `  bayesnas import proxylessnas internal/fixtures/testdata/proxylessnas_cifar10_net.config --out arch.json
   bayesnas train --arch arch.json --data cifar10 --data-dir data/cifar-10-batches-bin`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

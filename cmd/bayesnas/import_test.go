@@ -11,7 +11,7 @@ import (
 	"bayesnas/models"
 )
 
-// fixture finds ProxylessNAS's released network in the project's shared folder.
+// fixture finds ProxylessNAS's released network in the repository's fixtures.
 func fixture(t *testing.T) string {
 	t.Helper()
 	return fixtures.MustPath(t, "proxylessnas_cifar10_net.config")
