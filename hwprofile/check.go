@@ -45,6 +45,7 @@ type CheckReport struct {
 	Device   DeviceInfo  `json:"device"`
 	Runtime  RuntimeInfo `json:"runtime"`
 	Protocol Protocol    `json:"protocol"`
+	Sessions int         `json:"sessions"`
 	Profile  string      `json:"profile_hash"`
 	Rows     []CheckRow  `json:"networks"`
 	// Profile is the profile's prediction; MACs a least-squares fit
@@ -56,11 +57,25 @@ type CheckReport struct {
 	NoiseAcc   Accuracy `json:"noise_floor"`
 	// MACsFit is (a, b) of the MACs-only fit, in ms and ms per MAC.
 	MACsFit [2]float64 `json:"macs_fit"`
+	// BySpace are the same three per space, in the order of the networks.
+	BySpace []SpaceAccuracy `json:"by_space"`
 }
 
-// Check predicts every network with p, measures each twice on dev (two
-// passes over all networks), and compares.
-func Check(ctx context.Context, dev Device, p *Profile, nets []CheckNet, proto Protocol, progress func(done, total int)) (*CheckReport, error) {
+// SpaceAccuracy is a check's accuracies over the networks of one space.
+type SpaceAccuracy struct {
+	Space      string   `json:"space"`
+	Networks   int      `json:"networks"`
+	ProfileAcc Accuracy `json:"profile"`
+	MACsAcc    Accuracy `json:"macs_only"`
+	NoiseAcc   Accuracy `json:"noise_floor"`
+}
+
+// Check predicts every network with p, measures each twice on dev, and
+// compares. Each measurement is the median of sessions loads of the model
+// (a runtime lays a model out in memory anew in each session, and on small
+// networks that alone moves the median by several percent), each timed with
+// proto.
+func Check(ctx context.Context, dev Device, p *Profile, nets []CheckNet, proto Protocol, sessions int, progress func(done, total int)) (*CheckReport, error) {
 	di, ri, err := dev.Describe(ctx)
 	if err != nil {
 		return nil, err
@@ -73,14 +88,14 @@ func Check(ctx context.Context, dev Device, p *Profile, nets []CheckNet, proto P
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	rep := &CheckReport{Device: di, Runtime: ri, Protocol: proto, Profile: p.Hash}
-	paths := make([]string, len(nets))
+	rep := &CheckReport{Device: di, Runtime: ri, Protocol: proto, Sessions: sessions, Profile: p.Hash}
+	paths := make([]string, len(nets)) // the networks' files, named after them in errors
 	for i, n := range nets {
 		ks, err := Kernels(n.Model)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", n.Name, err)
 		}
-		pr, err := p.PredictKernels(ks)
+		pr, err := p.PredictKernels(ks, n.Space)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", n.Name, err)
 		}
@@ -92,21 +107,24 @@ func Check(ctx context.Context, dev Device, p *Profile, nets []CheckNet, proto P
 			return nil, err
 		}
 	}
-	for pass := range 2 {
-		for i := range nets {
-			t, err := dev.Time(ctx, paths[i], proto)
-			if err != nil {
-				return nil, fmt.Errorf("timing %s: %w", nets[i].Name, err)
-			}
-			if pass == 0 {
-				rep.Rows[i].MeasuredMs = t.MedianMs
+	// 2 x sessions rounds over all networks, alternating between the two
+	// measurements, so that both sample the same spells of the machine:
+	// their difference is the noise of a measurement, not the drift
+	// between two.
+	times, err := TimeRounds(ctx, dev, paths, proto, 2*max(sessions, 1), progress)
+	if err != nil {
+		return nil, err
+	}
+	for i, ts := range times {
+		var a, b []float64
+		for r, t := range ts {
+			if r%2 == 0 {
+				a = append(a, t)
 			} else {
-				rep.Rows[i].RepeatMs = t.MedianMs
-			}
-			if progress != nil {
-				progress(pass*len(nets)+i+1, 2*len(nets))
+				b = append(b, t)
 			}
 		}
+		rep.Rows[i].MeasuredMs, rep.Rows[i].RepeatMs = Median(a), Median(b)
 	}
 	var macs, meas, pred, rep2 []float64
 	for _, r := range rep.Rows {
@@ -125,7 +143,51 @@ func Check(ctx context.Context, dev Device, p *Profile, nets []CheckNet, proto P
 	rep.ProfileAcc = accuracy(pred, meas)
 	rep.MACsAcc = accuracy(fit, meas)
 	rep.NoiseAcc = accuracy(rep2, meas)
+	var order []string
+	idx := map[string][]int{}
+	for i, r := range rep.Rows {
+		if _, ok := idx[r.Space]; !ok {
+			order = append(order, r.Space)
+		}
+		idx[r.Space] = append(idx[r.Space], i)
+	}
+	pick := func(v []float64, is []int) []float64 {
+		out := make([]float64, len(is))
+		for j, i := range is {
+			out[j] = v[i]
+		}
+		return out
+	}
+	for _, sp := range order {
+		is := idx[sp]
+		m := pick(meas, is)
+		rep.BySpace = append(rep.BySpace, SpaceAccuracy{Space: sp, Networks: len(is),
+			ProfileAcc: accuracy(pick(pred, is), m), MACsAcc: accuracy(pick(fit, is), m), NoiseAcc: accuracy(pick(rep2, is), m)})
+	}
 	return rep, nil
+}
+
+// TimeRounds times every model rounds times on dev, one round over all of
+// them after the other (a slow spell of a shared machine then falls on one
+// round of each model rather than on all rounds of a few), and returns each
+// model's per-round medians.
+func TimeRounds(ctx context.Context, dev Device, paths []string, proto Protocol, rounds int, progress func(done, total int)) ([][]float64, error) {
+	times := make([][]float64, len(paths))
+	done := 0
+	for range rounds {
+		for i, path := range paths {
+			t, err := dev.Time(ctx, path, proto)
+			if err != nil {
+				return nil, fmt.Errorf("timing %s: %w", path, err)
+			}
+			times[i] = append(times[i], t.MedianMs)
+			done++
+			if progress != nil {
+				progress(done, rounds*len(paths))
+			}
+		}
+	}
+	return times, nil
 }
 
 // fitLine is the least-squares line y = a + b x.

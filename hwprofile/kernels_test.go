@@ -154,7 +154,7 @@ func TestPlanGrid(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		pr, err := p.PredictKernels(ks)
+		pr, err := p.PredictKernels(ks, "")
 		if err != nil {
 			t.Fatalf("%s: %v", g.Name, err)
 		}
@@ -210,7 +210,7 @@ func TestPredictHandBuilt(t *testing.T) {
 		p.Entries = append(p.Entries, Entry{Key: k, MedianMs: float64(i + 1), P90Ms: float64(i + 1), Repeats: 1})
 	}
 	p.Calibration = nil
-	pr, err := p.PredictKernels(ks)
+	pr, err := p.PredictKernels(ks, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,17 +221,24 @@ func TestPredictHandBuilt(t *testing.T) {
 		t.Fatalf("MACs %d, want %d", pr.MACs, wantMACs)
 	}
 	// Calibrated: scale x kernels + per-kernel cost x 5 kernels.
-	p.Calibration = &Calibration{Scale: 2, PerKernelMs: 0.25}
-	if pr, err = p.PredictKernels(ks); err != nil {
+	p.Calibration = []Calibration{{Space: "", Scale: 2, PerKernelMs: 0.25}, {Space: "tree", Scale: 3}}
+	if pr, err = p.PredictKernels(ks, ""); err != nil {
 		t.Fatal(err)
 	}
-	if want := p.OverheadMs + 2*15 + 0.25*5; math.Abs(pr.TotalMs-want) > 1e-12 {
-		t.Fatalf("calibrated total %v, want %v", pr.TotalMs, want)
+	if want := p.OverheadMs + 2*15 + 0.25*5; math.Abs(pr.TotalMs-want) > 1e-12 || pr.Calibration != "all" {
+		t.Fatalf("calibrated total %v (%s), want %v with the profile-wide calibration", pr.TotalMs, pr.Calibration, want)
+	}
+	// A space's own calibration, where the profile has one.
+	if pr, err = p.PredictKernels(ks, "tree"); err != nil {
+		t.Fatal(err)
+	}
+	if want := p.OverheadMs + 3*15; math.Abs(pr.TotalMs-want) > 1e-12 || pr.Calibration != "tree" {
+		t.Fatalf("tree calibration: total %v (%s), want %v", pr.TotalMs, pr.Calibration, want)
 	}
 	// A profile without the pool's entry names the node.
 	p.Entries = slices.Delete(p.Entries, 1, 2)
 	p.idx = nil
-	if _, err := p.PredictKernels(ks); err == nil || !strings.Contains(err.Error(), `node "pool"`) {
+	if _, err := p.PredictKernels(ks, ""); err == nil || !strings.Contains(err.Error(), `node "pool"`) {
 		t.Fatalf("error %v, want one naming node pool", err)
 	}
 }
@@ -240,6 +247,7 @@ func TestPredictHandBuilt(t *testing.T) {
 // search over a grid of candidate fits on a noisy one.
 func TestCalibrate(t *testing.T) {
 	p := sampleProfile()
+	p.Calibration = []Calibration{{Scale: 1, Networks: 3}}
 	var preds []*Prediction
 	var meas []float64
 	for i := range 12 {
@@ -248,10 +256,13 @@ func TestCalibrate(t *testing.T) {
 		preds = append(preds, &Prediction{KernelsMs: kernels, Nodes: make([]NodePrice, n)})
 		meas = append(meas, p.OverheadMs+1.2*kernels+0.003*float64(n))
 	}
-	if err := p.Calibrate(preds, meas); err != nil {
+	if err := p.Calibrate("proxy", preds, meas); err != nil {
 		t.Fatal(err)
 	}
-	c := p.Calibration
+	c := p.calibration("proxy")
+	if c == nil || c.Space != "proxy" || len(p.Calibration) != 2 {
+		t.Fatalf("calibrations %+v: want proxy's beside the profile-wide one", p.Calibration)
+	}
 	if math.Abs(c.Scale-1.2) > 1e-6 || math.Abs(c.PerKernelMs-0.003) > 1e-6 || c.Networks != 12 {
 		t.Fatalf("calibration %+v, want scale 1.2, 0.003 ms per kernel", c)
 	}
@@ -259,8 +270,11 @@ func TestCalibrate(t *testing.T) {
 	for i := range meas {
 		meas[i] *= 1 + 0.05*math.Sin(float64(7*i))
 	}
-	if err := p.Calibrate(preds, meas); err != nil {
+	if err := p.Calibrate("proxy", preds, meas); err != nil {
 		t.Fatal(err)
+	}
+	if len(p.Calibration) != 2 {
+		t.Fatalf("calibrating proxy again left %d calibrations, want it replaced", len(p.Calibration))
 	}
 	sse := func(s, k float64) float64 {
 		v := 0.0
@@ -270,7 +284,7 @@ func TestCalibrate(t *testing.T) {
 		}
 		return v
 	}
-	c = p.Calibration
+	c = p.calibration("proxy")
 	best := sse(c.Scale, c.PerKernelMs)
 	for s := 0.5; s <= 2.5; s += 0.01 {
 		for k := 0.0; k <= 0.01; k += 0.0001 {
@@ -280,7 +294,7 @@ func TestCalibrate(t *testing.T) {
 		}
 	}
 	// Too few networks: an error, the calibration unchanged.
-	if err := p.Calibrate(preds[:2], meas[:2]); err == nil {
+	if err := p.Calibrate("proxy", preds[:2], meas[:2]); err == nil {
 		t.Fatal("calibrated on 2 networks")
 	}
 }

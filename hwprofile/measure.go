@@ -310,6 +310,16 @@ func filled(name string, dims []int64) *export.Tensor {
 	return export.FloatTensor(name, dims, data)
 }
 
+// Median of a few values (the mean of the middle two when even).
+func Median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
 // roundNs rounds milliseconds to whole nanoseconds, the clock's resolution,
 // so that differences print without float noise.
 func roundNs(ms float64) float64 { return math.Round(ms*1e6) / 1e6 }
@@ -336,13 +346,16 @@ type MeasureOptions struct {
 	Dir string
 	// Progress is told after every timed kernel.
 	Progress func(done, total int, k Key)
-	// Save is called with the profile every SaveEvery timed kernels and at
-	// the end (also when ctx is cancelled), so that an interrupted
-	// measurement resumes where it stopped.
+	// Save is called with the profile every SaveEvery kernels (all their
+	// rounds timed) and at the end (also when ctx is cancelled), so that an
+	// interrupted measurement resumes where it stopped.
 	Save      func(*Profile) error
 	SaveEvery int
-	Tool      string
-	Input     []int
+	// Rounds times every kernel this many times, in turn with the others of
+	// its SaveEvery chunk, keeping the median (1 when 0).
+	Rounds int
+	Tool   string
+	Input  []int
 	// Plugin is the plug-in command dev runs, recorded in a new profile.
 	Plugin []string
 }
@@ -423,24 +436,45 @@ func Measure(ctx context.Context, dev Device, jobs []Job, p *Profile, opts Measu
 		}
 		return opts.Save(p)
 	}
-	for i, j := range todo {
-		if err := ctx.Err(); err != nil {
-			return p, errors.Join(err, save())
-		}
-		t, err := time1(j.Model, "kernel", opts.Protocol)
-		if err != nil {
-			return p, errors.Join(fmt.Errorf("timing %s: %w", j.Key, err), save())
-		}
-		med := max(roundNs(t.MedianMs-p.OverheadMs), minKernelMs)
-		p.Entries = append(p.Entries, Entry{Key: j.Key, MedianMs: med, P90Ms: max(roundNs(t.P90Ms-p.OverheadMs), med), Repeats: t.Repeats})
-		p.idx = nil
-		if opts.Progress != nil {
-			opts.Progress(i+1, len(todo), j.Key)
-		}
-		if opts.SaveEvery > 0 && (i+1)%opts.SaveEvery == 0 {
-			if err := save(); err != nil {
-				return p, err
+	rounds := max(opts.Rounds, 1)
+	chunk := opts.SaveEvery
+	if chunk <= 0 {
+		chunk = len(todo)
+	}
+	done := 0
+	for lo := 0; lo < len(todo); lo += chunk {
+		part := todo[lo:min(lo+chunk, len(todo))]
+		meds := make([][]float64, len(part))
+		p90s := make([][]float64, len(part))
+		reps := make([]int, len(part))
+		// Rounds go over the whole chunk in turn, so that a slow spell of
+		// the machine (tens of seconds on a shared one) lands in one round
+		// of a kernel, not in all of them, and the median drops it.
+		for range rounds {
+			for i, j := range part {
+				if err := ctx.Err(); err != nil {
+					return p, errors.Join(err, save())
+				}
+				t, err := time1(j.Model, "kernel", opts.Protocol)
+				if err != nil {
+					return p, errors.Join(fmt.Errorf("timing %s: %w", j.Key, err), save())
+				}
+				meds[i] = append(meds[i], t.MedianMs)
+				p90s[i] = append(p90s[i], t.P90Ms)
+				reps[i] += t.Repeats
+				done++
+				if opts.Progress != nil {
+					opts.Progress(done, len(todo)*rounds, j.Key)
+				}
 			}
+		}
+		for i, j := range part {
+			med := max(roundNs(Median(meds[i])-p.OverheadMs), minKernelMs)
+			p.Entries = append(p.Entries, Entry{Key: j.Key, MedianMs: med, P90Ms: max(roundNs(Median(p90s[i])-p.OverheadMs), med), Repeats: reps[i]})
+		}
+		p.idx = nil
+		if err := save(); err != nil {
+			return p, err
 		}
 	}
 	return p, save()

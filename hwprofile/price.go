@@ -3,6 +3,7 @@ package hwprofile
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -149,14 +150,18 @@ type Prediction struct {
 	OverheadMs float64 `json:"overhead_ms"`
 	// KernelsMs is the plain sum of the kernels' latencies; TotalMs applies
 	// the profile's calibration to it.
-	KernelsMs float64     `json:"kernels_ms"`
-	MACs      int64       `json:"macs"`
-	Nodes     []NodePrice `json:"nodes"`
+	KernelsMs float64 `json:"kernels_ms"`
+	// Calibration names the calibration applied: a space, "all", or ""
+	// for none.
+	Calibration string      `json:"calibration"`
+	MACs        int64       `json:"macs"`
+	Nodes       []NodePrice `json:"nodes"`
 }
 
-// PredictKernels prices kernels (from Kernels) and adds them up. An
-// unpriceable kernel is an error naming its node.
-func (p *Profile) PredictKernels(ks []Kernel) (*Prediction, error) {
+// PredictKernels prices kernels (from Kernels) of a network of space ("" if
+// none is known) and adds them up, with the space's calibration (or the
+// profile-wide one). An unpriceable kernel is an error naming its node.
+func (p *Profile) PredictKernels(ks []Kernel, space string) (*Prediction, error) {
 	pr := &Prediction{OverheadMs: p.OverheadMs}
 	for _, k := range ks {
 		ms, how, err := p.Price(k.Key)
@@ -167,23 +172,39 @@ func (p *Profile) PredictKernels(ks []Kernel) (*Prediction, error) {
 		pr.KernelsMs += ms
 		pr.MACs += k.MACs
 	}
-	pr.TotalMs = p.OverheadMs + p.calibrated(pr.KernelsMs, len(ks))
+	pr.TotalMs = p.OverheadMs + pr.KernelsMs
+	if c := p.calibration(space); c != nil {
+		pr.Calibration = c.Space
+		if pr.Calibration == "" {
+			pr.Calibration = "all"
+		}
+		pr.TotalMs = p.OverheadMs + c.Scale*pr.KernelsMs + c.PerKernelMs*float64(len(ks))
+	}
 	return pr, nil
 }
 
-// calibrated is what kernels summing to kernelsMs cost inside a network.
-func (p *Profile) calibrated(kernelsMs float64, kernels int) float64 {
-	if c := p.Calibration; c != nil {
-		return c.Scale*kernelsMs + c.PerKernelMs*float64(kernels)
+// calibration returns the calibration for a space: its own, else the
+// profile-wide one, else nil.
+func (p *Profile) calibration(space string) *Calibration {
+	var all *Calibration
+	for i := range p.Calibration {
+		c := &p.Calibration[i]
+		if c.Space == space && space != "" {
+			return c
+		}
+		if c.Space == "" {
+			all = c
+		}
 	}
-	return kernelsMs
+	return all
 }
 
-// Calibrate fits the profile's calibration to networks whose predictions
-// (their uncalibrated kernel sums and kernel counts) and measured latencies
-// are given: least squares for Scale and PerKernelMs; when that makes
-// either negative (too few or too alike networks), Scale alone.
-func (p *Profile) Calibrate(preds []*Prediction, measuredMs []float64) error {
+// Calibrate fits the profile's calibration for a space ("" for the
+// profile-wide one) to networks whose predictions (their uncalibrated kernel
+// sums and kernel counts) and measured latencies are given: least squares
+// for Scale and PerKernelMs; when that makes either negative (too few or
+// too alike networks), Scale alone. It replaces the space's calibration.
+func (p *Profile) Calibrate(space string, preds []*Prediction, measuredMs []float64) error {
 	if len(preds) != len(measuredMs) || len(preds) < 3 {
 		return fmt.Errorf("calibration: %d networks, want at least 3", len(preds))
 	}
@@ -202,7 +223,9 @@ func (p *Profile) Calibrate(preds []*Prediction, measuredMs []float64) error {
 		}
 		b = append(b, 0)
 	}
-	p.Calibration = &Calibration{Scale: math.Round(b[0]*1e6) / 1e6, PerKernelMs: roundNs(b[1]), Networks: len(preds)}
+	c := Calibration{Space: space, Scale: math.Round(b[0]*1e6) / 1e6, PerKernelMs: roundNs(b[1]), Networks: len(preds)}
+	p.Calibration = slices.DeleteFunc(p.Calibration, func(o Calibration) bool { return o.Space == space })
+	p.Calibration = append(p.Calibration, c)
 	return nil
 }
 

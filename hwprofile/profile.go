@@ -43,8 +43,10 @@ type Profile struct {
 	OverheadMs float64 `yaml:"overhead_ms"`
 	// Calibration corrects the sum of kernels measured alone for what they
 	// cost inside a network, fitted on whole networks measured with the
-	// profile (never on the networks a check reports on).
-	Calibration *Calibration `yaml:"calibration,omitempty"`
+	// profile (never on the networks a check reports on): one per space
+	// the profile was measured for, and one over all of them (Space "")
+	// for networks of no known space.
+	Calibration []Calibration `yaml:"calibration,omitempty"`
 	// Entries are the kernels' latencies, sorted by key.
 	Entries []Entry `yaml:"entries"`
 	// Hash is the SHA-256 of the file with this field empty: a profile
@@ -66,13 +68,14 @@ type MeasureProtocol struct {
 }
 
 // Calibration maps what a network's kernels cost measured alone to what
-// they cost inside the network: predicted = OverheadMs + Scale x (sum of
+// they cost inside a network of one space (Space; "" for any network): predicted = OverheadMs + Scale x (sum of
 // the kernels' latencies) + PerKernelMs x (number of kernels). Measured
 // alone, a kernel finds its weights and input in cache and pays no hand-off
 // to the next one; inside a network it does. Both coefficients are fitted
 // by least squares on Networks whole networks measured with the profile
 // (never the networks a check reports on).
 type Calibration struct {
+	Space       string  `yaml:"space"`
 	Scale       float64 `yaml:"scale"`
 	PerKernelMs float64 `yaml:"per_kernel_ms"`
 	Networks    int     `yaml:"networks"`
@@ -114,6 +117,8 @@ func (k Key) less(o Key) int {
 // Marshal encodes p with its hash (computed here; p.Hash is set).
 func (p *Profile) Marshal() ([]byte, error) {
 	slices.SortFunc(p.Entries, func(a, b Entry) int { return a.Key.less(b.Key) })
+	slices.SortFunc(p.Calibration, func(a, b Calibration) int { return strings.Compare(a.Space, b.Space) })
+	p.idx = nil
 	p.Hash = ""
 	body, err := p.encode()
 	if err != nil {
@@ -216,13 +221,18 @@ func Parse(b []byte) (*Profile, error) {
 	if !slices.Equal(p.Fusions, FusionRules) {
 		return nil, fmt.Errorf("fusions: %v, want %v (the profile splits networks into kernels another way)", p.Fusions, FusionRules)
 	}
-	if c := p.Calibration; c != nil {
+	spaces := map[string]bool{}
+	for i, c := range p.Calibration {
 		if !finitePositive(c.Scale) {
-			return nil, fmt.Errorf("calibration.scale: %v is not a positive finite number", c.Scale)
+			return nil, fmt.Errorf("calibration[%d].scale: %v is not a positive finite number", i, c.Scale)
 		}
 		if !(c.PerKernelMs >= 0) || math.IsInf(c.PerKernelMs, 0) {
-			return nil, fmt.Errorf("calibration.per_kernel_ms: %v, want finite and >= 0", c.PerKernelMs)
+			return nil, fmt.Errorf("calibration[%d].per_kernel_ms: %v, want finite and >= 0", i, c.PerKernelMs)
 		}
+		if spaces[c.Space] {
+			return nil, fmt.Errorf("calibration[%d]: space %q calibrated twice", i, c.Space)
+		}
+		spaces[c.Space] = true
 	}
 	seen := map[Key]int{}
 	for i, e := range p.Entries {

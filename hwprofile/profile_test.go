@@ -17,7 +17,7 @@ func sampleProfile() *Profile {
 			Input: []int{1, 28, 28}, Date: "2026-12-02", Tool: "test"},
 		Fusions:     append([]string(nil), FusionRules...),
 		OverheadMs:  0.0012,
-		Calibration: &Calibration{Scale: 1.1, PerKernelMs: 0.0003, Networks: 20},
+		Calibration: []Calibration{{Space: "tree", Scale: 1.1, PerKernelMs: 0.0003, Networks: 20}, {Scale: 1.2, Networks: 60}},
 	}
 	conv := "Conv+Relu k=3 s=1 p=1 d=1 g=1 bias"
 	for _, c := range []int{8, 16, 24} {

@@ -48,6 +48,24 @@ func Base(space string) (*models.Graph, error) {
 	return nil, fmt.Errorf("space %q: want one of %s", space, strings.Join(Spaces, ", "))
 }
 
+// SpaceOf names the space a network belongs to by the builder that made
+// it ("" for a network of no known space, such as an imported one): which
+// of a profile's calibrations prices it.
+func SpaceOf(g *models.Graph) string {
+	if g.Builder == nil {
+		return ""
+	}
+	switch g.Builder.Name {
+	case "proxy":
+		return "proxy"
+	case "pyramid-tree":
+		return "tree"
+	case "pyramidnet":
+		return "pyramidnet"
+	}
+	return ""
+}
+
 func treeConfig() models.PyramidTreeConfig {
 	cfg := models.PyramidTreeDefault()
 	cfg.StemStride = 2 // configs/search-tree-fast.yaml

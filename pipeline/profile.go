@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -150,7 +151,11 @@ type ProfileMeasureOptions struct {
 	MissingOnly bool
 	// Calibrate whole networks per space (seed Networks.SampleSeed+1) are
 	// measured to fit the profile's calibration; 0 leaves it as it is.
-	Calibrate   int
+	Calibrate int
+	// Sessions is how many times each calibration network is loaded and
+	// timed (the median is kept); Rounds how many times each kernel is.
+	Sessions    int
+	Rounds      int
 	Device      DeviceSpec
 	ToolVersion string
 	Progress    io.Writer
@@ -158,6 +163,7 @@ type ProfileMeasureOptions struct {
 	Log         *slog.Logger
 
 	afterKernel func(done int) // tests interrupt a measurement here
+	chunk       int            // kernels per saved chunk (500 when 0)
 }
 
 // MeasureProfile builds the micro models every kernel of the networks needs
@@ -190,7 +196,7 @@ func MeasureProfile(ctx context.Context, opt ProfileMeasureOptions) (*hwprofile.
 	if prof != nil && !slices.Equal(prof.Protocol.Input, input) {
 		return nil, fmt.Errorf("%s was measured for input %v, these networks take %v", opt.Out, prof.Protocol.Input, input)
 	}
-	var calib []*export.Model
+	var calib []hwprofile.CheckNet
 	if opt.Calibrate > 0 {
 		for _, sp := range opt.Networks.Spaces {
 			gs, err := hwprofile.Sample(sp, opt.Calibrate, opt.Networks.SampleSeed+1)
@@ -202,13 +208,17 @@ func MeasureProfile(ctx context.Context, opt ProfileMeasureOptions) (*hwprofile.
 				if err != nil {
 					return nil, fmt.Errorf("%s: %w", g.Name, err)
 				}
-				calib = append(calib, m)
+				calib = append(calib, hwprofile.CheckNet{Space: sp, Name: g.Name, Model: m})
 			}
 		}
 	}
 	// The calibration networks' kernels are planned too: they must be
 	// priced from the profile like any network.
-	jobs, err := hwprofile.Plan(append(slices.Clone(nets), calib...), hwprofile.GridOptions{Step: opt.GridStep})
+	planned := slices.Clone(nets)
+	for _, c := range calib {
+		planned = append(planned, c.Model)
+	}
+	jobs, err := hwprofile.Plan(planned, hwprofile.GridOptions{Step: opt.GridStep})
 	if err != nil {
 		return nil, err
 	}
@@ -223,7 +233,8 @@ func MeasureProfile(ctx context.Context, opt ProfileMeasureOptions) (*hwprofile.
 	prog := newProgress(opt.Progress, opt.TTY)
 	defer prog.done()
 	prof, err = hwprofile.Measure(ctx, dev, jobs, prof, hwprofile.MeasureOptions{
-		Protocol: opt.Protocol, Tool: opt.ToolVersion, Input: input, SaveEvery: 50, Plugin: opt.Device.Plugin,
+		Protocol: opt.Protocol, Tool: opt.ToolVersion, Input: input, Plugin: opt.Device.Plugin,
+		SaveEvery: cmp.Or(opt.chunk, 500), Rounds: opt.Rounds,
 		Save: func(p *hwprofile.Profile) error { return p.Write(opt.Out) },
 		Progress: func(done, total int, k hwprofile.Key) {
 			prog.update(progressStep{Phase: "kernels", I: 1, N: 1, Batch: done, Batches: total, Done: done, Total: total})
@@ -238,43 +249,60 @@ func MeasureProfile(ctx context.Context, opt ProfileMeasureOptions) (*hwprofile.
 	if err != nil || len(calib) == 0 {
 		return prof, err
 	}
-	if err := calibrate(ctx, dev, prof, calib, opt.Protocol, prog); err != nil {
+	if err := calibrate(ctx, dev, prof, calib, opt.Protocol, opt.Sessions, prog); err != nil {
 		return prof, err
 	}
 	return prof, prof.Write(opt.Out)
 }
 
-// calibrate measures the calibration networks whole and fits the profile's
-// calibration to them.
-func calibrate(ctx context.Context, dev hwprofile.Device, prof *hwprofile.Profile, nets []*export.Model, proto hwprofile.Protocol, prog *progress) error {
+// calibrate measures the calibration networks whole (the median over
+// sessions loads) and fits the profile's calibration to them: one per
+// space, and one over all of them.
+func calibrate(ctx context.Context, dev hwprofile.Device, prof *hwprofile.Profile, nets []hwprofile.CheckNet, proto hwprofile.Protocol, sessions int, prog *progress) error {
 	dir, err := os.MkdirTemp("", "bayesnas-calibrate-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	var preds []*hwprofile.Prediction
-	var meas []float64
-	for i, m := range nets {
-		ks, err := hwprofile.Kernels(m)
+	preds := map[string][]*hwprofile.Prediction{}
+	meas := map[string][]float64{}
+	var spaces []string
+	paths := make([]string, len(nets))
+	all := make([]*hwprofile.Prediction, len(nets))
+	for i, n := range nets {
+		ks, err := hwprofile.Kernels(n.Model)
 		if err != nil {
 			return err
 		}
-		pr, err := prof.PredictKernels(ks)
-		if err != nil {
-			return fmt.Errorf("calibration network %s: %w", m.Graph.Name, err)
+		if all[i], err = prof.PredictKernels(ks, n.Space); err != nil {
+			return fmt.Errorf("calibration network %s: %w", n.Name, err)
 		}
-		path := filepath.Join(dir, fmt.Sprintf("net%d.onnx", i))
-		if err := os.WriteFile(path, m.Marshal(), 0o644); err != nil {
+		paths[i] = filepath.Join(dir, n.Name+".onnx")
+		if err := os.WriteFile(paths[i], n.Model.Marshal(), 0o644); err != nil {
 			return err
 		}
-		t, err := dev.Time(ctx, path, proto)
-		if err != nil {
-			return fmt.Errorf("timing calibration network %s: %w", m.Graph.Name, err)
-		}
-		preds, meas = append(preds, pr), append(meas, t.MedianMs)
-		prog.update(progressStep{Phase: "calibration", I: 1, N: 1, Batch: i + 1, Batches: len(nets), Done: i + 1, Total: len(nets)})
 	}
-	return prof.Calibrate(preds, meas)
+	times, err := hwprofile.TimeRounds(ctx, dev, paths, proto, max(sessions, 1), func(done, total int) {
+		prog.update(progressStep{Phase: "calibration", I: 1, N: 1, Batch: done, Batches: total, Done: done, Total: total})
+	})
+	if err != nil {
+		return err
+	}
+	for i, n := range nets {
+		if _, ok := preds[n.Space]; !ok {
+			spaces = append(spaces, n.Space)
+		}
+		ms := hwprofile.Median(times[i])
+		for _, sp := range []string{n.Space, ""} {
+			preds[sp], meas[sp] = append(preds[sp], all[i]), append(meas[sp], ms)
+		}
+	}
+	for _, sp := range append(spaces, "") {
+		if err := prof.Calibrate(sp, preds[sp], meas[sp]); err != nil {
+			return fmt.Errorf("calibrating %q: %w", sp, err)
+		}
+	}
+	return nil
 }
 
 // PredictArch prices an architecture file (with its weights when given) on
@@ -302,7 +330,7 @@ func PredictArch(prof *hwprofile.Profile, archPath, weightsPath string) (*hwprof
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", archPath, err)
 	}
-	pr, err := prof.PredictKernels(ks)
+	pr, err := prof.PredictKernels(ks, hwprofile.SpaceOf(g))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", archPath, err)
 	}
@@ -316,6 +344,7 @@ type ProfileCheckOptions struct {
 	N        int    // networks per space
 	Seed     uint64 // their seed; keep it apart from the measurement's
 	Protocol hwprofile.Protocol
+	Sessions int // loads per network and pass; the median is kept
 	Device   DeviceSpec
 	Progress io.Writer
 	TTY      bool
@@ -359,7 +388,7 @@ func CheckProfile(ctx context.Context, opt ProfileCheckOptions) (*hwprofile.Chec
 	defer dev.Close()
 	prog := newProgress(opt.Progress, opt.TTY)
 	defer prog.done()
-	return hwprofile.Check(ctx, dev, prof, nets, opt.Protocol, func(done, total int) {
+	return hwprofile.Check(ctx, dev, prof, nets, opt.Protocol, opt.Sessions, func(done, total int) {
 		prog.update(progressStep{Phase: "networks", I: 1, N: 1, Batch: done, Batches: total, Done: done, Total: total})
 	})
 }

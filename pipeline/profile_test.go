@@ -54,7 +54,7 @@ func TestMeasureProfileBuiltin(t *testing.T) {
 	dir := t.TempDir()
 	opt := ProfileMeasureOptions{Out: filepath.Join(dir, "full.yaml"), Networks: ProfileNetworks{Archs: []string{arch}},
 		GridStep: 4, Protocol: hwprofile.Protocol{Batch: 1, Warmup: 1, Repeats: 3}, ToolVersion: "test",
-		Device: DeviceSpec{Threads: 1}}
+		Device: DeviceSpec{Threads: 1}, Rounds: 2, chunk: 2}
 	full, err := MeasureProfile(context.Background(), opt)
 	if err != nil {
 		t.Fatal(err)
@@ -80,8 +80,10 @@ func TestMeasureProfileBuiltin(t *testing.T) {
 	// Interrupted after 4 kernels, then resumed.
 	ctx, cancel := context.WithCancel(context.Background())
 	opt.Out = filepath.Join(dir, "resumed.yaml")
+	// Kernel-rounds: 2 rounds over chunks of 2 kernels, so the 8th is the
+	// last of the second chunk, saved before the third is started.
 	opt.afterKernel = func(done int) {
-		if done == 4 {
+		if done == 9 {
 			cancel()
 		}
 	}

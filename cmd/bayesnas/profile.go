@@ -38,6 +38,7 @@ func addDeviceFlags(cmd *cobra.Command) {
 	f.Int("batch", 1, "batch size of every timed inference")
 	f.Int("warmup", 10, "untimed runs before timing")
 	f.Int("repeats", 100, "timed runs; the median is kept")
+	f.Int("sessions", 3, "loads of each whole network (calibration, check), each timed with --repeats; the median of their medians is kept")
 }
 
 func deviceFlags(cmd *cobra.Command) (pipeline.DeviceSpec, hwprofile.Protocol) {
@@ -84,6 +85,8 @@ time only what it lacks (also how an existing profile is extended).`,
 			opt.GridStep, _ = f.GetInt("grid-step")
 			opt.MissingOnly, _ = f.GetBool("missing-only")
 			opt.Calibrate, _ = f.GetInt("calibrate")
+			opt.Sessions, _ = f.GetInt("sessions")
+			opt.Rounds, _ = f.GetInt("rounds")
 			opt.ToolVersion = versionString()
 			log, err := newLogger(cmd)
 			if err != nil {
@@ -109,8 +112,9 @@ time only what it lacks (also how an existing profile is extended).`,
 	f.Int("samples", 20, "random networks per space besides its base network")
 	f.Uint64("sample-seed", 1000, "seed of those networks (profile check uses another)")
 	f.Int("grid-step", 8, "channel grid step for the kernels compression resizes, 0 = no grids")
+	f.Int("rounds", 3, "times each kernel is timed (with --repeats), in turn with 500 others; the median is kept")
 	f.Bool("missing-only", false, "extend an existing --out: time only the kernels it lacks")
-	f.Int("calibrate", 10, "whole networks per --space (seed --sample-seed+1) measured to calibrate kernel sums to network latency; 0 = none")
+	f.Int("calibrate", 20, "whole networks per --space (seed --sample-seed+1) measured to calibrate kernel sums to network latency; 0 = none")
 	return cmd
 }
 
@@ -188,6 +192,7 @@ own noise (the second measurement taken as a prediction of the first).`,
 			opt.Spaces, _ = f.GetStringArray("space")
 			opt.N, _ = f.GetInt("n")
 			opt.Seed, _ = f.GetUint64("seed")
+			opt.Sessions, _ = f.GetInt("sessions")
 			out, _ := f.GetString("out")
 			if opt.Profile == "" || len(opt.Spaces) == 0 {
 				return fmt.Errorf("give --profile and at least one --space")
@@ -228,12 +233,15 @@ func checkTable(w io.Writer, rep *hwprofile.CheckReport) error {
 			r.PredictedMs, r.MeasuredMs, r.RepeatMs, 100*(r.PredictedMs-r.MeasuredMs)/r.MeasuredMs, r.MACsFitMs)
 	}
 	fmt.Fprintln(tw, "\t\t\t\t\t\t\t\t")
-	fmt.Fprintln(tw, "predictor\twithin 10%\tRMSE ms\tRMSE %\tSpearman\t\t\t\t")
-	for _, a := range []struct {
-		name string
-		acc  hwprofile.Accuracy
-	}{{"profile", rep.ProfileAcc}, {"MACs only (fitted here)", rep.MACsAcc}, {"noise (2nd measurement)", rep.NoiseAcc}} {
-		fmt.Fprintf(tw, "%s\t%.1f%%\t%.4f\t%.1f\t%.3f\t\t\t\t\n", a.name, 100*a.acc.Within10, a.acc.RMSEMs, a.acc.RMSEPct, a.acc.Spearman)
+	fmt.Fprintln(tw, "networks\tpredictor\twithin 10%\tRMSE ms\tRMSE %\tSpearman\t\t\t")
+	all := hwprofile.SpaceAccuracy{Space: "all", Networks: len(rep.Rows), ProfileAcc: rep.ProfileAcc, MACsAcc: rep.MACsAcc, NoiseAcc: rep.NoiseAcc}
+	for _, sa := range append(rep.BySpace, all) {
+		for _, a := range []struct {
+			name string
+			acc  hwprofile.Accuracy
+		}{{"profile", sa.ProfileAcc}, {"MACs only (fitted here)", sa.MACsAcc}, {"noise (2nd measurement)", sa.NoiseAcc}} {
+			fmt.Fprintf(tw, "%s (%d)\t%s\t%.1f%%\t%.4f\t%.1f\t%.3f\t\t\t\n", sa.Space, sa.Networks, a.name, 100*a.acc.Within10, a.acc.RMSEMs, a.acc.RMSEPct, a.acc.Spearman)
+		}
 	}
 	return tw.Flush()
 }
