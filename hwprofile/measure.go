@@ -397,8 +397,12 @@ func Measure(ctx context.Context, dev Device, jobs []Job, p *Profile, opts Measu
 		}
 		defer os.RemoveAll(dir)
 	}
+	files := 0
 	time1 := func(m *export.Model, name string, proto Protocol) (Timing, error) {
-		path := filepath.Join(dir, name+".onnx")
+		// A file name of its own for every model: a device must never be
+		// able to mistake one kernel's model for another's.
+		files++
+		path := filepath.Join(dir, fmt.Sprintf("%s-%d.onnx", name, files))
 		if err := os.WriteFile(path, m.Marshal(), 0o644); err != nil {
 			return Timing{}, err
 		}

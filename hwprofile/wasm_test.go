@@ -126,4 +126,17 @@ func TestWasmPlugin(t *testing.T) {
 	if _, err := p.Time(ctx, model, hwprofile.Protocol{Batch: 1, Repeats: 3}); err != nil {
 		t.Errorf("Time after a refused request: %v", err)
 	}
+	// A path is read anew for every request: a measurement writes one
+	// kernel's model after another, and a plug-in that kept the first
+	// session of a path would time the first kernel every time.
+	b, err := os.ReadFile(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(model, b[:len(b)/2], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Time(ctx, model, hwprofile.Protocol{Batch: 1, Repeats: 3}); err == nil {
+		t.Error("timing a model overwritten with half its bytes: no error (the plug-in timed what it had loaded before)")
+	}
 }

@@ -101,28 +101,24 @@ class RequestError extends Error {
   }
 }
 
-const sessions = new Map(); // model path -> session
-
+// Each time request loads its model afresh and releases it after: bayesnas
+// may write different models to the same path in turn (the protocol times
+// "this file now"), and a measurement loads thousands of models.
 async function session(model) {
-  let s = sessions.get(model);
-  if (!s) {
-    let bytes;
-    try {
-      bytes = fs.readFileSync(model);
-    } catch (e) {
-      throw new RequestError('model', `cannot read ${model}: ${e.message}`);
-    }
-    try {
-      s = await ort.InferenceSession.create(bytes, {
-        executionProviders: ['wasm'],
-        graphOptimizationLevel: 'all',
-      });
-    } catch (e) {
-      throw new RequestError('model', `cannot load ${model}: ${e.message}`);
-    }
-    sessions.set(model, s);
+  let bytes;
+  try {
+    bytes = fs.readFileSync(model);
+  } catch (e) {
+    throw new RequestError('model', `cannot read ${model}: ${e.message}`);
   }
-  return s;
+  try {
+    return await ort.InferenceSession.create(bytes, {
+      executionProviders: ['wasm'],
+      graphOptimizationLevel: 'all',
+    });
+  } catch (e) {
+    throw new RequestError('model', `cannot load ${model}: ${e.message}`);
+  }
 }
 
 // feeds is one random input batch for the model's single float32 input,
@@ -177,8 +173,8 @@ async function time(params) {
   const warmup = intParam(params, 'warmup', 0);
   const repeats = intParam(params, 'repeats', 1);
   const s = await session(model);
-  const f = feeds(s, model, batch);
   try {
+    const f = feeds(s, model, batch);
     for (let i = 0; i < warmup; i++) await s.run(f);
     const ms = new Array(repeats);
     for (let i = 0; i < repeats; i++) {
@@ -189,7 +185,10 @@ async function time(params) {
     ms.sort((a, b) => a - b);
     return { median_ms: nearestRank(ms, 0.5), p90_ms: nearestRank(ms, 0.9), repeats };
   } catch (e) {
+    if (e instanceof RequestError) throw e;
     throw new RequestError('model', `running ${model}: ${e.message}`);
+  } finally {
+    await s.release();
   }
 }
 
