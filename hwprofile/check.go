@@ -53,8 +53,18 @@ type CheckReport struct {
 	// the second measurement taken as a prediction of the first: the best
 	// any predictor can do on this machine.
 	ProfileAcc Accuracy `json:"profile"`
+	// AtSpeedAcc is the profile's predictions scaled by SpeedVsProfile:
+	// what is left of the error once the machine's change of speed since
+	// the profile was measured is taken out.
+	AtSpeedAcc Accuracy `json:"profile_at_current_speed"`
 	MACsAcc    Accuracy `json:"macs_only"`
 	NoiseAcc   Accuracy `json:"noise_floor"`
+	// ReferenceMs is ReferenceNetwork's latency during the check;
+	// SpeedVsProfile its ratio to the profile's ReferenceMs (above 1: the
+	// device runs slower now than when the profile was measured; 0 when the
+	// profile has no reference).
+	ReferenceMs    float64 `json:"reference_ms"`
+	SpeedVsProfile float64 `json:"speed_vs_profile"`
 	// MACsFit is (a, b) of the MACs-only fit, in ms and ms per MAC.
 	MACsFit [2]float64 `json:"macs_fit"`
 	// BySpace are the same three per space, in the order of the networks.
@@ -66,6 +76,7 @@ type SpaceAccuracy struct {
 	Space      string   `json:"space"`
 	Networks   int      `json:"networks"`
 	ProfileAcc Accuracy `json:"profile"`
+	AtSpeedAcc Accuracy `json:"profile_at_current_speed"`
 	MACsAcc    Accuracy `json:"macs_only"`
 	NoiseAcc   Accuracy `json:"noise_floor"`
 }
@@ -111,9 +122,20 @@ func Check(ctx context.Context, dev Device, p *Profile, nets []CheckNet, proto P
 	// measurements, so that both sample the same spells of the machine:
 	// their difference is the noise of a measurement, not the drift
 	// between two.
-	times, err := TimeRounds(ctx, dev, paths, proto, 2*max(sessions, 1), progress)
+	refPath, err := writeReference(dir, p.Protocol.Input)
 	if err != nil {
 		return nil, err
+	}
+	times, err := TimeRounds(ctx, dev, append(paths, refPath), proto, 2*max(sessions, 1), progress)
+	if err != nil {
+		return nil, err
+	}
+	rep.ReferenceMs = Median(times[len(nets)])
+	times = times[:len(nets)]
+	speed := 1.0
+	if p.ReferenceMs > 0 {
+		speed = rep.ReferenceMs / p.ReferenceMs
+		rep.SpeedVsProfile = speed
 	}
 	for i, ts := range times {
 		var a, b []float64
@@ -140,7 +162,12 @@ func Check(ctx context.Context, dev Device, p *Profile, nets []CheckNet, proto P
 		fit[i] = a + b*m
 		rep.Rows[i].MACsFitMs = fit[i]
 	}
+	scaled := make([]float64, len(pred))
+	for i, v := range pred {
+		scaled[i] = v * speed
+	}
 	rep.ProfileAcc = accuracy(pred, meas)
+	rep.AtSpeedAcc = accuracy(scaled, meas)
 	rep.MACsAcc = accuracy(fit, meas)
 	rep.NoiseAcc = accuracy(rep2, meas)
 	var order []string
@@ -162,9 +189,22 @@ func Check(ctx context.Context, dev Device, p *Profile, nets []CheckNet, proto P
 		is := idx[sp]
 		m := pick(meas, is)
 		rep.BySpace = append(rep.BySpace, SpaceAccuracy{Space: sp, Networks: len(is),
-			ProfileAcc: accuracy(pick(pred, is), m), MACsAcc: accuracy(pick(fit, is), m), NoiseAcc: accuracy(pick(rep2, is), m)})
+			ProfileAcc: accuracy(pick(pred, is), m), AtSpeedAcc: accuracy(pick(scaled, is), m), MACsAcc: accuracy(pick(fit, is), m), NoiseAcc: accuracy(pick(rep2, is), m)})
 	}
 	return rep, nil
+}
+
+// writeReference writes the reference network for input into dir.
+func writeReference(dir string, input []int) (string, error) {
+	m, err := ReferenceNetwork(input)
+	if err != nil {
+		return "", err
+	}
+	path, err := filepath.Abs(filepath.Join(dir, "reference.onnx"))
+	if err != nil {
+		return "", err
+	}
+	return path, os.WriteFile(path, m.Marshal(), 0o644)
 }
 
 // TimeRounds times every model rounds times on dev, one round over all of

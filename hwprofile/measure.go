@@ -338,6 +338,29 @@ func overheadModel() *export.Model {
 			Inputs: []*export.ValueInfo{vi("x")}, Outputs: []*export.ValueInfo{vi("y")}}}
 }
 
+// ReferenceNetwork is a fixed small network for an input shape (C,H,W):
+// three 3x3 convs with ReLU, a max pool, global pooling and a classifier,
+// about 0.2 ms on one core for 1x28x28. Measurements time it beside their
+// models to tell how fast the machine ran at the time: the entries of a
+// profile are expressed at the speed of its ReferenceMs.
+func ReferenceNetwork(input []int) (*export.Model, error) {
+	if len(input) != 3 {
+		return nil, fmt.Errorf("reference network: input %v, want C,H,W", input)
+	}
+	b := models.NewGraphBuilder("reference", "input", [3]int{input[0], input[1], input[2]})
+	x := b.ReLU("r1", b.Conv("c1", "input", 16, 3, 1, 1))
+	x = b.ReLU("r2", b.Conv("c2", x, 16, 3, 1, 1))
+	x = b.Node("pool", models.OpMaxPool, models.Attrs{Kernel: 2, Stride: 2}, x)
+	x = b.ReLU("r3", b.Conv("c3", x, 32, 3, 1, 1))
+	x = b.Node("gap", models.OpGAP, models.Attrs{}, x)
+	x = b.Node("fc", models.OpLinear, models.Attrs{OutChannels: 10, Bias: true}, x)
+	g, err := b.Finish(x, nil)
+	if err != nil {
+		return nil, fmt.Errorf("reference network: %w", err)
+	}
+	return Network(g, nil)
+}
+
 // MeasureOptions configure Measure.
 type MeasureOptions struct {
 	Protocol Protocol
@@ -440,6 +463,13 @@ func Measure(ctx context.Context, dev Device, jobs []Job, p *Profile, opts Measu
 		}
 		return opts.Save(p)
 	}
+	var ref *export.Model
+	if opts.Input != nil {
+		var err error
+		if ref, err = ReferenceNetwork(opts.Input); err != nil {
+			return p, err
+		}
+	}
 	rounds := max(opts.Rounds, 1)
 	chunk := opts.SaveEvery
 	if chunk <= 0 {
@@ -453,8 +483,19 @@ func Measure(ctx context.Context, dev Device, jobs []Job, p *Profile, opts Measu
 		reps := make([]int, len(part))
 		// Rounds go over the whole chunk in turn, so that a slow spell of
 		// the machine (tens of seconds on a shared one) lands in one round
-		// of a kernel, not in all of them, and the median drops it.
+		// of a kernel, not in all of them, and the median drops it. Spells
+		// last longer than a chunk too: the reference network, timed in
+		// every round, says how fast the machine ran the chunk, and the
+		// chunk's entries are scaled to the profile's ReferenceMs.
+		var refs []float64
 		for range rounds {
+			if ref != nil {
+				t, err := time1(ref, "reference", opts.Protocol)
+				if err != nil {
+					return p, errors.Join(fmt.Errorf("timing the reference network: %w", err), save())
+				}
+				refs = append(refs, t.MedianMs)
+			}
 			for i, j := range part {
 				if err := ctx.Err(); err != nil {
 					return p, errors.Join(err, save())
@@ -472,9 +513,17 @@ func Measure(ctx context.Context, dev Device, jobs []Job, p *Profile, opts Measu
 				}
 			}
 		}
+		speed := 1.0
+		if ref != nil {
+			if p.ReferenceMs == 0 {
+				p.ReferenceMs = roundNs(Median(refs))
+			}
+			speed = p.ReferenceMs / Median(refs)
+		}
 		for i, j := range part {
-			med := max(roundNs(Median(meds[i])-p.OverheadMs), minKernelMs)
-			p.Entries = append(p.Entries, Entry{Key: j.Key, MedianMs: med, P90Ms: max(roundNs(Median(p90s[i])-p.OverheadMs), med), Repeats: reps[i]})
+			med := max(roundNs(speed*(Median(meds[i])-p.OverheadMs)), minKernelMs)
+			p90 := max(roundNs(speed*(Median(p90s[i])-p.OverheadMs)), med)
+			p.Entries = append(p.Entries, Entry{Key: j.Key, MedianMs: med, P90Ms: p90, Repeats: reps[i]})
 		}
 		p.idx = nil
 		if err := save(); err != nil {

@@ -41,6 +41,11 @@ type Profile struct {
 	// OverheadMs is the cost of one inference beyond its kernels: what the
 	// runtime spends on a model whose only kernel does nothing.
 	OverheadMs float64 `yaml:"overhead_ms"`
+	// ReferenceMs is the latency of ReferenceNetwork for the profile's
+	// input on the device while the entries were measured: they are all
+	// scaled to the machine's speed at that latency, and a later run that
+	// times the reference network sees how fast the device is now.
+	ReferenceMs float64 `yaml:"reference_ms"`
 	// Calibration corrects the sum of kernels measured alone for what they
 	// cost inside a network, fitted on whole networks measured with the
 	// profile (never on the networks a check reports on): one per space
@@ -211,6 +216,7 @@ func Parse(b []byte) (*Profile, error) {
 		{"protocol.statistic", p.Protocol.Statistic == "median"},
 		{"protocol.input", len(p.Protocol.Input) == 3 && p.Protocol.Input[0] > 0 && p.Protocol.Input[1] > 0 && p.Protocol.Input[2] > 0},
 		{"overhead_ms", finitePositive(p.OverheadMs) || p.OverheadMs == 0},
+		{"reference_ms", finitePositive(p.ReferenceMs) || p.ReferenceMs == 0},
 		{"entries", len(p.Entries) > 0},
 		{"hash", p.Hash != ""},
 	} {

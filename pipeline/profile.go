@@ -282,17 +282,31 @@ func calibrate(ctx context.Context, dev hwprofile.Device, prof *hwprofile.Profil
 			return err
 		}
 	}
-	times, err := hwprofile.TimeRounds(ctx, dev, paths, proto, max(sessions, 1), func(done, total int) {
+	ref, err := hwprofile.ReferenceNetwork(prof.Protocol.Input)
+	if err != nil {
+		return err
+	}
+	refPath := filepath.Join(dir, "reference.onnx")
+	if err := os.WriteFile(refPath, ref.Marshal(), 0o644); err != nil {
+		return err
+	}
+	times, err := hwprofile.TimeRounds(ctx, dev, append(paths, refPath), proto, max(sessions, 1), func(done, total int) {
 		prog.update(progressStep{Phase: "calibration", I: 1, N: 1, Batch: done, Batches: total, Done: done, Total: total})
 	})
 	if err != nil {
 		return err
 	}
+	// Each round at the speed of the profile's entries (see ReferenceMs).
+	refs := times[len(nets)]
 	for i, n := range nets {
 		if _, ok := preds[n.Space]; !ok {
 			spaces = append(spaces, n.Space)
 		}
-		ms := hwprofile.Median(times[i])
+		scaled := make([]float64, len(refs))
+		for r, t := range times[i] {
+			scaled[r] = t * prof.ReferenceMs / refs[r]
+		}
+		ms := hwprofile.Median(scaled)
 		for _, sp := range []string{n.Space, ""} {
 			preds[sp], meas[sp] = append(preds[sp], all[i]), append(meas[sp], ms)
 		}

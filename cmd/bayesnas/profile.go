@@ -239,9 +239,18 @@ func checkTable(w io.Writer, rep *hwprofile.CheckReport) error {
 		for _, a := range []struct {
 			name string
 			acc  hwprofile.Accuracy
-		}{{"profile", sa.ProfileAcc}, {"MACs only (fitted here)", sa.MACsAcc}, {"noise (2nd measurement)", sa.NoiseAcc}} {
+		}{{"profile", sa.ProfileAcc}, {"profile at the current speed", sa.AtSpeedAcc}, {"MACs only (fitted here)", sa.MACsAcc}, {"noise (2nd measurement)", sa.NoiseAcc}} {
 			fmt.Fprintf(tw, "%s (%d)\t%s\t%.1f%%\t%.4f\t%.1f\t%.3f\t\t\t\n", sa.Space, sa.Networks, a.name, 100*a.acc.Within10, a.acc.RMSEMs, a.acc.RMSEPct, a.acc.Spearman)
 		}
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if rep.SpeedVsProfile == 0 {
+		_, err := fmt.Fprintf(w, "reference network: %.4f ms now; the profile has no reference latency\n", rep.ReferenceMs)
+		return err
+	}
+	_, err := fmt.Fprintf(w, "reference network: %.4f ms now, %.4f ms when the profile was measured (ratio %.3f)\n",
+		rep.ReferenceMs, rep.ReferenceMs/rep.SpeedVsProfile, rep.SpeedVsProfile)
+	return err
 }
