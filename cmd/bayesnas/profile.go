@@ -234,7 +234,8 @@ func checkTable(w io.Writer, rep *hwprofile.CheckReport) error {
 	}
 	fmt.Fprintln(tw, "\t\t\t\t\t\t\t\t")
 	fmt.Fprintln(tw, "networks\tpredictor\twithin 10%\tRMSE ms\tRMSE %\tSpearman\t\t\t")
-	all := hwprofile.SpaceAccuracy{Space: "all", Networks: len(rep.Rows), ProfileAcc: rep.ProfileAcc, MACsAcc: rep.MACsAcc, NoiseAcc: rep.NoiseAcc}
+	all := hwprofile.SpaceAccuracy{Space: "all", Networks: len(rep.Rows), ProfileAcc: rep.ProfileAcc, AtSpeedAcc: rep.AtSpeedAcc,
+		MACsAcc: rep.MACsAcc, NoiseAcc: rep.NoiseAcc}
 	for _, sa := range append(rep.BySpace, all) {
 		for _, a := range []struct {
 			name string
