@@ -6,9 +6,9 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"sort"
 
 	"bayesnas/export"
+	"bayesnas/internal/stats"
 )
 
 // CheckNet is one network of a check: where it comes from and its model.
@@ -16,6 +16,26 @@ type CheckNet struct {
 	Space string
 	Name  string
 	Model *export.Model
+}
+
+// SampleNets draws n networks of each space with seed (Sample) and exports
+// them for pricing and timing.
+func SampleNets(spaces []string, n int, seed uint64) ([]CheckNet, error) {
+	var nets []CheckNet
+	for _, s := range spaces {
+		gs, err := Sample(s, n, seed)
+		if err != nil {
+			return nil, err
+		}
+		for _, g := range gs {
+			m, err := Network(g, nil)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", g.Name, err)
+			}
+			nets = append(nets, CheckNet{Space: s, Name: g.Name, Model: m})
+		}
+	}
+	return nets, nil
 }
 
 // CheckRow is one network's prediction against its measurements.
@@ -130,7 +150,7 @@ func Check(ctx context.Context, dev Device, p *Profile, nets []CheckNet, proto P
 	if err != nil {
 		return nil, err
 	}
-	rep.ReferenceMs = Median(times[len(nets)])
+	rep.ReferenceMs = stats.Median(times[len(nets)])
 	times = times[:len(nets)]
 	speed := 1.0
 	if p.ReferenceMs > 0 {
@@ -146,7 +166,7 @@ func Check(ctx context.Context, dev Device, p *Profile, nets []CheckNet, proto P
 				b = append(b, t)
 			}
 		}
-		rep.Rows[i].MeasuredMs, rep.Rows[i].RepeatMs = Median(a), Median(b)
+		rep.Rows[i].MeasuredMs, rep.Rows[i].RepeatMs = stats.Median(a), stats.Median(b)
 	}
 	var macs, meas, pred, rep2 []float64
 	for _, r := range rep.Rows {
@@ -267,49 +287,6 @@ func accuracy(pred, meas []float64) Accuracy {
 	acc.Within10 = float64(within) / n
 	acc.RMSEMs = math.Sqrt(se / n)
 	acc.RMSEPct = 100 * math.Sqrt(sre/n)
-	acc.Spearman = Spearman(pred, meas)
+	acc.Spearman = stats.Spearman(pred, meas)
 	return acc
-}
-
-// Spearman is the rank correlation of x and y (ties get their mean rank).
-func Spearman(x, y []float64) float64 {
-	rx, ry := ranks(x), ranks(y)
-	n := float64(len(x))
-	var mx, my float64
-	for i := range rx {
-		mx += rx[i]
-		my += ry[i]
-	}
-	mx /= n
-	my /= n
-	var sxy, sxx, syy float64
-	for i := range rx {
-		sxy += (rx[i] - mx) * (ry[i] - my)
-		sxx += (rx[i] - mx) * (rx[i] - mx)
-		syy += (ry[i] - my) * (ry[i] - my)
-	}
-	if sxx == 0 || syy == 0 {
-		return 0
-	}
-	return sxy / math.Sqrt(sxx*syy)
-}
-
-func ranks(v []float64) []float64 {
-	idx := make([]int, len(v))
-	for i := range idx {
-		idx[i] = i
-	}
-	sort.SliceStable(idx, func(a, b int) bool { return v[idx[a]] < v[idx[b]] })
-	r := make([]float64, len(v))
-	for i := 0; i < len(idx); {
-		j := i
-		for j+1 < len(idx) && v[idx[j+1]] == v[idx[i]] {
-			j++
-		}
-		for k := i; k <= j; k++ {
-			r[idx[k]] = float64(i+j)/2 + 1
-		}
-		i = j + 1
-	}
-	return r
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"bayesnas/export"
+	"bayesnas/internal/stats"
 	"bayesnas/models"
 	"bayesnas/nn"
 )
@@ -310,16 +311,6 @@ func filled(name string, dims []int64) *export.Tensor {
 	return export.FloatTensor(name, dims, data)
 }
 
-// Median of a few values (the mean of the middle two when even).
-func Median(v []float64) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
 // roundNs rounds milliseconds to whole nanoseconds, the clock's resolution,
 // so that differences print without float noise.
 func roundNs(ms float64) float64 { return math.Round(ms*1e6) / 1e6 }
@@ -517,13 +508,13 @@ func Measure(ctx context.Context, dev Device, jobs []Job, p *Profile, opts Measu
 		speed := 1.0
 		if ref != nil {
 			if p.ReferenceMs == 0 {
-				p.ReferenceMs = roundNs(Median(refs))
+				p.ReferenceMs = roundNs(stats.Median(refs))
 			}
-			speed = p.ReferenceMs / Median(refs)
+			speed = p.ReferenceMs / stats.Median(refs)
 		}
 		for i, j := range part {
-			med := max(roundNs(speed*(Median(meds[i])-p.OverheadMs)), minKernelMs)
-			p90 := max(roundNs(speed*(Median(p90s[i])-p.OverheadMs)), med)
+			med := max(roundNs(speed*(stats.Median(meds[i])-p.OverheadMs)), minKernelMs)
+			p90 := max(roundNs(speed*(stats.Median(p90s[i])-p.OverheadMs)), med)
 			p.Entries = append(p.Entries, Entry{Key: j.Key, MedianMs: med, P90Ms: p90, Repeats: reps[i]})
 		}
 		p.idx = nil

@@ -14,6 +14,7 @@ import (
 
 	"bayesnas/export"
 	"bayesnas/hwprofile"
+	"bayesnas/internal/stats"
 	"bayesnas/models"
 	"bayesnas/nn"
 	"bayesnas/onnxrt"
@@ -198,18 +199,8 @@ func MeasureProfile(ctx context.Context, opt ProfileMeasureOptions) (*hwprofile.
 	}
 	var calib []hwprofile.CheckNet
 	if opt.Calibrate > 0 {
-		for _, sp := range opt.Networks.Spaces {
-			gs, err := hwprofile.Sample(sp, opt.Calibrate, opt.Networks.SampleSeed+1)
-			if err != nil {
-				return nil, err
-			}
-			for _, g := range gs {
-				m, err := hwprofile.Network(g, nil)
-				if err != nil {
-					return nil, fmt.Errorf("%s: %w", g.Name, err)
-				}
-				calib = append(calib, hwprofile.CheckNet{Space: sp, Name: g.Name, Model: m})
-			}
+		if calib, err = hwprofile.SampleNets(opt.Networks.Spaces, opt.Calibrate, opt.Networks.SampleSeed+1); err != nil {
+			return nil, err
 		}
 	}
 	// The calibration networks' kernels are planned too: they must be
@@ -306,7 +297,7 @@ func calibrate(ctx context.Context, dev hwprofile.Device, prof *hwprofile.Profil
 		for r, t := range times[i] {
 			scaled[r] = t * prof.ReferenceMs / refs[r]
 		}
-		ms := hwprofile.Median(scaled)
+		ms := stats.Median(scaled)
 		for _, sp := range []string{n.Space, ""} {
 			preds[sp], meas[sp] = append(preds[sp], all[i]), append(meas[sp], ms)
 		}
@@ -371,19 +362,9 @@ func CheckProfile(ctx context.Context, opt ProfileCheckOptions) (*hwprofile.Chec
 	if err != nil {
 		return nil, err
 	}
-	var nets []hwprofile.CheckNet
-	for _, s := range opt.Spaces {
-		gs, err := hwprofile.Sample(s, opt.N, opt.Seed)
-		if err != nil {
-			return nil, err
-		}
-		for _, g := range gs {
-			m, err := hwprofile.Network(g, nil)
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", g.Name, err)
-			}
-			nets = append(nets, hwprofile.CheckNet{Space: s, Name: g.Name, Model: m})
-		}
+	nets, err := hwprofile.SampleNets(opt.Spaces, opt.N, opt.Seed)
+	if err != nil {
+		return nil, err
 	}
 	if len(opt.Device.Plugin) == 0 {
 		// The profile's own plug-in and threads, unless given.

@@ -3,6 +3,7 @@ package search_test
 import (
 	"testing"
 
+	"bayesnas/internal/stats"
 	"bayesnas/models"
 	"bayesnas/search"
 	"bayesnas/search/planted"
@@ -63,7 +64,7 @@ func TestPlantedSweep(t *testing.T) {
 		if kept[len(kept)-1] >= kept[0] {
 			t.Errorf("teacher %d: lambda %g kept %g ops, lambda %g kept %g", teacher, lambdas[len(lambdas)-1], kept[len(kept)-1], lambdas[0], kept[0])
 		}
-		if rho := planted.Spearman(lambdas, kept); rho > -0.6 {
+		if rho := stats.Spearman(lambdas, kept); rho > -0.6 {
 			t.Errorf("teacher %d: rank correlation of lambda and kept ops %.2f, want <= -0.6 (kept %v)", teacher, rho, kept)
 		}
 	}
@@ -138,8 +139,8 @@ func TestDecisionsFollowData(t *testing.T) {
 	base := run(1, 1)
 	var seeds, labels float64
 	for i := uint64(2); i < uint64(k)+2; i++ {
-		rs := planted.Spearman(base, run(1, i))
-		rl := planted.Spearman(base, run(i, 1))
+		rs := stats.Spearman(base, run(1, i))
+		rl := stats.Spearman(base, run(i, 1))
 		t.Logf("seed %d on teacher 1's labels: %.3f; teacher %d's labels with seed 1: %.3f", i, rs, i, rl)
 		seeds += rs / float64(k)
 		labels += rl / float64(k)

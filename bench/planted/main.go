@@ -78,6 +78,7 @@ import (
 	"strings"
 
 	"bayesnas/dataset"
+	"bayesnas/internal/stats"
 	"bayesnas/models"
 	"bayesnas/nn"
 	"bayesnas/search"
@@ -537,7 +538,7 @@ func decisions(args []string, w io.Writer) error {
 		if err != nil {
 			return err
 		}
-		rs, rl := planted.Spearman(base, bySeed), planted.Spearman(base, byLabels)
+		rs, rl := stats.Spearman(base, bySeed), stats.Spearman(base, byLabels)
 		fmt.Fprintf(w, "seed %d on teacher 1's labels: %.3f; teacher %d's labels with seed 1: %.3f\n", i, rs, i, rl)
 		seeds += rs / float64(*k)
 		labels += rl / float64(*k)

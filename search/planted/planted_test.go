@@ -1,25 +1,12 @@
 package planted
 
 import (
-	"math"
 	"slices"
 	"testing"
 
 	"bayesnas/models"
 	"bayesnas/search"
 )
-
-func TestSpearman(t *testing.T) {
-	if r := Spearman([]float64{1, 2, 3, 4}, []float64{10, 20, 30, 40}); math.Abs(r-1) > 1e-12 {
-		t.Errorf("identical order: %g", r)
-	}
-	if r := Spearman([]float64{1, 2, 3, 4}, []float64{4, 3, 2, 1}); math.Abs(r+1) > 1e-12 {
-		t.Errorf("reversed order: %g", r)
-	}
-	if r := Spearman([]float64{1, 1, 2}, []float64{5, 5, 7}); math.Abs(r-1) > 1e-12 {
-		t.Errorf("ties: %g", r)
-	}
-}
 
 func TestPairWins(t *testing.T) {
 	wins, pairs := PairWins([]float64{3, 1}, []float64{2, 1, 0})

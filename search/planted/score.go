@@ -1,9 +1,7 @@
 package planted
 
 import (
-	"math"
 	"slices"
-	"sort"
 
 	"bayesnas/models"
 	"bayesnas/search"
@@ -139,44 +137,4 @@ func OpRanking(s *search.Space) []float64 {
 		}
 	}
 	return v
-}
-
-// Spearman is the rank correlation of two equally long samples (average
-// ranks for ties).
-func Spearman(a, b []float64) float64 {
-	ra, rb := ranks(a), ranks(b)
-	var ma, mb float64
-	for i := range ra {
-		ma += ra[i]
-		mb += rb[i]
-	}
-	ma /= float64(len(ra))
-	mb /= float64(len(rb))
-	var sab, saa, sbb float64
-	for i := range ra {
-		sab += (ra[i] - ma) * (rb[i] - mb)
-		saa += (ra[i] - ma) * (ra[i] - ma)
-		sbb += (rb[i] - mb) * (rb[i] - mb)
-	}
-	return sab / math.Sqrt(saa*sbb)
-}
-
-func ranks(v []float64) []float64 {
-	idx := make([]int, len(v))
-	for i := range idx {
-		idx[i] = i
-	}
-	sort.SliceStable(idx, func(i, j int) bool { return v[idx[i]] < v[idx[j]] })
-	r := make([]float64, len(v))
-	for i := 0; i < len(idx); {
-		j := i
-		for j+1 < len(idx) && v[idx[j+1]] == v[idx[i]] {
-			j++
-		}
-		for k := i; k <= j; k++ {
-			r[idx[k]] = float64(i+j) / 2
-		}
-		i = j + 1
-	}
-	return r
 }
