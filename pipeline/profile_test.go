@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -121,5 +122,54 @@ func TestMeasureProfileBuiltin(t *testing.T) {
 	after, _ := os.ReadFile(opt.Out)
 	if string(before) != string(after) {
 		t.Fatal("--missing-only with nothing missing changed the profile")
+	}
+}
+
+// A profile of a space, calibrated, prices networks of that space it has
+// not seen, and check measures them against it: the whole path of
+// `bayesnas profile measure --space` and `profile check`, small.
+func TestProfileSpaceCheck(t *testing.T) {
+	if _, err := onnxrt.InitDefault(""); err != nil {
+		testenv.Missing(t, "ONNX Runtime", "bash scripts/ort.sh, or go tool task setup", err)
+	}
+	out := filepath.Join(t.TempDir(), "proxy.yaml")
+	proto := hwprofile.Protocol{Batch: 1, Warmup: 1, Repeats: 2}
+	prof, err := MeasureProfile(context.Background(), ProfileMeasureOptions{Out: out,
+		Networks: ProfileNetworks{Spaces: []string{"proxy"}, Samples: 2, SampleSeed: 1000},
+		GridStep: 8, Protocol: proto, Calibrate: 4, Sessions: 1, Rounds: 1, ToolVersion: "test", Device: DeviceSpec{Threads: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var spaces []string
+	for _, c := range prof.Calibration {
+		spaces = append(spaces, c.Space)
+		if c.Networks < 4 || !(c.Scale > 0) {
+			t.Errorf("calibration %+v", c)
+		}
+	}
+	if !slices.Equal(spaces, []string{"", "proxy"}) {
+		t.Fatalf("calibrations for %q, want the profile-wide one and proxy's", spaces)
+	}
+	if !(prof.ReferenceMs > 0) {
+		t.Fatalf("reference latency %v", prof.ReferenceMs)
+	}
+	rep, err := CheckProfile(context.Background(), ProfileCheckOptions{Profile: out, Spaces: []string{"proxy"}, N: 3, Seed: 1,
+		Protocol: proto, Sessions: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Rows) != 3 || len(rep.BySpace) != 1 || rep.Runtime.IntraOpThreads != 1 || !(rep.SpeedVsProfile > 0) {
+		t.Fatalf("report %+v", rep)
+	}
+	for _, r := range rep.Rows {
+		if !(r.PredictedMs > 0 && r.MeasuredMs > 0 && r.RepeatMs > 0 && r.MACs > 0) {
+			t.Fatalf("network %+v", r)
+		}
+	}
+	// A network of a space the profile was not measured for has kernels
+	// it cannot price: an error naming the node, not a number.
+	_, err = CheckProfile(context.Background(), ProfileCheckOptions{Profile: out, Spaces: []string{"tree"}, N: 1, Seed: 1, Protocol: proto, Sessions: 1})
+	if err == nil || !strings.Contains(err.Error(), "cannot price") || !strings.Contains(err.Error(), "node ") {
+		t.Fatalf("checking tree networks on a proxy profile: %v", err)
 	}
 }
