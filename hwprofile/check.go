@@ -18,12 +18,12 @@ type CheckNet struct {
 	Model *export.Model
 }
 
-// SampleNets draws n networks of each space with seed (Sample) and exports
-// them for pricing and timing.
-func SampleNets(spaces []string, n int, seed uint64) ([]CheckNet, error) {
+// SampleNets draws n networks of each space with seed (Space.Sample) and
+// exports them for pricing and timing.
+func SampleNets(spaces []Space, n int, seed uint64) ([]CheckNet, error) {
 	var nets []CheckNet
-	for _, s := range spaces {
-		gs, err := Sample(s, n, seed)
+	for _, sp := range spaces {
+		gs, err := sp.Sample(n, seed)
 		if err != nil {
 			return nil, err
 		}
@@ -32,7 +32,7 @@ func SampleNets(spaces []string, n int, seed uint64) ([]CheckNet, error) {
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", g.Name, err)
 			}
-			nets = append(nets, CheckNet{Space: s, Name: g.Name, Model: m})
+			nets = append(nets, CheckNet{Space: sp.Name, Name: g.Name, Model: m})
 		}
 	}
 	return nets, nil

@@ -8,36 +8,73 @@ import (
 	"bayesnas/models"
 )
 
-// Spaces are the network families a profile is measured for and checked on.
+// Spaces are the named network families a profile is measured for and
+// checked on, with the bundled configs' settings.
 var Spaces = []string{"proxy", "tree", "pyramidnet"}
 
-// Base returns the network of a space whose kernels a profile of it must
-// price: for the proxy and tree spaces the derived network of the bundled
-// search's stack (configs/search-proxy.yaml, configs/search-tree-fast.yaml)
-// with every op on every edge, so that every op at every position is a
-// kernel; for pyramidnet the default PyramidNet (whose widths compression
-// changes: a plan adds channel grids around it).
-func Base(space string) (*models.Graph, error) {
-	switch space {
+// Space is a family of networks: the derived networks of a proxy-cell or
+// tree-cell search space (the stack of a search config), or the default
+// PyramidNet at the widths compression leaves. Name ("proxy", "tree",
+// "pyramidnet") says which calibration of a profile prices them.
+type Space struct {
+	Name  string
+	Proxy models.ProxyConfig        // for "proxy": the supernet's stack
+	Tree  models.PyramidTreeConfig  // for "tree"
+}
+
+// NamedSpace returns a space of Spaces with the settings of the bundled
+// configs: configs/search-proxy.yaml, configs/search-tree-fast.yaml, the
+// default PyramidNet.
+func NamedSpace(name string) (Space, error) {
+	switch name {
 	case "proxy":
-		cfg := models.ProxySupernetDefault()
+		return Space{Name: name, Proxy: models.ProxySupernetDefault()}, nil
+	case "tree":
+		cfg := models.PyramidTreeDefault()
+		cfg.StemStride = 2 // configs/search-tree-fast.yaml
+		return Space{Name: name, Tree: cfg}, nil
+	case "pyramidnet":
+		return Space{Name: name}, nil
+	}
+	return Space{}, fmt.Errorf("space %q: want one of %s", name, strings.Join(Spaces, ", "))
+}
+
+// Base returns the network of a space whose kernels a profile of it must
+// price: for proxy and tree spaces the derived network of the stack with
+// every op on every edge, so that every op at every position is a kernel;
+// for pyramidnet the default PyramidNet (whose widths compression changes:
+// a plan adds channel grids around it).
+func (sp Space) Base() (*models.Graph, error) {
+	switch sp.Name {
+	case "proxy":
+		cfg := sp.Proxy
 		cfg.Search = false
+		ops := cfg.Ops
+		if len(ops) == 0 {
+			ops = models.ProxyOps
+		}
+		cfg.Normal = nil
 		for to := 2; to < cfg.Nodes+2; to++ {
 			for from := range to {
-				cfg.Normal = append(cfg.Normal, models.ProxyEdge{From: from, To: to, Ops: models.ProxyOps})
+				cfg.Normal = append(cfg.Normal, models.ProxyEdge{From: from, To: to, Ops: ops})
 			}
 		}
 		cfg.Reduce = cfg.Normal
 		g, _, err := models.ProxyNetwork(cfg)
 		return g, err
 	case "tree":
-		cfg := treeConfig()
+		cfg := sp.Tree
 		cfg.Search = false
+		ops := cfg.Ops
+		if len(ops) == 0 {
+			ops = models.TreeOps
+		}
 		all := models.TreeCell{Edges: make([][]string, models.TreeEdges)}
 		for e := range all.Edges {
-			all.Edges[e] = models.TreeOps
+			all.Edges[e] = ops
 		}
-		for range 3 * cfg.BlocksPerStage {
+		cfg.Cells = nil
+		for range sp.treeCells() {
 			cfg.Cells = append(cfg.Cells, all)
 		}
 		g, _, err := models.PyramidTreeNetwork(cfg)
@@ -45,7 +82,24 @@ func Base(space string) (*models.Graph, error) {
 	case "pyramidnet":
 		return models.PyramidNet(models.PyramidNetDefault())
 	}
-	return nil, fmt.Errorf("space %q: want one of %s", space, strings.Join(Spaces, ", "))
+	return nil, fmt.Errorf("space %q: want one of %s", sp.Name, strings.Join(Spaces, ", "))
+}
+
+// treeCells is how many cells a derived tree network of the space has.
+func (sp Space) treeCells() int {
+	if sp.Tree.SharePerStage {
+		return 3
+	}
+	return 3 * sp.Tree.BlocksPerStage
+}
+
+// Base is NamedSpace(name).Base().
+func Base(name string) (*models.Graph, error) {
+	sp, err := NamedSpace(name)
+	if err != nil {
+		return nil, err
+	}
+	return sp.Base()
 }
 
 // SpaceOf names the space a network belongs to by the builder that made
@@ -66,54 +120,66 @@ func SpaceOf(g *models.Graph) string {
 	return ""
 }
 
-func treeConfig() models.PyramidTreeConfig {
-	cfg := models.PyramidTreeDefault()
-	cfg.StemStride = 2 // configs/search-tree-fast.yaml
-	return cfg
-}
-
-// Sample returns n networks of a space drawn at random with seed: proxy and
-// tree networks with random derived cells (the stacks of the bundled search
-// configs), PyramidNets with the bottleneck width of every block drawn as
+// Sample returns n networks of the space drawn at random with seed: proxy
+// and tree networks with random derived cells from the space's ops, and
+// PyramidNets with the bottleneck width of every block drawn as
 // compression would leave it (a multiple of 8, at most the default width
 // rounded up to 8). Network i depends only on (seed, i).
-func Sample(space string, n int, seed uint64) ([]*models.Graph, error) {
+func (sp Space) Sample(n int, seed uint64) ([]*models.Graph, error) {
 	var out []*models.Graph
 	for i := range n {
 		r := rand.New(rand.NewPCG(seed, uint64(i)))
 		var g *models.Graph
 		var err error
-		switch space {
+		switch sp.Name {
 		case "proxy":
-			cfg := models.ProxySupernetDefault()
+			cfg := sp.Proxy
 			cfg.Search = false
-			cfg.Normal, cfg.Reduce = randomProxyCell(r, cfg.Nodes), randomProxyCell(r, cfg.Nodes)
+			ops := cfg.Ops
+			if len(ops) == 0 {
+				ops = models.ProxyOps
+			}
+			cfg.Normal, cfg.Reduce = randomProxyCell(r, cfg.Nodes, ops), randomProxyCell(r, cfg.Nodes, ops)
 			g, _, err = models.ProxyNetwork(cfg)
 		case "tree":
-			cfg := treeConfig()
+			cfg := sp.Tree
 			cfg.Search = false
-			for range 3 * cfg.BlocksPerStage {
-				cfg.Cells = append(cfg.Cells, randomTreeCell(r))
+			ops := cfg.Ops
+			if len(ops) == 0 {
+				ops = models.TreeOps
+			}
+			cfg.Cells = nil
+			for range sp.treeCells() {
+				cfg.Cells = append(cfg.Cells, randomTreeCell(r, ops))
 			}
 			g, _, err = models.PyramidTreeNetwork(cfg)
 		case "pyramidnet":
 			g, err = randomWidths(r)
 		default:
-			return nil, fmt.Errorf("space %q: want one of %s", space, strings.Join(Spaces, ", "))
+			return nil, fmt.Errorf("space %q: want one of %s", sp.Name, strings.Join(Spaces, ", "))
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%s network %d: %w", space, i, err)
+			return nil, fmt.Errorf("%s network %d: %w", sp.Name, i, err)
 		}
-		g.Name = fmt.Sprintf("%s-%d-%d", space, seed, i)
+		g.Name = fmt.Sprintf("%s-%d-%d", sp.Name, seed, i)
 		out = append(out, g)
 	}
 	return out, nil
 }
 
+// Sample is NamedSpace(name).Sample(n, seed).
+func Sample(name string, n int, seed uint64) ([]*models.Graph, error) {
+	sp, err := NamedSpace(name)
+	if err != nil {
+		return nil, err
+	}
+	return sp.Sample(n, seed)
+}
+
 // randomProxyCell draws a DARTS-shaped cell: every intermediate node has two
 // in-edges from distinct earlier nodes (the two cell inputs are nodes 0 and
 // 1), one op each, all uniform.
-func randomProxyCell(r *rand.Rand, nodes int) []models.ProxyEdge {
+func randomProxyCell(r *rand.Rand, nodes int, ops []string) []models.ProxyEdge {
 	var edges []models.ProxyEdge
 	for to := 2; to < nodes+2; to++ {
 		a := r.IntN(to)
@@ -122,7 +188,7 @@ func randomProxyCell(r *rand.Rand, nodes int) []models.ProxyEdge {
 			b++
 		}
 		for _, from := range []int{min(a, b), max(a, b)} {
-			edges = append(edges, models.ProxyEdge{From: from, To: to, Ops: []string{models.ProxyOps[r.IntN(len(models.ProxyOps))]}})
+			edges = append(edges, models.ProxyEdge{From: from, To: to, Ops: []string{ops[r.IntN(len(ops))]}})
 		}
 	}
 	return edges
@@ -131,16 +197,16 @@ func randomProxyCell(r *rand.Rand, nodes int) []models.ProxyEdge {
 // randomTreeCell keeps each edge with probability 2/3, with one or two
 // uniform ops, then applies the connectivity rules; a cell left dead is
 // redrawn.
-func randomTreeCell(r *rand.Rand) models.TreeCell {
+func randomTreeCell(r *rand.Rand, ops []string) models.TreeCell {
 	for {
 		c := models.TreeCell{Edges: make([][]string, models.TreeEdges)}
 		for e := range c.Edges {
 			if r.IntN(3) == 0 {
 				continue
 			}
-			perm := r.Perm(len(models.TreeOps))
-			for _, j := range perm[:1+r.IntN(2)] {
-				c.Edges[e] = append(c.Edges[e], models.TreeOps[j])
+			perm := r.Perm(len(ops))
+			for _, j := range perm[:min(1+r.IntN(2), len(ops))] {
+				c.Edges[e] = append(c.Edges[e], ops[j])
 			}
 		}
 		if p := c.Pruned(); !p.Dead() {

@@ -18,6 +18,7 @@ import (
 	"bayesnas/models"
 	"bayesnas/nn"
 	"bayesnas/onnxrt"
+	"bayesnas/search"
 )
 
 // DeviceSpec names the device that times models: a plug-in command, or the
@@ -69,9 +70,34 @@ func OpenDevice(ctx context.Context, spec DeviceSpec) (hwprofile.Device, error) 
 	return d, nil
 }
 
+// SearchSpace is the space of a search configuration: its derived
+// networks are what a profile must price for that search.
+func SearchSpace(cfg search.Config) hwprofile.Space {
+	if cfg.Kind == search.KindTree {
+		return hwprofile.Space{Name: "tree", Tree: cfg.Tree}
+	}
+	return hwprofile.Space{Name: "proxy", Proxy: cfg.Space}
+}
+
+// NamedSpaces looks up hwprofile.NamedSpace for each name.
+func NamedSpaces(names []string) ([]hwprofile.Space, error) {
+	var out []hwprofile.Space
+	for _, n := range names {
+		sp, err := hwprofile.NamedSpace(n)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, sp)
+	}
+	return out, nil
+}
+
 // ProfileNetworks are the networks a profile command works on.
 type ProfileNetworks struct {
-	Spaces []string // hwprofile.Spaces entries: the space's base network
+	// Spaces are the families whose networks the profile must price: the
+	// named ones (hwprofile.NamedSpace) and those of search configs
+	// (SearchSpace). Each brings its base network and Samples samples.
+	Spaces []hwprofile.Space
 	// Samples random networks per space (seed SampleSeed) join the base
 	// networks: they bring the kernels a derived network has and the base
 	// does not (a concat of fewer nodes, an add of fewer terms).
@@ -92,15 +118,15 @@ func (n ProfileNetworks) models() ([]*export.Model, []string, error) {
 		nets, names = append(nets, m), append(names, name)
 		return nil
 	}
-	for _, s := range n.Spaces {
-		g, err := hwprofile.Base(s)
+	for _, sp := range n.Spaces {
+		g, err := sp.Base()
 		if err != nil {
 			return nil, nil, err
 		}
-		if err := add("space "+s, g, nil); err != nil {
+		if err := add("space "+sp.Name, g, nil); err != nil {
 			return nil, nil, err
 		}
-		sample, err := hwprofile.Sample(s, n.Samples, n.SampleSeed)
+		sample, err := sp.Sample(n.Samples, n.SampleSeed)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -345,7 +371,7 @@ func PredictArch(prof *hwprofile.Profile, archPath, weightsPath string) (*hwprof
 // ProfileCheckOptions configure CheckProfile.
 type ProfileCheckOptions struct {
 	Profile  string
-	Spaces   []string
+	Spaces   []hwprofile.Space
 	N        int    // networks per space
 	Seed     uint64 // their seed; keep it apart from the measurement's
 	Protocol hwprofile.Protocol

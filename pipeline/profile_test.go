@@ -135,7 +135,7 @@ func TestProfileSpaceCheck(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "proxy.yaml")
 	proto := hwprofile.Protocol{Batch: 1, Warmup: 1, Repeats: 2}
 	prof, err := MeasureProfile(context.Background(), ProfileMeasureOptions{Out: out,
-		Networks: ProfileNetworks{Spaces: []string{"proxy"}, Samples: 2, SampleSeed: 1000},
+		Networks: ProfileNetworks{Spaces: named(t, "proxy"), Samples: 2, SampleSeed: 1000},
 		GridStep: 8, Protocol: proto, Calibrate: 4, Sessions: 1, Rounds: 1, ToolVersion: "test", Device: DeviceSpec{Threads: 1}})
 	if err != nil {
 		t.Fatal(err)
@@ -153,7 +153,7 @@ func TestProfileSpaceCheck(t *testing.T) {
 	if !(prof.ReferenceMs > 0) {
 		t.Fatalf("reference latency %v", prof.ReferenceMs)
 	}
-	rep, err := CheckProfile(context.Background(), ProfileCheckOptions{Profile: out, Spaces: []string{"proxy"}, N: 3, Seed: 1,
+	rep, err := CheckProfile(context.Background(), ProfileCheckOptions{Profile: out, Spaces: named(t, "proxy"), N: 3, Seed: 1,
 		Protocol: proto, Sessions: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -168,8 +168,17 @@ func TestProfileSpaceCheck(t *testing.T) {
 	}
 	// A network of a space the profile was not measured for has kernels
 	// it cannot price: an error naming the node, not a number.
-	_, err = CheckProfile(context.Background(), ProfileCheckOptions{Profile: out, Spaces: []string{"tree"}, N: 1, Seed: 1, Protocol: proto, Sessions: 1})
+	_, err = CheckProfile(context.Background(), ProfileCheckOptions{Profile: out, Spaces: named(t, "tree"), N: 1, Seed: 1, Protocol: proto, Sessions: 1})
 	if err == nil || !strings.Contains(err.Error(), "cannot price") || !strings.Contains(err.Error(), "node ") {
 		t.Fatalf("checking tree networks on a proxy profile: %v", err)
 	}
+}
+
+func named(t *testing.T, names ...string) []hwprofile.Space {
+	t.Helper()
+	sp, err := NamedSpaces(names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sp
 }

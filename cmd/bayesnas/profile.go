@@ -68,16 +68,28 @@ changes, times each on the device and writes the profile. The file is saved as
 the measurement goes; after Ctrl-C, run the same command with --missing-only to
 time only what it lacks (also how an existing profile is extended).`,
 		Example: `  bayesnas profile measure --space pyramidnet --space proxy --space tree --out profiles/native-1t.yaml
+  bayesnas profile measure --search-config configs/search-tree.yaml --out profiles/tree-full.yaml
   bayesnas profile measure --space tree --threads 2 --out profiles/native-2t.yaml
   bayesnas profile measure --space pyramidnet --plugin "node plugins/ort-wasm/plugin.mjs" --out profiles/wasm.yaml
   bayesnas profile measure --run runs/demo --out profiles/native-1t.yaml --missing-only`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			f := cmd.Flags()
 			var opt pipeline.ProfileMeasureOptions
 			opt.Device, opt.Protocol = deviceFlags(cmd)
 			opt.Out, _ = f.GetString("out")
-			opt.Networks.Spaces, _ = f.GetStringArray("space")
+			names, _ := f.GetStringArray("space")
+			if opt.Networks.Spaces, err = pipeline.NamedSpaces(names); err != nil {
+				return err
+			}
+			configs, _ := f.GetStringArray("search-config")
+			for _, path := range configs {
+				sp, err := searchConfigSpace(path)
+				if err != nil {
+					return err
+				}
+				opt.Networks.Spaces = append(opt.Networks.Spaces, sp)
+			}
 			opt.Networks.Archs, _ = f.GetStringArray("arch")
 			opt.Networks.Runs, _ = f.GetStringArray("run")
 			opt.Networks.Samples, _ = f.GetInt("samples")
@@ -107,6 +119,7 @@ time only what it lacks (also how an existing profile is extended).`,
 	f := cmd.Flags()
 	f.String("out", "", "profile file to write (YAML)")
 	f.StringArray("space", nil, "a search space whose networks the profile must price: "+strings.Join(hwprofile.Spaces, ", ")+" (repeatable)")
+	f.StringArray("search-config", nil, "a search config (configs/search-*.yaml): the derived networks of its space (repeatable)")
 	f.StringArray("arch", nil, "an architecture file to profile (repeatable)")
 	f.StringArray("run", nil, "a trained run directory to profile (repeatable)")
 	f.Int("samples", 20, "random networks per space besides its base network")
@@ -116,6 +129,18 @@ time only what it lacks (also how an existing profile is extended).`,
 	f.Bool("missing-only", false, "extend an existing --out: time only the kernels it lacks")
 	f.Int("calibrate", 20, "whole networks per --space (seed --sample-seed+1) measured to calibrate kernel sums to network latency; 0 = none")
 	return cmd
+}
+
+// searchConfigSpace reads a search config as `bayesnas search --config`
+// does (YAML < BAYESNAS_SEARCH_* variables) and returns its space.
+func searchConfigSpace(path string) (hwprofile.Space, error) {
+	c := &cobra.Command{}
+	c.Flags().String("config", path, "")
+	cfg, err := loadSearchConfig(c)
+	if err != nil {
+		return hwprofile.Space{}, err
+	}
+	return pipeline.SearchSpace(cfg.Search), nil
 }
 
 func newProfilePredictCmd() *cobra.Command {
@@ -189,7 +214,11 @@ own noise (the second measurement taken as a prediction of the first).`,
 			var opt pipeline.ProfileCheckOptions
 			opt.Device, opt.Protocol = deviceFlags(cmd)
 			opt.Profile, _ = f.GetString("profile")
-			opt.Spaces, _ = f.GetStringArray("space")
+			names, _ := f.GetStringArray("space")
+			var err error
+			if opt.Spaces, err = pipeline.NamedSpaces(names); err != nil {
+				return err
+			}
 			opt.N, _ = f.GetInt("n")
 			opt.Seed, _ = f.GetUint64("seed")
 			opt.Sessions, _ = f.GetInt("sessions")
