@@ -43,6 +43,10 @@ type Model struct {
 	Builder string         `mapstructure:"builder" json:"builder"`
 	Params  map[string]any `mapstructure:"params" json:"params"`
 	Arch    string         `mapstructure:"arch" json:"arch"`
+	// Weights starts training from these weights (a safetensors file
+	// matching the network) instead of a random initialisation: how a
+	// compressed network is fine-tuned.
+	Weights string `mapstructure:"weights" json:"weights,omitempty"`
 }
 
 // Training holds the optimisation settings.
@@ -80,6 +84,7 @@ func Defaults() map[string]any {
 		"model.builder":         "pyramidnet",
 		"model.params":          map[string]any{},
 		"model.arch":            "",
+		"model.weights":         "",
 		"train.epochs":          1,
 		"train.batch":           64,
 		"train.optimizer":       "sgd",

@@ -130,6 +130,11 @@ func Train(ctx context.Context, cfg Config, opt Options) (*Summary, error) {
 	if err := models.InitParams(net, g, cfg.Seed); err != nil {
 		return nil, err
 	}
+	if cfg.Model.Weights != "" {
+		if err := models.LoadWeights(cfg.Model.Weights, net.Params); err != nil {
+			return nil, fmt.Errorf("model.weights: %w", err)
+		}
+	}
 	log.Info("model", "name", g.Name, "params", counts.Params, "macs", counts.MACs, "kernels", be.Name())
 
 	stepsPerEpoch := trainB.Batches()

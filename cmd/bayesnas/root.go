@@ -45,7 +45,7 @@ Start with:  bayesnas train --config configs/demo.yaml`,
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().String("log-format", "text", "log format: text or json")
-	root.AddCommand(newTrainCmd(blasNote), newSearchCmd(blasNote), newDeriveCmd(), newDescribeCmd(), newExportCmd(), newValidateCmd(), newImportCmd(), newProfileCmd(), &cobra.Command{
+	root.AddCommand(newTrainCmd(blasNote), newSearchCmd(blasNote), newDeriveCmd(), newDescribeCmd(), newExportCmd(), newValidateCmd(), newImportCmd(), newProfileCmd(), newCompressCmd(), &cobra.Command{
 		Use:   "version",
 		Short: "Print the version",
 		Args:  cobra.NoArgs,

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"bayesnas/compress"
+	"bayesnas/pipeline"
+)
+
+func newCompressCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "compress",
+		Short: "Prune a trained network to a device latency budget (real channel surgery), then fine-tune it",
+		Long: `Prices the trained network of --run on a device profile, removes coupled channel groups
+(residual additions, concatenations, splits, shuffles, grouped and depthwise convs pruned
+together; stem and classifier kept) until the predicted latency meets --budget, writes the
+genuinely smaller network and its weights into --out (constants of switched-off channels
+folded forward), fine-tunes it there with the training run's settings, and writes
+compression.json (widths per layer before and after, params, MACs, predicted latency, the
+budget). Exits non-zero, writing nothing, when the budget cannot be met.
+
+Methods: uniform (every layer scaled to the same fraction) and l1 (L1-norm filter pruning
+over coupled groups, globally ranked): the baselines; the Bayesian method is next.`,
+		Example: `  bayesnas compress --run runs/demo --profile profiles/native-1t.yaml --budget 0.5x --method l1 --out runs/demo-l1-0.5x
+  bayesnas compress --run runs/demo --profile profiles/wasm-1t.yaml --budget 2.5ms --method uniform --out runs/demo-u --epochs 0`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			f := cmd.Flags()
+			var opt pipeline.CompressOptions
+			opt.Run, _ = f.GetString("run")
+			opt.Out, _ = f.GetString("out")
+			opt.Profile, _ = f.GetString("profile")
+			opt.Method, _ = f.GetString("method")
+			opt.Multiple, _ = f.GetInt("multiple")
+			opt.Epochs, _ = f.GetInt("epochs")
+			opt.LR, _ = f.GetFloat64("lr")
+			opt.Train.Resume, _ = f.GetBool("resume")
+			budget, _ := f.GetString("budget")
+			if opt.Run == "" || opt.Profile == "" || budget == "" {
+				return fmt.Errorf("give --run, --profile and --budget")
+			}
+			var err error
+			if opt.Budget, err = compress.ParseBudget(budget); err != nil {
+				return err
+			}
+			log, err := newLogger(cmd)
+			if err != nil {
+				return err
+			}
+			out := cmd.ErrOrStderr()
+			opt.Train.Log, opt.Train.Progress, opt.Train.TTY = log, out, isTerminal(out)
+			rep, err := pipeline.Compress(cmd.Context(), opt)
+			if err != nil {
+				return err
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+			fmt.Fprintf(w, "\tparams\tMMACs\tpredicted ms\n")
+			fmt.Fprintf(w, "before\t%d\t%.1f\t%.4f\n", rep.Before.Params, float64(rep.Before.MACs)/1e6, rep.Before.PredictedMs)
+			fmt.Fprintf(w, "after\t%d\t%.1f\t%.4f\n", rep.After.Params, float64(rep.After.MACs)/1e6, rep.After.PredictedMs)
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "budget %s = %.4f ms on %s: met (%s)\n", rep.Budget, rep.BudgetMs, rep.Device, opt.Method)
+			if rep.FineTune != nil {
+				fmt.Fprintf(cmd.OutOrStdout(), "fine-tuned %d epochs: validation accuracy %.2f %%, test accuracy %.2f %%\n", opt.Epochs, 100*rep.FineTune.ValAcc, 100*rep.FineTune.TestAcc)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.String("run", "", "a finished training run directory")
+	f.String("out", "", "the compressed run directory to write")
+	f.String("profile", "", "device profile that prices the networks")
+	f.String("budget", "", "latency budget: milliseconds (2.5ms) or a fraction of the unpruned network's (0.5x)")
+	f.String("method", "l1", "uniform or l1")
+	f.Int("multiple", 8, "round every pruned layer's width to a multiple of this")
+	f.Int("epochs", 1, "fine-tuning epochs (0: none)")
+	f.Float64("lr", 0, "fine-tuning learning rate (0: the training run's / 10)")
+	f.Bool("resume", false, "continue an interrupted fine-tuning in --out")
+	return cmd
+}

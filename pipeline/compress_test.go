@@ -1,0 +1,95 @@
+package pipeline
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"bayesnas/compress"
+	"bayesnas/hwprofile"
+	"bayesnas/internal/testenv"
+	"bayesnas/models"
+	"bayesnas/onnxrt"
+)
+
+// A trained run compressed to a budget on a profile measured for it: the
+// network written is smaller, predicted at or under the budget, and
+// fine-tuned from the pruned weights; budgets it cannot meet, a profile for
+// another input and a run without weights are errors that write nothing.
+func TestCompressToBudget(t *testing.T) {
+	if _, err := onnxrt.InitDefault(""); err != nil {
+		testenv.Missing(t, "ONNX Runtime", "bash scripts/ort.sh, or go tool task setup", err)
+	}
+	dir := t.TempDir()
+	cfg := tinyConfig(filepath.Join(dir, "trained"))
+	cfg.Train.Epochs = 1
+	if _, err := Train(context.Background(), cfg, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	prof := filepath.Join(dir, "p.yaml")
+	if _, err := MeasureProfile(context.Background(), ProfileMeasureOptions{Out: prof, Networks: ProfileNetworks{Runs: []string{cfg.RunDir}},
+		GridStep: 4, Protocol: hwprofile.Protocol{Batch: 1, Warmup: 1, Repeats: 3}, Rounds: 1, ToolVersion: "test", Device: DeviceSpec{Threads: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	half, _ := compress.ParseBudget("0.8x")
+	for _, method := range []string{"uniform", "l1"} {
+		out := filepath.Join(dir, method)
+		rep, err := Compress(context.Background(), CompressOptions{Run: cfg.RunDir, Out: out, Profile: prof, Budget: half,
+			Method: method, Multiple: 4, Epochs: 1})
+		if err != nil {
+			t.Fatalf("%s: %v", method, err)
+		}
+		if !(rep.After.PredictedMs <= rep.BudgetMs) || rep.BudgetMs != 0.8*rep.Before.PredictedMs || rep.After.Params >= rep.Before.Params {
+			t.Fatalf("%s: %+v before, %+v after, budget %v", method, rep.Before, rep.After, rep.BudgetMs)
+		}
+		for _, f := range []string{CompressionFile, PrunedArchFile, PrunedWeightsFile, ArchFile, WeightsFile, SummaryFile} {
+			if _, err := os.Stat(filepath.Join(out, f)); err != nil {
+				t.Fatalf("%s: %v", method, err)
+			}
+		}
+		g, err := models.ReadGraph(filepath.Join(out, ArchFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c, _ := g.Count(); c.Params != rep.After.Params {
+			t.Fatalf("%s: the fine-tuned network has %d params, the report says %d", method, c.Params, rep.After.Params)
+		}
+		if rep.FineTune == nil {
+			t.Fatalf("%s: no fine-tuning summary", method)
+		}
+		t.Logf("%s: %.4f -> %.4f ms (budget %.4f), params %d -> %d", method, rep.Before.PredictedMs, rep.After.PredictedMs, rep.BudgetMs, rep.Before.Params, rep.After.Params)
+	}
+	tiny, _ := compress.ParseBudget("0.001x")
+	out := filepath.Join(dir, "impossible")
+	if _, err := Compress(context.Background(), CompressOptions{Run: cfg.RunDir, Out: out, Profile: prof, Budget: tiny, Method: "l1"}); err == nil ||
+		!strings.Contains(err.Error(), "below the smallest network") {
+		t.Fatalf("impossible budget: %v", err)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Fatalf("an impossible budget left %s behind", out)
+	}
+	other, err := hwprofile.Read(prof)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.Protocol.Input = []int{3, 32, 32}
+	otherPath := filepath.Join(dir, "other.yaml")
+	if err := other.Write(otherPath); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Compress(context.Background(), CompressOptions{Run: cfg.RunDir, Out: out, Profile: otherPath, Budget: half, Method: "l1"}); err == nil ||
+		!strings.Contains(err.Error(), "measured for input") {
+		t.Fatalf("profile for another input: %v", err)
+	}
+	if err := os.Remove(filepath.Join(cfg.RunDir, WeightsFile)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Compress(context.Background(), CompressOptions{Run: cfg.RunDir, Out: out, Profile: prof, Budget: half, Method: "l1"}); err == nil {
+		t.Fatal("a run without weights compressed")
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Fatalf("a failed compression left %s behind", out)
+	}
+}
