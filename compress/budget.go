@@ -1,6 +1,7 @@
 package compress
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -229,13 +230,23 @@ func (o *BudgetOptions) prepare(g *models.Graph, params []*nn.Param, scores []fl
 	return ls, groups, base, nil
 }
 
+// errStructure marks a removal the graph cannot take, as opposed to a
+// network the latency model cannot price.
+type errStructure struct{ error }
+
+func (e errStructure) Unwrap() error { return e.error }
+
 // predict prunes rm and prices the result.
 func (o *BudgetOptions) predict(g *models.Graph, params []*nn.Param, rm []int) (float64, error) {
 	pg, pp, _, err := PruneWith(g, params, rm, o.Groups)
 	if err != nil {
-		return 0, err
+		return 0, errStructure{err}
 	}
-	return o.Latency.LatencyMs(pg, pp)
+	ms, err := o.Latency.LatencyMs(pg, pp)
+	if err != nil {
+		return 0, fmt.Errorf("pricing the pruned network: %w", err)
+	}
+	return ms, nil
 }
 
 // Uniform scales every prunable layer to the same fraction of its width
@@ -343,13 +354,17 @@ func Greedy(g *models.Graph, params []*nn.Param, scores []float64, method string
 		kept[best] -= n * best.perGroup
 		rm := removeFor(ls, func(l *layer) int { return l.width - dropped[l]*l.perGroup })
 		ms, err := opt.predict(g, params, rm)
-		if err != nil {
+		var structural errStructure
+		if errors.As(err, &structural) {
 			// A removal the graph cannot take (it would empty a value a
 			// concat or slice needs): undo it and leave the layer be.
 			dropped[best] -= n
 			kept[best] += n * best.perGroup
 			frozen[best] = true
 			continue
+		}
+		if err != nil {
+			return nil, err // the device cannot price it: never a silent default
 		}
 		sel.Steps++
 		sel.Removed, sel.PrunedMs = rm, ms

@@ -51,8 +51,10 @@ func (p *Profile) Price(k Key) (float64, string, error) {
 	return 0, "", fmt.Errorf("the profile cannot price %s (nearest keys: %s)", k, strings.Join(p.nearest(k, 3), "; "))
 }
 
-// interpolate prices k from the grid of its family: the channel values
-// measured bracket k's, and every corner of the bracket was measured.
+// interpolate prices k from the grid of its family: the tightest bracket
+// of measured channel values around k's whose four corners were all
+// measured (a family holds grid points and the odd widths of the networks
+// it was measured for: the bracket must not mix them).
 func interpolate(fam []Entry, k Key) (float64, bool) {
 	if len(fam) == 0 {
 		return 0, false
@@ -64,37 +66,49 @@ func interpolate(fam []Entry, k Key) (float64, bool) {
 		cs = append(cs, e.C)
 		outs = append(outs, e.Out)
 	}
-	c0, c1, ok := bracket(cs, k.C)
-	if !ok {
-		return 0, false
+	cLo, cHi := sides(cs, k.C)
+	oLo, oHi := sides(outs, k.Out)
+	best, found := math.Inf(1), false
+	var v float64
+	for _, c0 := range cLo {
+		for _, c1 := range cHi {
+			for _, o0 := range oLo {
+				for _, o1 := range oHi {
+					v00, ok00 := at[[2]int{c0, o0}]
+					v01, ok01 := at[[2]int{c0, o1}]
+					v10, ok10 := at[[2]int{c1, o0}]
+					v11, ok11 := at[[2]int{c1, o1}]
+					span := float64(c1-c0) + float64(o1-o0)
+					if !ok00 || !ok01 || !ok10 || !ok11 || span >= best {
+						continue
+					}
+					tc, to := frac(c0, c1, k.C), frac(o0, o1, k.Out)
+					best, found = span, true
+					v = (1-tc)*((1-to)*v00+to*v01) + tc*((1-to)*v10+to*v11)
+				}
+			}
+		}
 	}
-	o0, o1, ok := bracket(outs, k.Out)
-	if !ok {
-		return 0, false
-	}
-	v00, ok00 := at[[2]int{c0, o0}]
-	v01, ok01 := at[[2]int{c0, o1}]
-	v10, ok10 := at[[2]int{c1, o0}]
-	v11, ok11 := at[[2]int{c1, o1}]
-	if !ok00 || !ok01 || !ok10 || !ok11 {
-		return 0, false
-	}
-	tc, to := frac(c0, c1, k.C), frac(o0, o1, k.Out)
-	return (1-tc)*((1-to)*v00+to*v01) + tc*((1-to)*v10+to*v11), true
+	return v, found
 }
 
-// bracket finds the largest value <= x and the smallest >= x in vals.
-func bracket(vals []int, x int) (lo, hi int, ok bool) {
-	lo, hi = math.MinInt, math.MaxInt
-	for _, v := range vals {
-		if v <= x && v > lo {
-			lo = v
-		}
-		if v >= x && v < hi {
-			hi = v
+// sides returns the distinct values <= x (nearest first) and >= x (nearest
+// first).
+func sides(vals []int, x int) (lo, hi []int) {
+	u := slices.Clone(vals)
+	slices.Sort(u)
+	u = slices.Compact(u)
+	for i := len(u) - 1; i >= 0; i-- {
+		if u[i] <= x {
+			lo = append(lo, u[i])
 		}
 	}
-	return lo, hi, lo != math.MinInt && hi != math.MaxInt
+	for _, v := range u {
+		if v >= x {
+			hi = append(hi, v)
+		}
+	}
+	return lo, hi
 }
 
 func frac(a, b, x int) float64 {

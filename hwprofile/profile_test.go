@@ -153,6 +153,16 @@ func TestInterpolation(t *testing.T) {
 		}
 		prev = ms
 	}
+	// A network's odd width among the grid points (as a profile measured
+	// for a network holds): a query beside it still finds a full bracket of
+	// grid corners.
+	odd := Key{Kind: conv, C: 20, H: 14, W: 14, Out: 12}
+	p.Entries = append(p.Entries, Entry{Key: odd, MedianMs: 0.001 * 20 * 12 / 8, P90Ms: 1, Repeats: 1})
+	p.idx = nil
+	ms, how, err := p.Price(Key{Kind: conv, C: 18, H: 14, W: 14, Out: 12})
+	if err != nil || how != PricedInterpolated || math.Abs(ms-0.001*18*12/8) > 1e-12 {
+		t.Fatalf("beside an odd width: %v %s %v, want %v", ms, how, err, 0.001*18*12/8)
+	}
 	// Outside the grid, another map size, another kind: errors naming the
 	// nearest keys, never a default.
 	for _, k := range []Key{

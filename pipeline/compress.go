@@ -33,6 +33,8 @@ type CompressOptions struct {
 	// over coupled groups). The Bayesian method is not built yet.
 	Method   string
 	Multiple int // widths rounded to multiples of it (8)
+	// ProtectClassifierInputs keeps every channel the classifier reads.
+	ProtectClassifierInputs bool
 	// Epochs of fine-tuning with the training run's settings (0: none).
 	Epochs int
 	LR     float64 // 0: the training run's learning rate / 10
@@ -108,8 +110,11 @@ func Compress(ctx context.Context, opt CompressOptions) (*CompressionReport, err
 	if err != nil {
 		return nil, fmt.Errorf("pricing %s on %s: %w", opt.Run, opt.Profile, err)
 	}
+	// The stem is kept; the classifier's logits always are (graph output),
+	// but its input channels only on request: in a residual network they
+	// are the whole last stage's stream.
 	bopt := compress.BudgetOptions{Latency: lat, BudgetMs: opt.Budget.Of(base), Multiple: opt.Multiple,
-		Groups: compress.DefaultGroupOptions()}
+		Groups: compress.GroupOptions{ProtectStem: true, ProtectClassifier: opt.ProtectClassifierInputs}}
 	var sel *compress.Selection
 	switch opt.Method {
 	case "uniform":

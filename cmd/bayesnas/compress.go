@@ -16,7 +16,7 @@ func newCompressCmd() *cobra.Command {
 		Short: "Prune a trained network to a device latency budget (real channel surgery), then fine-tune it",
 		Long: `Prices the trained network of --run on a device profile, removes coupled channel groups
 (residual additions, concatenations, splits, shuffles, grouped and depthwise convs pruned
-together; stem and classifier kept) until the predicted latency meets --budget, writes the
+together; the stem and the classifier's outputs kept) until the predicted latency meets --budget, writes the
 genuinely smaller network and its weights into --out (constants of switched-off channels
 folded forward), fine-tunes it there with the training run's settings, and writes
 compression.json (widths per layer before and after, params, MACs, predicted latency, the
@@ -35,6 +35,7 @@ over coupled groups, globally ranked): the baselines; the Bayesian method is nex
 			opt.Profile, _ = f.GetString("profile")
 			opt.Method, _ = f.GetString("method")
 			opt.Multiple, _ = f.GetInt("multiple")
+			opt.ProtectClassifierInputs, _ = f.GetBool("protect-classifier-inputs")
 			opt.Epochs, _ = f.GetInt("epochs")
 			opt.LR, _ = f.GetFloat64("lr")
 			opt.Train.Resume, _ = f.GetBool("resume")
@@ -76,6 +77,7 @@ over coupled groups, globally ranked): the baselines; the Bayesian method is nex
 	f.String("profile", "", "device profile that prices the networks")
 	f.String("budget", "", "latency budget: milliseconds (2.5ms) or a fraction of the unpruned network's (0.5x)")
 	f.String("method", "l1", "uniform or l1")
+	f.Bool("protect-classifier-inputs", false, "keep every channel the classifier reads (in a residual network: the last stage's stream)")
 	f.Int("multiple", 8, "round every pruned layer's width to a multiple of this")
 	f.Int("epochs", 1, "fine-tuning epochs (0: none)")
 	f.Float64("lr", 0, "fine-tuning learning rate (0: the training run's / 10)")
