@@ -18,8 +18,8 @@ var Spaces = []string{"proxy", "tree", "pyramidnet"}
 // "pyramidnet") says which calibration of a profile prices them.
 type Space struct {
 	Name  string
-	Proxy models.ProxyConfig        // for "proxy": the supernet's stack
-	Tree  models.PyramidTreeConfig  // for "tree"
+	Proxy models.ProxyConfig       // for "proxy": the supernet's stack
+	Tree  models.PyramidTreeConfig // for "tree"
 }
 
 // NamedSpace returns a space of Spaces with the settings of the bundled
