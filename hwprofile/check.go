@@ -120,7 +120,7 @@ func Check(ctx context.Context, dev Device, p *Profile, nets []CheckNet, proto P
 	}
 	defer os.RemoveAll(dir)
 	rep := &CheckReport{Device: di, Runtime: ri, Protocol: proto, Sessions: sessions, Profile: p.Hash}
-	paths := make([]string, len(nets)) // the networks' files, named after them in errors
+	paths := make([]string, len(nets)) // named after the networks, so that errors name them
 	for i, n := range nets {
 		ks, err := Kernels(n.Model)
 		if err != nil {
@@ -131,7 +131,7 @@ func Check(ctx context.Context, dev Device, p *Profile, nets []CheckNet, proto P
 			return nil, fmt.Errorf("%s: %w", n.Name, err)
 		}
 		rep.Rows = append(rep.Rows, CheckRow{Space: n.Space, Name: n.Name, MACs: pr.MACs, PredictedMs: pr.TotalMs})
-		if paths[i], err = filepath.Abs(filepath.Join(dir, fmt.Sprintf("net%d.onnx", i))); err != nil {
+		if paths[i], err = filepath.Abs(filepath.Join(dir, n.Name+".onnx")); err != nil {
 			return nil, err
 		}
 		if err := os.WriteFile(paths[i], n.Model.Marshal(), 0o644); err != nil {

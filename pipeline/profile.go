@@ -107,57 +107,56 @@ type ProfileNetworks struct {
 	Runs       []string // run directories (arch.json and weights.safetensors)
 }
 
-func (n ProfileNetworks) models() ([]*export.Model, []string, error) {
+func (n ProfileNetworks) models() ([]*export.Model, error) {
 	var nets []*export.Model
-	var names []string
 	add := func(name string, g *models.Graph, params []*nn.Param) error {
 		m, err := hwprofile.Network(g, params)
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
-		nets, names = append(nets, m), append(names, name)
+		nets = append(nets, m)
 		return nil
 	}
 	for _, sp := range n.Spaces {
 		g, err := sp.Base()
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		if err := add("space "+sp.Name, g, nil); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		sample, err := sp.Sample(n.Samples, n.SampleSeed)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		for _, g := range sample {
 			if err := add(g.Name, g, nil); err != nil {
-				return nil, nil, err
+				return nil, err
 			}
 		}
 	}
 	for _, a := range n.Archs {
 		g, err := models.ReadGraph(a)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		if err := add(a, g, nil); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 	}
 	for _, dir := range n.Runs {
 		g, params, err := loadArchWeights(filepath.Join(dir, ArchFile), filepath.Join(dir, WeightsFile))
 		if err != nil {
-			return nil, nil, fmt.Errorf("run %s: %w", dir, err)
+			return nil, fmt.Errorf("run %s: %w", dir, err)
 		}
 		if err := add(dir, g, params); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 	}
 	if len(nets) == 0 {
-		return nil, nil, fmt.Errorf("no networks: give a space, an architecture file or a run directory")
+		return nil, fmt.Errorf("no networks: give a space, an architecture file or a run directory")
 	}
-	return nets, names, nil
+	return nets, nil
 }
 
 // inputOf is the per-sample input shape of an exported model.
@@ -210,7 +209,7 @@ func MeasureProfile(ctx context.Context, opt ProfileMeasureOptions) (*hwprofile.
 			return nil, err
 		}
 	}
-	nets, _, err := opt.Networks.models()
+	nets, err := opt.Networks.models()
 	if err != nil {
 		return nil, err
 	}
