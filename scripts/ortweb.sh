@@ -76,33 +76,8 @@ done
 # Neither tarball has a LICENSE file: their package.json files say MIT and
 # the README points at onnxruntime's, so we keep both and write the MIT
 # notice out.
-cat > "$stage/LICENSE" <<'LICENSE'
-ONNX Runtime (https://github.com/microsoft/onnxruntime), distributed as the
-npm packages onnxruntime-web and onnxruntime-common, is licensed under the
-MIT License:
-
-MIT License
-
-Copyright (c) Microsoft Corporation
-
-Permission is hereby granted, free of charge, to any person obtaining a copy
-of this software and associated documentation files (the "Software"), to deal
-in the Software without restriction, including without limitation the rights
-to use, copy, modify, merge, publish, distribute, sublicense, and/or sell
-copies of the Software, and to permit persons to whom the Software is
-furnished to do so, subject to the following conditions:
-
-The above copyright notice and this permission notice shall be included in all
-copies or substantial portions of the Software.
-
-THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR
-IMPLIED, INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY,
-FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE
-AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER
-LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM,
-OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE
-SOFTWARE.
-LICENSE
+{ printf 'ONNX Runtime (https://github.com/microsoft/onnxruntime), distributed as the\nnpm packages onnxruntime-web and onnxruntime-common, is licensed under the\nMIT License:\n\n'
+  cat "$(dirname "$0")/onnxruntime-mit.txt"; } > "$stage/LICENSE"
 printf 'onnxruntime-web %s from npm onnxruntime-web@%s (%s) and onnxruntime-common@%s (%s), MIT license: see LICENSE\n' \
   "$version" "$version" "$web_integrity" "$version" "$common_integrity" > "$stage/SOURCE"
 (cd "$stage" && find . -type f ! -name SHA256SUMS | LC_ALL=C sort | xargs sha256sum > SHA256SUMS)
