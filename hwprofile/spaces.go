@@ -47,13 +47,7 @@ func NamedSpace(name string) (Space, error) {
 func (sp Space) Base() (*models.Graph, error) {
 	switch sp.Name {
 	case "proxy":
-		cfg := sp.Proxy
-		cfg.Search = false
-		ops := cfg.Ops
-		if len(ops) == 0 {
-			ops = models.ProxyOps
-		}
-		cfg.Normal = nil
+		cfg, ops := sp.derivedProxy()
 		for to := 2; to < cfg.Nodes+2; to++ {
 			for from := range to {
 				cfg.Normal = append(cfg.Normal, models.ProxyEdge{From: from, To: to, Ops: ops})
@@ -63,17 +57,11 @@ func (sp Space) Base() (*models.Graph, error) {
 		g, _, err := models.ProxyNetwork(cfg)
 		return g, err
 	case "tree":
-		cfg := sp.Tree
-		cfg.Search = false
-		ops := cfg.Ops
-		if len(ops) == 0 {
-			ops = models.TreeOps
-		}
+		cfg, ops := sp.derivedTree()
 		all := models.TreeCell{Edges: make([][]string, models.TreeEdges)}
 		for e := range all.Edges {
 			all.Edges[e] = ops
 		}
-		cfg.Cells = nil
 		for range sp.treeCells() {
 			cfg.Cells = append(cfg.Cells, all)
 		}
@@ -83,6 +71,27 @@ func (sp Space) Base() (*models.Graph, error) {
 		return models.PyramidNet(models.PyramidNetDefault())
 	}
 	return nil, fmt.Errorf("space %q: want one of %s", sp.Name, strings.Join(Spaces, ", "))
+}
+
+// derivedProxy is the space's stack as a derived network with no cells
+// yet, and the candidate ops its cells draw from.
+func (sp Space) derivedProxy() (models.ProxyConfig, []string) {
+	cfg := sp.Proxy
+	cfg.Search, cfg.Normal, cfg.Reduce = false, nil, nil
+	if len(cfg.Ops) == 0 {
+		return cfg, models.ProxyOps
+	}
+	return cfg, cfg.Ops
+}
+
+// derivedTree is derivedProxy for the tree space.
+func (sp Space) derivedTree() (models.PyramidTreeConfig, []string) {
+	cfg := sp.Tree
+	cfg.Search, cfg.Cells = false, nil
+	if len(cfg.Ops) == 0 {
+		return cfg, models.TreeOps
+	}
+	return cfg, cfg.Ops
 }
 
 // treeCells is how many cells a derived tree network of the space has.
@@ -133,22 +142,11 @@ func (sp Space) Sample(n int, seed uint64) ([]*models.Graph, error) {
 		var err error
 		switch sp.Name {
 		case "proxy":
-			cfg := sp.Proxy
-			cfg.Search = false
-			ops := cfg.Ops
-			if len(ops) == 0 {
-				ops = models.ProxyOps
-			}
-			cfg.Normal, cfg.Reduce = randomProxyCell(r, cfg.Nodes, ops), randomProxyCell(r, cfg.Nodes, ops)
+			cfg, ops := sp.derivedProxy()
+			cfg.Normal, cfg.Reduce = models.RandomDARTSCell(r, cfg.Nodes, ops), models.RandomDARTSCell(r, cfg.Nodes, ops)
 			g, _, err = models.ProxyNetwork(cfg)
 		case "tree":
-			cfg := sp.Tree
-			cfg.Search = false
-			ops := cfg.Ops
-			if len(ops) == 0 {
-				ops = models.TreeOps
-			}
-			cfg.Cells = nil
+			cfg, ops := sp.derivedTree()
 			for range sp.treeCells() {
 				cfg.Cells = append(cfg.Cells, randomTreeCell(r, ops))
 			}
@@ -174,24 +172,6 @@ func Sample(name string, n int, seed uint64) ([]*models.Graph, error) {
 		return nil, err
 	}
 	return sp.Sample(n, seed)
-}
-
-// randomProxyCell draws a DARTS-shaped cell: every intermediate node has two
-// in-edges from distinct earlier nodes (the two cell inputs are nodes 0 and
-// 1), one op each, all uniform.
-func randomProxyCell(r *rand.Rand, nodes int, ops []string) []models.ProxyEdge {
-	var edges []models.ProxyEdge
-	for to := 2; to < nodes+2; to++ {
-		a := r.IntN(to)
-		b := r.IntN(to - 1)
-		if b >= a {
-			b++
-		}
-		for _, from := range []int{min(a, b), max(a, b)} {
-			edges = append(edges, models.ProxyEdge{From: from, To: to, Ops: []string{ops[r.IntN(len(ops))]}})
-		}
-	}
-	return edges
 }
 
 // randomTreeCell keeps each edge with probability 2/3, with one or two

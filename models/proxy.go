@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 )
 
@@ -419,3 +420,22 @@ func buildProxy(params json.RawMessage) (*Graph, error) {
 }
 
 func init() { Builders["proxy"] = buildProxy }
+
+// RandomDARTSCell draws a DARTS genotype cell (the random baseline of the
+// DARTS and BayesNAS papers): every intermediate node gets two in-edges from
+// distinct earlier nodes (the two cell inputs are nodes 0 and 1), one
+// uniform op of ops each.
+func RandomDARTSCell(r *rand.Rand, nodes int, ops []string) []ProxyEdge {
+	var edges []ProxyEdge
+	for to := 2; to < nodes+2; to++ {
+		a := r.IntN(to)
+		b := r.IntN(to - 1)
+		if b >= a {
+			b++
+		}
+		for _, from := range []int{min(a, b), max(a, b)} {
+			edges = append(edges, ProxyEdge{From: from, To: to, Ops: []string{ops[r.IntN(len(ops))]}})
+		}
+	}
+	return edges
+}

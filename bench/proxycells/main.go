@@ -143,7 +143,7 @@ func run(o options, stdout io.Writer) error {
 	}
 	var normal, reduce func(*rand.Rand) []models.ProxyEdge
 	if mode == "darts" {
-		normal = func(r *rand.Rand) []models.ProxyEdge { return sampleDARTS(r, cfg.Nodes, ops) }
+		normal = func(r *rand.Rand) []models.ProxyEdge { return models.RandomDARTSCell(r, cfg.Nodes, ops) }
 		reduce = normal
 	} else {
 		ns, rs := shapeOf(cfg.Normal), shapeOf(cfg.Reduce)
@@ -295,23 +295,6 @@ func shapeOf(edges []models.ProxyEdge) cellShape {
 		s.opCounts = append(s.opCounts, len(e.Ops))
 	}
 	return s
-}
-
-// sampleDARTS draws a DARTS genotype cell: two distinct predecessors per
-// node, one uniform op per edge.
-func sampleDARTS(r *rand.Rand, nodes int, ops []string) []models.ProxyEdge {
-	var edges []models.ProxyEdge
-	for k := 2; k < nodes+2; k++ {
-		a := r.IntN(k)
-		b := r.IntN(k - 1)
-		if b >= a {
-			b++
-		}
-		for _, j := range []int{min(a, b), max(a, b)} {
-			edges = append(edges, models.ProxyEdge{From: j, To: k, Ops: []string{ops[r.IntN(len(ops))]}})
-		}
-	}
-	return edges
 }
 
 // sampleMatched draws a cell of shape s: a uniform valid edge set of s.edges

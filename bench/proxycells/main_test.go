@@ -207,7 +207,7 @@ func TestSampleDARTSIsUniform(t *testing.T) {
 	pairs := map[[2]int]int{} // predecessors of node 3
 	total := 0
 	for range draws {
-		cell := sampleDARTS(r, 4, models.ProxyOps)
+		cell := models.RandomDARTSCell(r, 4, models.ProxyOps)
 		if !dartsShaped(cell, 4) {
 			t.Fatalf("not DARTS-shaped: %v", cell)
 		}
