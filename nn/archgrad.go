@@ -1,5 +1,7 @@
 package nn
 
+import "fmt"
+
 // PerSampleWeightGrads exposes what a WeightedSum layer's Backward already
 // computes: for sample b of the current batch and input j,
 // g[b*len(w)+j] = <dy_b, x_{b,j}>, the gradient of the seeded output with
@@ -14,4 +16,41 @@ func PerSampleWeightGrads(l Layer) (w []*Param, g []float64, ok bool) {
 		return nil, nil, false
 	}
 	return ws.w, ws.partial[:ws.y.N()*len(ws.w)], true
+}
+
+// PerSampleScaleGrads writes, for a batch norm layer after a Forward in
+// evaluation mode and a Backward, the gradient of the seeded output with
+// respect to each channel's scale restricted to each sample:
+// g[b*C+c] = sum over positions of dy[b,c] * (x[b,c]-mean_c)*invStd_c,
+// with the running statistics the Forward used. Channel gates in
+// compression are batch norm scales, and their curvature squares these.
+// In training mode the batch statistics couple the samples, so per-sample
+// gradients are not gradients of per-sample losses: err then. ok is false
+// for layers that are not batch norms of this backend.
+func PerSampleScaleGrads(l Layer, g []float64) (gamma *Param, ok bool, err error) {
+	bn, ok := l.(*bnLayer)
+	if !ok {
+		return nil, false, nil
+	}
+	n := bn.y.N()
+	if bn.train {
+		return bn.gamma, true, fmt.Errorf("batchnorm on %s: per-sample scale gradients need evaluation mode", bn.x.Name)
+	}
+	if len(g) < n*bn.c {
+		return bn.gamma, true, fmt.Errorf("batchnorm on %s: %d slots for %d samples x %d channels", bn.x.Name, len(g), n, bn.c)
+	}
+	hw, stride := bn.hw, bn.c*bn.hw
+	x, dy := bn.x.Data, bn.y.Grad
+	for b := range n {
+		for ch := range bn.c {
+			off := b*stride + ch*hw
+			mean := float32(bn.mean[ch])
+			var s float64
+			for i, v := range x[off : off+hw] {
+				s += float64(dy[off+i]) * float64(v-mean)
+			}
+			g[b*bn.c+ch] = s * bn.invStd[ch]
+		}
+	}
+	return bn.gamma, true, nil
 }
