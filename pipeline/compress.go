@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -8,7 +9,9 @@ import (
 	"slices"
 
 	"bayesnas/compress"
+	"bayesnas/dataset"
 	"bayesnas/hwprofile"
+	"bayesnas/internal/atomicfile"
 	"bayesnas/models"
 	"bayesnas/nn"
 )
@@ -29,8 +32,9 @@ type CompressOptions struct {
 	Out     string // the compressed run directory
 	Profile string // the device profile that prices networks
 	Budget  compress.Budget
-	// Method: "uniform" (width scaling) or "l1" (L1-norm filter pruning
-	// over coupled groups). The Bayesian method is not built yet.
+	// Method: "bayes" (Bayesian structured sparsity, compress.Bayesian),
+	// or the baselines "uniform" (width scaling) and "l1" (L1-norm filter
+	// pruning over coupled groups).
 	Method   string
 	Multiple int // widths rounded to multiples of it (8)
 	// ProtectClassifierInputs keeps every channel the classifier reads.
@@ -38,7 +42,17 @@ type CompressOptions struct {
 	// Epochs of fine-tuning with the training run's settings (0: none).
 	Epochs int
 	LR     float64 // 0: the training run's learning rate / 10
-	Train  Options // resume, progress and logging of the fine-tuning
+	// Bayes configures the bayes method; its Budget, Batch, Workers and
+	// (when 0) Seed and LR are set from the run and the options above.
+	Bayes compress.BayesOptions
+	// Seed of sparsity training and fine-tuning (data order, curvature
+	// samples); 0: the training run's. The validation split stays the
+	// training run's whatever the seed.
+	Seed uint64
+	// DataLimit caps the training images of sparsity training and
+	// fine-tuning (0: the training run's setting).
+	DataLimit int
+	Train     Options // resume, progress and logging of the fine-tuning
 }
 
 // profileLatency prices a network with a device profile.
@@ -62,20 +76,21 @@ func (p profileLatency) LatencyMs(g *models.Graph, params []*nn.Param) (float64,
 
 // CompressionReport is compression.json.
 type CompressionReport struct {
-	Method       string               `json:"method"`
-	Budget       string               `json:"budget"`
-	BudgetMs     float64              `json:"budget_ms"`
-	Profile      string               `json:"profile"`
-	ProfileID    string               `json:"profile_hash"`
-	Device       string               `json:"device"`
-	Selection    *compress.Selection  `json:"selection"`
-	Before       NetworkCost          `json:"before"`
-	After        NetworkCost          `json:"after"`
-	Layers       []compress.NodeWidth `json:"layers"`
-	Folds        int                  `json:"folds"`
-	InexactFolds int                  `json:"folds_interior_only"`
-	Lost         int                  `json:"channels_lost"`
-	FineTune     *Summary             `json:"fine_tune,omitempty"`
+	Method       string                `json:"method"`
+	Budget       string                `json:"budget"`
+	BudgetMs     float64               `json:"budget_ms"`
+	Profile      string                `json:"profile"`
+	ProfileID    string                `json:"profile_hash"`
+	Device       string                `json:"device"`
+	Selection    *compress.Selection   `json:"selection"`
+	Bayes        *compress.BayesResult `json:"bayes,omitempty"`
+	Before       NetworkCost           `json:"before"`
+	After        NetworkCost           `json:"after"`
+	Layers       []compress.NodeWidth  `json:"layers"`
+	Folds        int                   `json:"folds"`
+	InexactFolds int                   `json:"folds_interior_only"`
+	Lost         int                   `json:"channels_lost"`
+	FineTune     *Summary              `json:"fine_tune,omitempty"`
 }
 
 // NetworkCost is a network's size and predicted latency.
@@ -115,14 +130,25 @@ func Compress(ctx context.Context, opt CompressOptions) (*CompressionReport, err
 	// are the whole last stage's stream.
 	bopt := compress.BudgetOptions{Latency: lat, BudgetMs: opt.Budget.Of(base), Multiple: opt.Multiple,
 		Groups: compress.GroupOptions{ProtectStem: true, ProtectClassifier: opt.ProtectClassifierInputs}}
+	dataCfg := run.cfg.Data
+	if opt.DataLimit > 0 {
+		dataCfg.Limit = opt.DataLimit
+	}
 	var sel *compress.Selection
+	var bayesRes *compress.BayesResult
+	params := run.params
 	switch opt.Method {
 	case "uniform":
 		sel, err = compress.Uniform(run.g, run.params, bopt)
 	case "l1":
 		sel, err = compress.Greedy(run.g, run.params, nil, "l1", bopt)
+	case "bayes":
+		bayesRes, err = compressBayes(ctx, run, dataCfg, bopt, opt)
+		if err == nil {
+			sel, params = bayesRes.Selection, bayesRes.Params
+		}
 	default:
-		return nil, fmt.Errorf("compress: method %q: want uniform or l1", opt.Method)
+		return nil, fmt.Errorf("compress: method %q: want bayes, uniform or l1", opt.Method)
 	}
 	if err != nil {
 		return nil, err
@@ -131,12 +157,12 @@ func Compress(ctx context.Context, opt CompressOptions) (*CompressionReport, err
 		return nil, fmt.Errorf("compress: budget %s (%.4f ms) is below the smallest network %s reaches from %s: %.4f ms predicted on %s (unpruned %.4f ms); nothing written",
 			opt.Budget, bopt.BudgetMs, opt.Method, opt.Run, sel.PrunedMs, opt.Profile, base)
 	}
-	pg, pp, prep, err := compress.PruneWith(run.g, run.params, sel.Removed, bopt.Groups)
+	pg, pp, prep, err := compress.PruneWith(run.g, params, sel.Removed, bopt.Groups)
 	if err != nil {
 		return nil, err
 	}
 	rep := &CompressionReport{Method: opt.Method, Budget: opt.Budget.String(), BudgetMs: bopt.BudgetMs,
-		Profile: opt.Profile, ProfileID: prof.Hash, Selection: sel, Layers: prep.Widths, Lost: len(prep.Lost),
+		Profile: opt.Profile, ProfileID: prof.Hash, Selection: sel, Bayes: bayesRes, Layers: prep.Widths, Lost: len(prep.Lost),
 		Device: fmt.Sprintf("%s / %s %s (%s, %d threads)", prof.Device.CPU, prof.Runtime.Name, prof.Runtime.Version,
 			prof.Runtime.ExecutionProvider, prof.Runtime.IntraOpThreads)}
 	for _, f := range prep.Folds {
@@ -170,6 +196,13 @@ func Compress(ctx context.Context, opt CompressOptions) (*CompressionReport, err
 		cfg := run.cfg
 		cfg.RunDir = opt.Out
 		cfg.Model = Model{Arch: archPath, Weights: weightsPath}
+		cfg.Data = dataCfg
+		cfg.Seed = cmp.Or(opt.Seed, run.cfg.Seed)
+		// The trained run's split, so another seed cannot move validation
+		// images into training.
+		if err := copySplit(opt.Run, opt.Out); err != nil {
+			return nil, err
+		}
 		cfg.Train.Epochs = opt.Epochs
 		cfg.Train.WarmupEpochs = 0
 		cfg.Train.LR = opt.LR
@@ -183,4 +216,58 @@ func Compress(ctx context.Context, opt CompressOptions) (*CompressionReport, err
 		rep.FineTune = sum
 	}
 	return rep, writeJSON(filepath.Join(opt.Out, CompressionFile), rep)
+}
+
+// compressBayes runs Bayesian sparsity training on the trained run's
+// training images (its recorded split: the validation images stay unseen).
+func compressBayes(ctx context.Context, run *trainedRun, data Data, bopt compress.BudgetOptions, opt CompressOptions) (*compress.BayesResult, error) {
+	bo := opt.Bayes
+	if bo.Lambda == 0 { // not configured: the defaults, with the epochs asked for
+		epochs := bo.Epochs
+		bo = compress.DefaultBayesOptions()
+		if epochs > 0 {
+			bo.Epochs = epochs
+		}
+	}
+	bo.Budget = bopt
+	bo.Batch, bo.Workers = run.cfg.Train.Batch, run.cfg.Threads
+	bo.Seed = cmp.Or(opt.Seed, run.cfg.Seed)
+	if bo.LR == 0 {
+		bo.LR = run.cfg.Train.LR / 10
+	}
+	if bo.Momentum == 0 {
+		bo.Momentum = run.cfg.Train.Momentum
+	}
+	d, err := prepareData(opt.Run, data, bo.Seed, bo.Batch, run.cfg.Train.EvalBatch)
+	if err != nil {
+		return nil, err
+	}
+	if bo.Log == nil && opt.Train.Log != nil {
+		bo.Log = func(u compress.BayesUpdate) {
+			opt.Train.Log.Info("bayes update", "update", u.Update, "batches", u.Batches, "lambda", u.Lambda,
+				"train_loss", round4(u.TrainLoss), "train_acc", round4(u.TrainAcc), "groups_off", u.Off,
+				"predicted_ms_without_them", round4(u.OffMs), "budget_ms", round4(bopt.BudgetMs))
+		}
+	}
+	// The curvature's batches: the same images, in orders of another seed,
+	// without augmentation (the posterior of the network as it is used).
+	curvB, err := dataset.NewBatcher(d.train, d.trainIdx, bo.Batch, dataset.Augment{}, d.norm, bo.Seed+1)
+	if err != nil {
+		return nil, fmt.Errorf("curvature data: %w", err)
+	}
+	return compress.Bayesian(ctx, run.g, run.params, d.trainB, curvB, bo)
+}
+
+// copySplit copies the split of run into out unless out has one (a resumed
+// fine-tuning).
+func copySplit(run, out string) error {
+	dst := filepath.Join(out, SplitFile)
+	if _, err := os.Stat(dst); err == nil {
+		return nil
+	}
+	b, err := os.ReadFile(filepath.Join(run, SplitFile))
+	if err != nil {
+		return fmt.Errorf("compress: the trained run's split: %w", err)
+	}
+	return atomicfile.Write(dst, b)
 }

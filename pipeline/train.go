@@ -405,6 +405,7 @@ type runData struct {
 	norm                dataset.Normalize
 	trainB, valB, testB *dataset.Batcher // valB is nil without a validation split
 	trainCount          int
+	trainIdx            []int // the images trained on
 }
 
 // prepareData loads the data of a run, makes (or re-reads) the split
@@ -427,7 +428,7 @@ func prepareData(dir string, cfg Data, seed uint64, batch, evalBatch int) (*runD
 		// images trained on are capped, the same ones every time.
 		trainIdx = trainIdx[:cfg.Limit]
 	}
-	d.trainCount = len(trainIdx)
+	d.trainCount, d.trainIdx = len(trainIdx), trainIdx
 	if d.trainB, err = dataset.NewBatcher(d.train, trainIdx, batch, aug, d.norm, seed); err != nil {
 		return nil, fmt.Errorf("training data: %w", err)
 	}

@@ -22,8 +22,11 @@ folded forward), fine-tunes it there with the training run's settings, and write
 compression.json (widths per layer before and after, params, MACs, predicted latency, the
 budget). Exits non-zero, writing nothing, when the budget cannot be met.
 
-Methods: uniform (every layer scaled to the same fraction) and l1 (L1-norm filter pruning
-over coupled groups, globally ranked): the baselines; the Bayesian method is next.`,
+Methods: bayes (the default: BayesNAS's prior on one group of channel gates per coupled group,
+trained --sparsity-epochs with the reweighted group l1 weighted by each group's latency on the
+device until the channels it switches off meet the budget), and the baselines uniform (every
+layer scaled to the same fraction) and l1 (L1-norm filter pruning over coupled groups,
+globally ranked).`,
 		Example: `  bayesnas compress --run runs/demo --profile profiles/native-1t.yaml --budget 0.5x --method l1 --out runs/demo-l1-0.5x
   bayesnas compress --run runs/demo --profile profiles/wasm-1t.yaml --budget 2.5ms --method uniform --out runs/demo-u --epochs 0`,
 		Args: cobra.NoArgs,
@@ -39,6 +42,12 @@ over coupled groups, globally ranked): the baselines; the Bayesian method is nex
 			opt.Epochs, _ = f.GetInt("epochs")
 			opt.LR, _ = f.GetFloat64("lr")
 			opt.Train.Resume, _ = f.GetBool("resume")
+			opt.DataLimit, _ = f.GetInt("data-limit")
+			opt.Bayes = compress.DefaultBayesOptions()
+			opt.Bayes.Epochs, _ = f.GetInt("sparsity-epochs")
+			opt.Bayes.Lambda, _ = f.GetFloat64("lambda")
+			opt.Bayes.LR = 0 // the training run's / 10
+			opt.Seed, _ = f.GetUint64("seed")
 			budget, _ := f.GetString("budget")
 			if opt.Run == "" || opt.Profile == "" || budget == "" {
 				return fmt.Errorf("give --run, --profile and --budget")
@@ -76,7 +85,11 @@ over coupled groups, globally ranked): the baselines; the Bayesian method is nex
 	f.String("out", "", "the compressed run directory to write")
 	f.String("profile", "", "device profile that prices the networks")
 	f.String("budget", "", "latency budget: milliseconds (2.5ms) or a fraction of the unpruned network's (0.5x)")
-	f.String("method", "l1", "uniform or l1")
+	f.String("method", "bayes", "bayes, or the baselines uniform and l1")
+	f.Int("sparsity-epochs", compress.DefaultBayesOptions().Epochs, "bayes: epochs of sparsity training before the surgery")
+	f.Float64("lambda", compress.DefaultBayesOptions().Lambda, "bayes: starting penalty weight (raised until the budget is met)")
+	f.Uint64("seed", 0, "seed of sparsity training and fine-tuning (0: the training run's); the validation split stays the run's")
+	f.Int("data-limit", 0, "cap the training images of sparsity training and fine-tuning (0: the training run's)")
 	f.Bool("protect-classifier-inputs", false, "keep every channel the classifier reads (in a residual network: the last stage's stream)")
 	f.Int("multiple", 8, "round every pruned layer's width to a multiple of this")
 	f.Int("epochs", 1, "fine-tuning epochs (0: none)")
