@@ -19,17 +19,27 @@ import (
 // C / omega / gamma updates with curvature from per-sample gradients of the
 // gates, the reweighted group l1 applied by a proximal step after every
 // SGD step, and lambda_g scaled by the group's marginal latency on the
-// device, raised until the channels it switches off meet the budget.
+// device, paced so that the channels it switches off meet the budget
+// part-way through the sparsity training.
 type BayesOptions struct {
 	Budget BudgetOptions
 	// Lambda is the starting penalty weight of a group of average latency
-	// cost; each update multiplies it by Growth while the switched-off
-	// channels do not meet the budget. With Calibrate, the first update
-	// replaces it by the value the curvature says meets the budget.
+	// cost. With Calibrate, the first update replaces it by the value the
+	// curvature says meets the pace's target. Every update then compares
+	// the predicted latency without the switched-off channels with the
+	// pace (a straight line from the unpruned latency to the budget,
+	// reached after Reach of the sparsity training's batches): behind
+	// it, lambda is multiplied by Growth; ahead of it by more than a
+	// tenth of the way, divided by Growth. A pace rather than "raise
+	// until met" because a penalty raised at once shrinks every gate, the
+	// kept ones too, and costs accuracy the fine-tuning must win back.
 	Lambda, Growth float64
 	Calibrate      bool
-	// Epochs of sparsity training over train (its last update ends it).
-	Epochs int
+	Reach          float64
+	// Epochs of sparsity training over train (its last update ends it),
+	// of BatchesPerEpoch batches each (0: unknown; the pace is then the
+	// budget from the start).
+	Epochs, BatchesPerEpoch int
 	// UpdateEvery training batches, the curvature is estimated on
 	// CurvatureBatches batches and the variances updated.
 	UpdateEvery, CurvatureBatches int
@@ -45,7 +55,7 @@ type BayesOptions struct {
 
 // DefaultBayesOptions are the settings of `bayesnas compress --method bayes`.
 func DefaultBayesOptions() BayesOptions {
-	return BayesOptions{Lambda: 1e-4, Growth: 1.5, Calibrate: true, Epochs: 1, UpdateEvery: 25, CurvatureBatches: 4,
+	return BayesOptions{Lambda: 1e-4, Growth: 1.5, Calibrate: true, Reach: 0.6, Epochs: 1, UpdateEvery: 25, CurvatureBatches: 4,
 		Estimator: bayes.MonteCarloFisher, OmegaEps: 1e-8, LR: 0.01, Momentum: 0.9, WeightDecay: 5e-4, Batch: 64, Seed: 1}
 }
 
@@ -53,6 +63,8 @@ func (o BayesOptions) validate() error {
 	switch {
 	case !(o.Lambda > 0) || !(o.Growth >= 1):
 		return fmt.Errorf("bayes: lambda %g must be > 0 and growth %g >= 1", o.Lambda, o.Growth)
+	case !(o.Reach > 0 && o.Reach <= 1) || o.BatchesPerEpoch < 0:
+		return fmt.Errorf("bayes: reach %g must be in (0, 1] and batches per epoch %d >= 0", o.Reach, o.BatchesPerEpoch)
 	case o.Epochs < 1 || o.UpdateEvery < 1 || o.CurvatureBatches < 1:
 		return fmt.Errorf("bayes: epochs %d, update_every %d and curvature_batches %d must be >= 1", o.Epochs, o.UpdateEvery, o.CurvatureBatches)
 	case !(o.Momentum >= 0 && o.Momentum < 1):
@@ -73,6 +85,7 @@ type BayesUpdate struct {
 	TrainAcc  float64 `json:"train_acc"`
 	Off       int     `json:"groups_off"` // gates at exactly zero
 	OffMs     float64 `json:"predicted_ms_off_removed"`
+	PaceMs    float64 `json:"pace_ms"` // the latency the pace asks for now
 	Clamped   int     `json:"clamped"`
 	Seconds   float64 `json:"seconds"`
 }
@@ -290,12 +303,22 @@ func Bayesian(ctx context.Context, g *models.Graph, params []*nn.Param, train, c
 		return rm
 	}
 	// calibrate sets lambda, at the first update, to where the quadratic
-	// model of the loss says the budget is met: a group's gates stay at
+	// model of the loss says the pace's target is met: a group's gates stay at
 	// zero under the proximal step when the data gradient there, about
 	// H*a, is below lambda_g*omega_g, so each group has a threshold
 	// lambda*_g = ||H*a|| / (omega_g * weight_g); the groups are removed in
-	// order of it until the budget is met, and lambda starts at the last
-	// one's threshold. Growth then corrects what the model gets wrong.
+	// order of it until the target is met, and lambda starts at the last
+	// one's threshold. The pace then corrects what the model gets wrong.
+	var lossSum float64
+	var correct, seen, batches int
+	pace := func() float64 {
+		total := opt.Reach * float64(opt.Epochs*opt.BatchesPerEpoch)
+		if total == 0 {
+			return bo.BudgetMs
+		}
+		f := min(1, float64(batches)/total)
+		return base - f*(base-bo.BudgetMs)
+	}
 	calibrate := func() error {
 		thr := make([]float64, len(groups))
 		for i := range thr {
@@ -308,7 +331,9 @@ func Bayesian(ctx context.Context, g *models.Graph, params []*nn.Param, train, c
 			}
 			thr[gi] = math.Sqrt(s2) / (math.Max(bg.Omega, opt.OmegaEps) * weight[bg])
 		}
-		sel, err := Greedy(g, net.Params, thr, "calibration", *bo)
+		to := *bo
+		to.BudgetMs = pace()
+		sel, err := Greedy(g, net.Params, thr, "calibration", to)
 		if err != nil {
 			return err
 		}
@@ -324,9 +349,6 @@ func Bayesian(ctx context.Context, g *models.Graph, params []*nn.Param, train, c
 		}
 		return nil
 	}
-	met := false
-	var lossSum float64
-	var correct, seen, batches int
 	tu := time.Now()
 	update := func() error {
 		curv.Reset()
@@ -349,7 +371,7 @@ func Bayesian(ctx context.Context, g *models.Graph, params []*nn.Param, train, c
 				return err
 			}
 		}
-		u := BayesUpdate{Update: len(res.Updates) + 1, Batches: batches, Lambda: lambda, Clamped: clamped}
+		u := BayesUpdate{Update: len(res.Updates) + 1, Batches: batches, Lambda: lambda, Clamped: clamped, PaceMs: pace()}
 		if seen > 0 {
 			u.TrainLoss, u.TrainAcc = lossSum/float64(seen), float64(correct)/float64(seen)
 		}
@@ -367,11 +389,13 @@ func Bayesian(ctx context.Context, g *models.Graph, params []*nn.Param, train, c
 				return err
 			}
 		}
-		met = u.OffMs <= bo.BudgetMs
-		if !met {
+		switch {
+		case u.OffMs > u.PaceMs:
 			lambda *= opt.Growth
-			setLambda()
+		case u.OffMs < u.PaceMs-0.1*(base-bo.BudgetMs):
+			lambda /= opt.Growth
 		}
+		setLambda()
 		u.Seconds = time.Since(tu).Seconds()
 		res.Updates = append(res.Updates, u)
 		if opt.Log != nil {

@@ -2,6 +2,7 @@ package compress
 
 import (
 	"context"
+	"math"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -131,9 +132,21 @@ func TestBayesianLatencyWeighting(t *testing.T) {
 		opt := DefaultBayesOptions()
 		opt.Budget = BudgetOptions{Latency: lat, BudgetMs: 1 + 0.6*(base-1), Multiple: 2, Groups: GroupOptions{ProtectStem: true}}
 		opt.Epochs, opt.UpdateEvery, opt.CurvatureBatches, opt.Batch, opt.LR = 4, 5, 2, 20, 0.05
+		opt.BatchesPerEpoch = 10 // 200 images in batches of 20
 		res, err := Bayesian(context.Background(), g, net.Params, teacherData(200, 1), teacherData(200, 2), opt)
 		if err != nil {
 			t.Fatal(err)
+		}
+		// The pace runs straight from the unpruned latency to the budget,
+		// reached after Reach of the 40 batches, and stays there.
+		for _, u := range res.Updates {
+			want := opt.Budget.BudgetMs
+			if f := float64(u.Batches) / (opt.Reach * 40); f < 1 {
+				want = base - f*(base-opt.Budget.BudgetMs)
+			}
+			if math.Abs(u.PaceMs-want) > 1e-9 {
+				t.Errorf("update %d after %d batches: pace %g ms, want %g", u.Update, u.Batches, u.PaceMs, want)
+			}
 		}
 		if !res.Selection.MetBudget || res.Selection.PrunedMs > opt.Budget.BudgetMs {
 			t.Fatalf("costs %g/%g: budget %g not met: %+v", costA, costB, opt.Budget.BudgetMs, res.Selection)

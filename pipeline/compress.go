@@ -242,11 +242,12 @@ func compressBayes(ctx context.Context, run *trainedRun, data Data, bopt compres
 	if err != nil {
 		return nil, err
 	}
+	bo.BatchesPerEpoch = (d.trainCount + bo.Batch - 1) / bo.Batch
 	if bo.Log == nil && opt.Train.Log != nil {
 		bo.Log = func(u compress.BayesUpdate) {
 			opt.Train.Log.Info("bayes update", "update", u.Update, "batches", u.Batches, "lambda", u.Lambda,
 				"train_loss", round4(u.TrainLoss), "train_acc", round4(u.TrainAcc), "groups_off", u.Off,
-				"predicted_ms_without_them", round4(u.OffMs), "budget_ms", round4(bopt.BudgetMs))
+				"predicted_ms_without_them", round4(u.OffMs), "pace_ms", round4(u.PaceMs), "budget_ms", round4(bopt.BudgetMs))
 		}
 	}
 	// The curvature's batches: the same images, in orders of another seed,

@@ -46,6 +46,7 @@ globally ranked).`,
 			opt.Bayes = compress.DefaultBayesOptions()
 			opt.Bayes.Epochs, _ = f.GetInt("sparsity-epochs")
 			opt.Bayes.Lambda, _ = f.GetFloat64("lambda")
+			opt.Bayes.Reach, _ = f.GetFloat64("reach")
 			opt.Bayes.LR = 0 // the training run's / 10
 			opt.Seed, _ = f.GetUint64("seed")
 			budget, _ := f.GetString("budget")
@@ -87,7 +88,8 @@ globally ranked).`,
 	f.String("budget", "", "latency budget: milliseconds (2.5ms) or a fraction of the unpruned network's (0.5x)")
 	f.String("method", "bayes", "bayes, or the baselines uniform and l1")
 	f.Int("sparsity-epochs", compress.DefaultBayesOptions().Epochs, "bayes: epochs of sparsity training before the surgery")
-	f.Float64("lambda", compress.DefaultBayesOptions().Lambda, "bayes: starting penalty weight (raised until the budget is met)")
+	f.Float64("lambda", compress.DefaultBayesOptions().Lambda, "bayes: starting penalty weight (calibrated at the first update, then paced)")
+	f.Float64("reach", compress.DefaultBayesOptions().Reach, "bayes: fraction of the sparsity training after which the switched-off channels should meet the budget")
 	f.Uint64("seed", 0, "seed of sparsity training and fine-tuning (0: the training run's); the validation split stays the run's")
 	f.Int("data-limit", 0, "cap the training images of sparsity training and fine-tuning (0: the training run's)")
 	f.Bool("protect-classifier-inputs", false, "keep every channel the classifier reads (in a residual network: the last stage's stream)")
