@@ -165,8 +165,8 @@ func Compress(ctx context.Context, opt CompressOptions) (*CompressionReport, err
 		return nil, err
 	}
 	if !sel.MetBudget {
-		return nil, fmt.Errorf("compress: budget %s (%.4f ms) is below the smallest network %s reaches from %s: %.4f ms predicted on %s (unpruned %.4f ms); nothing written",
-			opt.Budget, bopt.BudgetMs, opt.Method, opt.Run, sel.PrunedMs, opt.Profile, base)
+		return nil, Mark(ErrBudget, fmt.Errorf("compress: budget %s (%.4f ms) is below the smallest network %s reaches from %s: %.4f ms predicted on %s (unpruned %.4f ms); nothing written",
+			opt.Budget, bopt.BudgetMs, opt.Method, opt.Run, sel.PrunedMs, opt.Profile, base))
 	}
 	pg, pp, prep, err := compress.PruneWith(run.g, params, sel.Removed, bopt.Groups)
 	if err != nil {
