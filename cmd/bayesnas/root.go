@@ -47,7 +47,7 @@ Start with:  bayesnas train --config configs/demo.yaml`,
 	root.PersistentFlags().String("log-format", "text", "log format: text or json")
 	// A bad flag is a usage error (exit 2), not a failed run.
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return pipeline.Mark(pipeline.ErrUsage, err) })
-	root.AddCommand(newTrainCmd(blasNote), newSearchCmd(blasNote), newDeriveCmd(), newDescribeCmd(), newExportCmd(), newValidateCmd(), newImportCmd(), newProfileCmd(), newCompressCmd(), &cobra.Command{
+	root.AddCommand(newTrainCmd(blasNote), newSearchCmd(blasNote), newDeriveCmd(), newDescribeCmd(), newExportCmd(), newValidateCmd(), newImportCmd(), newProfileCmd(), newCompressCmd(), newPipelineCmd(blasNote), &cobra.Command{
 		Use:   "version",
 		Short: "Print the version",
 		Args:  cobra.NoArgs,
