@@ -108,6 +108,17 @@ func Compress(ctx context.Context, opt CompressOptions) (*CompressionReport, err
 	if opt.Out == "" || opt.Out == opt.Run {
 		return nil, fmt.Errorf("compress: --out must name a new run directory (not the trained run)")
 	}
+	// The lock is taken at the first write, so that a compression that
+	// fails writes nothing (not even the directory); an existing directory
+	// is locked now, so a second writer stops at once and not after minutes
+	// of sparsity training.
+	var release func()
+	if _, err := os.Stat(opt.Out); err == nil {
+		if release, err = lockRun(opt.Out, false); err != nil {
+			return nil, err
+		}
+		defer func() { release() }()
+	}
 	run, err := loadTrainedRun(opt.Run)
 	if err != nil {
 		return nil, err
@@ -154,8 +165,8 @@ func Compress(ctx context.Context, opt CompressOptions) (*CompressionReport, err
 		return nil, err
 	}
 	if !sel.MetBudget {
-		return nil, fmt.Errorf("compress: budget %s (%.4f ms) is below the smallest network %s reaches from %s: %.4f ms predicted on %s (unpruned %.4f ms); nothing written",
-			opt.Budget, bopt.BudgetMs, opt.Method, opt.Run, sel.PrunedMs, opt.Profile, base)
+		return nil, Mark(ErrBudget, fmt.Errorf("compress: budget %s (%.4f ms) is below the smallest network %s reaches from %s: %.4f ms predicted on %s (unpruned %.4f ms); nothing written",
+			opt.Budget, bopt.BudgetMs, opt.Method, opt.Run, sel.PrunedMs, opt.Profile, base))
 	}
 	pg, pp, prep, err := compress.PruneWith(run.g, params, sel.Removed, bopt.Groups)
 	if err != nil {
@@ -182,8 +193,11 @@ func Compress(ctx context.Context, opt CompressOptions) (*CompressionReport, err
 		}
 		*c.out = NetworkCost{Params: n.Params, MACs: n.MACs, PredictedMs: c.ms}
 	}
-	if err := os.MkdirAll(opt.Out, 0o755); err != nil {
-		return nil, err
+	if release == nil {
+		if release, err = lockRun(opt.Out, false); err != nil {
+			return nil, err
+		}
+		defer func() { release() }()
 	}
 	archPath, weightsPath := filepath.Join(opt.Out, PrunedArchFile), filepath.Join(opt.Out, PrunedWeightsFile)
 	if err := pg.WriteGraph(archPath); err != nil {
@@ -209,7 +223,9 @@ func Compress(ctx context.Context, opt CompressOptions) (*CompressionReport, err
 		if cfg.Train.LR == 0 {
 			cfg.Train.LR = run.cfg.Train.LR / 10
 		}
-		sum, err := Train(ctx, cfg, opt.Train)
+		ft := opt.Train
+		ft.locked = true // ours, taken above
+		sum, err := Train(ctx, cfg, ft)
 		if err != nil {
 			return nil, fmt.Errorf("fine-tuning: %w", err)
 		}

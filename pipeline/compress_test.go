@@ -64,8 +64,8 @@ func TestCompressToBudget(t *testing.T) {
 	tiny, _ := compress.ParseBudget("0.001x")
 	out := filepath.Join(dir, "impossible")
 	if _, err := Compress(context.Background(), CompressOptions{Run: cfg.RunDir, Out: out, Profile: prof, Budget: tiny, Method: "l1"}); err == nil ||
-		!strings.Contains(err.Error(), "below the smallest network") {
-		t.Fatalf("impossible budget: %v", err)
+		!strings.Contains(err.Error(), "below the smallest network") || ExitCode(err) != ExitBudget {
+		t.Fatalf("impossible budget: %v (exit %d, want %d)", err, ExitCode(err), ExitBudget)
 	}
 	if _, err := os.Stat(out); !os.IsNotExist(err) {
 		t.Fatalf("an impossible budget left %s behind", out)

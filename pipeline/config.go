@@ -7,6 +7,12 @@ package pipeline
 import (
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"bayesnas/compress"
+	"bayesnas/search"
 )
 
 // Config is the fully resolved configuration of a run. Field tags are the
@@ -144,4 +150,171 @@ func (c *Config) modelParamsJSON() (json.RawMessage, error) {
 		return nil, fmt.Errorf("config: model.params: %w", err)
 	}
 	return b, nil
+}
+
+// PipelineConfig is the resolved configuration of `bayesnas pipeline`
+// (configs/pipeline.yaml): the run settings and data as for train, the
+// search, the retraining of the derived network, the device, the latency
+// budget, compression and export. Each stage's part of it is hashed into
+// the manifest (see stageConfig), so changing one re-runs that stage and
+// those after it.
+type PipelineConfig struct {
+	RunDir  string `mapstructure:"run_dir" json:"run_dir"`
+	Seed    uint64 `mapstructure:"seed" json:"seed"`
+	Threads int    `mapstructure:"threads" json:"threads"`
+	Data    Data   `mapstructure:"data" json:"data"`
+	// Search is search.Config's JSON form, decoded strictly by the CLI as
+	// for `bayesnas search` (its keys are not mapstructure's).
+	Search   search.Config    `mapstructure:"-" json:"search"`
+	Retrain  Retrain          `mapstructure:"retrain" json:"retrain"`
+	Device   PipelineDevice   `mapstructure:"device" json:"device"`
+	Budget   string           `mapstructure:"budget" json:"budget"` // 2.5ms or 0.5x (of the unpruned network)
+	Compress PipelineCompress `mapstructure:"compress" json:"compress"`
+	Export   PipelineExport   `mapstructure:"export" json:"export"`
+}
+
+// Retrain trains the derived network from scratch: the training settings
+// of `bayesnas train`, with builder parameters laid over the derived
+// network's (model.params: a deeper or wider stack of the searched cells).
+type Retrain struct {
+	Training `mapstructure:",squash"`
+	Params   map[string]any `mapstructure:"params" json:"params"`
+	// DataLimit caps the training images (0: data.limit, the search's).
+	DataLimit int `mapstructure:"data_limit" json:"data_limit"`
+}
+
+// PipelineDevice is the target device: its latency profile prices the
+// networks (compress) and names the runtime the export stage measures on.
+type PipelineDevice struct {
+	Profile string `mapstructure:"profile" json:"profile"`
+	// Plugin is a device plug-in command line ("node plugins/ort-wasm/plugin.mjs
+	// --threads 1"); "" takes the profile's own (none: the built-in ONNX Runtime).
+	Plugin string `mapstructure:"plugin" json:"plugin"`
+	// Threads of the built-in ONNX Runtime; 0: the profile's.
+	Threads int `mapstructure:"threads" json:"threads"`
+	// ONNXRuntimeLib is libonnxruntime.so.1 ("": $ONNXRUNTIME_LIB, then the set-up cache).
+	ONNXRuntimeLib string `mapstructure:"onnxruntime_lib" json:"onnxruntime_lib"`
+}
+
+// PipelineCompress are the settings of `bayesnas compress`.
+type PipelineCompress struct {
+	Method                  string  `mapstructure:"method" json:"method"` // bayes, uniform, l1
+	SparsityEpochs          int     `mapstructure:"sparsity_epochs" json:"sparsity_epochs"`
+	Lambda                  float64 `mapstructure:"lambda" json:"lambda"`
+	Epochs                  int     `mapstructure:"epochs" json:"epochs"` // fine-tuning; >= 1: export reads the fine-tuned run
+	LR                      float64 `mapstructure:"lr" json:"lr"`         // 0: the retraining's / 10
+	Multiple                int     `mapstructure:"multiple" json:"multiple"`
+	ProtectClassifierInputs bool    `mapstructure:"protect_classifier_inputs" json:"protect_classifier_inputs"`
+	DataLimit               int     `mapstructure:"data_limit" json:"data_limit"` // 0: the retraining's
+}
+
+// PipelineExport are the settings of the export stage.
+type PipelineExport struct {
+	Opset      int `mapstructure:"opset" json:"opset"`
+	TestImages int `mapstructure:"test_images" json:"test_images"` // compared in ONNX Runtime; 0: all
+	// Latency on the device: Rounds loads of the model, each Warmup runs
+	// then Repeats timed ones; the median of the rounds' medians is the
+	// measured latency (rounds apart, a slow spell of a shared machine
+	// moves one round, not the result).
+	Rounds  int `mapstructure:"rounds" json:"rounds"`
+	Warmup  int `mapstructure:"warmup" json:"warmup"`
+	Repeats int `mapstructure:"repeats" json:"repeats"`
+}
+
+// PipelineDefaults are the values of the pipeline's keys that neither the
+// file, the environment nor a flag sets. The search section's defaults are
+// search.DefaultConfig.
+func PipelineDefaults() map[string]any {
+	d := map[string]any{
+		"run_dir":                            "runs/pipeline",
+		"retrain.params":                     map[string]any{},
+		"retrain.data_limit":                 0,
+		"device.profile":                     "profiles/native-1t.yaml",
+		"device.plugin":                      "",
+		"device.threads":                     0,
+		"device.onnxruntime_lib":             "",
+		"budget":                             "0.5x",
+		"compress.method":                    "bayes",
+		"compress.sparsity_epochs":           compress.DefaultBayesOptions().Epochs,
+		"compress.lambda":                    compress.DefaultBayesOptions().Lambda,
+		"compress.epochs":                    1,
+		"compress.lr":                        0.0,
+		"compress.multiple":                  8,
+		"compress.protect_classifier_inputs": false,
+		"compress.data_limit":                0,
+		"export.opset":                       0,
+		"export.test_images":                 0,
+		"export.rounds":                      3,
+		"export.warmup":                      10,
+		"export.repeats":                     100,
+	}
+	for k, v := range Defaults() {
+		switch {
+		case k == "run_dir":
+		case k == "seed" || k == "threads" || strings.HasPrefix(k, "data."):
+			d[k] = v
+		case strings.HasPrefix(k, "train."):
+			d["retrain."+strings.TrimPrefix(k, "train.")] = v
+		}
+	}
+	return d
+}
+
+// Validate reports the first setting that cannot work, naming its key; the
+// error matches ErrUsage.
+func (c *PipelineConfig) Validate() error {
+	return Mark(ErrUsage, c.validate())
+}
+
+func (c *PipelineConfig) validate() error {
+	tc := c.retrainConfig()
+	tc.Model.Arch = "search/arch.json" // written by the search stage
+	if err := tc.Validate(); err != nil {
+		return err
+	}
+	if c.Budget == "" {
+		return fmt.Errorf("config: budget is empty: give a latency budget (2.5ms, or 0.5x of the unpruned network)")
+	}
+	if _, err := compress.ParseBudget(c.Budget); err != nil {
+		return fmt.Errorf("config: budget: %w", err)
+	}
+	if c.Device.Profile == "" {
+		return fmt.Errorf("config: device.profile is empty: give the target device's latency profile (profiles/native-1t.yaml)")
+	}
+	if _, err := os.Stat(c.Device.Profile); err != nil {
+		return fmt.Errorf("config: device.profile: %w (measure one with bayesnas profile measure)", err)
+	}
+	switch c.Compress.Method {
+	case "bayes", "uniform", "l1":
+	default:
+		return fmt.Errorf("config: compress.method = %q, want bayes, uniform or l1", c.Compress.Method)
+	}
+	switch {
+	case c.Compress.Epochs < 1:
+		return fmt.Errorf("config: compress.epochs = %d, want >= 1 (the export stage exports the fine-tuned network)", c.Compress.Epochs)
+	case c.Compress.Multiple < 1:
+		return fmt.Errorf("config: compress.multiple = %d, want >= 1", c.Compress.Multiple)
+	case c.Device.Threads < 0:
+		return fmt.Errorf("config: device.threads = %d, want >= 0", c.Device.Threads)
+	case c.Export.Rounds < 1 || c.Export.Repeats < 1 || c.Export.Warmup < 0:
+		return fmt.Errorf("config: export.rounds = %d, export.repeats = %d, export.warmup = %d: want >= 1, >= 1, >= 0",
+			c.Export.Rounds, c.Export.Repeats, c.Export.Warmup)
+	}
+	s := c.Search
+	s.Seed, s.Workers = c.Seed, c.Threads
+	if err := s.Validate(); err != nil {
+		return fmt.Errorf("config: search: %w", err)
+	}
+	return nil
+}
+
+// retrainConfig is the training run of the search stage's second half.
+func (c *PipelineConfig) retrainConfig() Config {
+	data := c.Data
+	if c.Retrain.DataLimit > 0 {
+		data.Limit = c.Retrain.DataLimit
+	}
+	return Config{RunDir: filepath.Join(c.RunDir, TrainDir), Seed: c.Seed, Threads: c.Threads, Data: data,
+		Model: Model{Arch: filepath.Join(c.RunDir, SearchDir, ArchFile), Params: c.Retrain.Params},
+		Train: c.Retrain.Training}
 }

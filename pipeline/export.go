@@ -29,6 +29,18 @@ type ExportOptions struct {
 	Validation  onnxrt.ValidateOptions
 	// TestImages is how many test images the validation compares (0: all).
 	TestImages int
+	// ReportDir is where validation.json goes (default: the run directory):
+	// the pipeline's export stage writes into its own directory, never into
+	// the run it exports, whose hash the manifest records.
+	ReportDir string
+}
+
+// reportDir is the directory validation.json goes to.
+func (o ExportOptions) reportDir(run string) string {
+	if o.ReportDir != "" {
+		return o.ReportDir
+	}
+	return run
 }
 
 // trainedRun is what export and validate read from a finished training run.
@@ -140,13 +152,22 @@ func fileHash(path string) (string, error) {
 // validates it in ONNX Runtime against our engine on the run's test images.
 // It returns the model path and the validation report (nil without validation).
 func Export(dir string, opt ExportOptions) (string, *onnxrt.Report, error) {
-	r, err := loadTrainedRun(dir)
-	if err != nil {
-		return "", nil, err
-	}
 	out := opt.Out
 	if out == "" {
 		out = filepath.Join(dir, ModelFile)
+	}
+	// The run directory written (model and report) is locked; a model
+	// written elsewhere alone (--out) is a plain file.
+	if rd := opt.reportDir(dir); opt.Validate || filepath.Clean(filepath.Dir(out)) == filepath.Clean(rd) {
+		release, err := lockRun(rd, false)
+		if err != nil {
+			return "", nil, err
+		}
+		defer release()
+	}
+	r, err := loadTrainedRun(dir)
+	if err != nil {
+		return "", nil, err
 	}
 	err = export.Write(out, r.g, r.params, export.Options{
 		Opset: opt.Opset, Softmax: opt.Softmax, ToolVersion: opt.ToolVersion,
@@ -165,6 +186,11 @@ func Export(dir string, opt ExportOptions) (string, *onnxrt.Report, error) {
 
 // ValidateModel checks an ONNX model against the run it was exported from.
 func ValidateModel(modelPath, dir string, opt ExportOptions) (*onnxrt.Report, error) {
+	release, err := lockRun(opt.reportDir(dir), false)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	r, err := loadTrainedRun(dir)
 	if err != nil {
 		return nil, err
@@ -193,7 +219,7 @@ func validateRun(modelPath string, r *trainedRun, dir string, opt ExportOptions)
 	}
 	rep, verr := onnxrt.Validate(modelPath, r.g, r.params, images, labels, opt.Validation)
 	if rep != nil {
-		if err := rep.WriteJSON(filepath.Join(dir, onnxrt.ReportFile)); err != nil {
+		if err := rep.WriteJSON(filepath.Join(opt.reportDir(dir), onnxrt.ReportFile)); err != nil {
 			return rep, err
 		}
 	}

@@ -42,6 +42,11 @@ func Search(ctx context.Context, cfg SearchConfig, opt Options) (*search.Result,
 		return nil, err
 	}
 	dir := cfg.RunDir
+	release, err := lockRun(dir, opt.locked)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	logPath := filepath.Join(dir, SearchLogFile)
 	ckptPath := filepath.Join(dir, CheckpointFile)
 	if opt.Resume {
@@ -176,6 +181,11 @@ func Rederive(run, out string, derive func(saved search.DeriveConfig) search.Der
 	if err != nil {
 		return nil, fmt.Errorf("derive: %w", err)
 	}
+	release, err := lockRun(out, false)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	d := derive(cfg.Search.Derive)
 	res, err := search.Rederive(cfg.Search, filepath.Join(run, CheckpointFile), d)
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 
 	"bayesnas/dataset"
 	"bayesnas/internal/atomicfile"
+	"bayesnas/internal/runlock"
 	"bayesnas/models"
 	"bayesnas/nn"
 )
@@ -69,6 +70,23 @@ type Options struct {
 	Progress io.Writer // where the progress bar or lines go; nil: none
 	TTY      bool      // Progress is a terminal: redraw one line
 	Log      *slog.Logger
+
+	// locked: the caller already holds the run directory's lock (compress
+	// fine-tunes in the directory it locked); taking it again on another
+	// open file would fail against ourselves.
+	locked bool
+}
+
+// lockRun takes dir's run lock unless the caller holds it; release is never nil.
+func lockRun(dir string, held bool) (release func(), err error) {
+	if held {
+		return func() {}, nil
+	}
+	l, err := runlock.Acquire(dir)
+	if err != nil {
+		return nil, err
+	}
+	return func() { l.Release() }, nil
 }
 
 // Train runs (or resumes) a training run described by cfg and returns its summary.
@@ -83,6 +101,11 @@ func Train(ctx context.Context, cfg Config, opt Options) (*Summary, error) {
 		return nil, err
 	}
 	dir := cfg.RunDir
+	release, err := lockRun(dir, opt.locked)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	ckptPath := filepath.Join(dir, CheckpointFile)
 	if opt.Resume {
 		saved, err := readConfig(filepath.Join(dir, ConfigFile))

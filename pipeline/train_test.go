@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"bayesnas/internal/fixtures"
+	"bayesnas/internal/runlock"
 	"bayesnas/internal/testenv"
 	"bayesnas/models"
 	"bayesnas/onnxrt"
@@ -325,4 +326,25 @@ func TestImportedProxylessTrainsAndExports(t *testing.T) {
 	if !rep.Passed || rep.Real == nil || rep.Real.Inputs != 8 || rep.Real.Top1Agreement != 1 {
 		t.Errorf("validation report: passed %v, real %+v", rep.Passed, rep.Real)
 	}
+}
+
+// A second writer into a run directory fails at once naming the holder,
+// whatever the stage; the lock goes with the writer.
+func TestRunDirectoryLocked(t *testing.T) {
+	dir := t.TempDir()
+	l, err := runlock.Acquire(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("run directory %s is in use by pid %d", dir, os.Getpid())
+	if _, err := Train(context.Background(), tinyConfig(dir), Options{}); !errors.Is(err, runlock.ErrLocked) || !strings.HasPrefix(err.Error(), want) {
+		t.Fatalf("train into a locked directory: %v", err)
+	}
+	if _, err := Search(context.Background(), tinySearchConfig(dir), Options{}); !errors.Is(err, runlock.ErrLocked) {
+		t.Fatalf("search into a locked directory: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, ConfigFile)); err == nil {
+		t.Fatal("a refused writer wrote config.json")
+	}
+	l.Release()
 }

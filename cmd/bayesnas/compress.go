@@ -51,11 +51,11 @@ globally ranked).`,
 			opt.Seed, _ = f.GetUint64("seed")
 			budget, _ := f.GetString("budget")
 			if opt.Run == "" || opt.Profile == "" || budget == "" {
-				return fmt.Errorf("give --run, --profile and --budget")
+				return pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("give --run, --profile and --budget"))
 			}
 			var err error
 			if opt.Budget, err = compress.ParseBudget(budget); err != nil {
-				return err
+				return pipeline.Mark(pipeline.ErrUsage, err)
 			}
 			log, err := newLogger(cmd)
 			if err != nil {

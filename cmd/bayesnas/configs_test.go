@@ -23,6 +23,9 @@ func TestBundledConfigsLoad(t *testing.T) {
 			t.Fatal(err)
 		}
 		name := filepath.Base(f)
+		if name == "pipeline.yaml" {
+			continue // TestPipelineConfig
+		}
 		if !strings.Contains(string(body), "\nsearch:") {
 			cfg, err := resolve(t, "--config", f)
 			if err != nil && strings.Contains(err.Error(), "set model.builder or model.arch") {

@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"bayesnas/nn"
+	"bayesnas/pipeline"
 )
 
 func main() {
@@ -20,7 +22,9 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := newRoot(blasNote).ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "bayesnas:", err)
-		os.Exit(1)
+		// One line, whatever the error holds: CI logs show the reason beside
+		// the exit code (pipeline/exitcode.go).
+		fmt.Fprintln(os.Stderr, "bayesnas:", strings.ReplaceAll(err.Error(), "\n", " "))
+		os.Exit(pipeline.ExitCode(err))
 	}
 }

@@ -45,7 +45,9 @@ Start with:  bayesnas train --config configs/demo.yaml`,
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().String("log-format", "text", "log format: text or json")
-	root.AddCommand(newTrainCmd(blasNote), newSearchCmd(blasNote), newDeriveCmd(), newDescribeCmd(), newExportCmd(), newValidateCmd(), newImportCmd(), newProfileCmd(), newCompressCmd(), &cobra.Command{
+	// A bad flag is a usage error (exit 2), not a failed run.
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return pipeline.Mark(pipeline.ErrUsage, err) })
+	root.AddCommand(newTrainCmd(blasNote), newSearchCmd(blasNote), newDeriveCmd(), newDescribeCmd(), newExportCmd(), newValidateCmd(), newImportCmd(), newProfileCmd(), newCompressCmd(), newPipelineCmd(blasNote), &cobra.Command{
 		Use:   "version",
 		Short: "Print the version",
 		Args:  cobra.NoArgs,
@@ -79,12 +81,12 @@ func loadConfig(cmd *cobra.Command, binds []flagKey) (pipeline.Config, error) {
 		return cfg, err
 	}
 	if err := v.Unmarshal(&cfg); err != nil {
-		return cfg, fmt.Errorf("config: %w", err)
+		return cfg, pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("config: %w", err))
 	}
 	if unknown := unknownKeys(v); len(unknown) > 0 {
-		return cfg, fmt.Errorf("config: unknown keys %s (see configs/demo.yaml for the known ones)", strings.Join(unknown, ", "))
+		return cfg, pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("config: unknown keys %s (see configs/demo.yaml for the known ones)", strings.Join(unknown, ", ")))
 	}
-	return cfg, cfg.Validate()
+	return cfg, pipeline.Mark(pipeline.ErrUsage, cfg.Validate())
 }
 
 // newViper layers defaults < the --config YAML file < BAYESNAS_* environment
@@ -100,7 +102,7 @@ func newViper(cmd *cobra.Command, defaults map[string]any, binds []flagKey) (*vi
 	if path, _ := cmd.Flags().GetString("config"); path != "" {
 		v.SetConfigFile(path)
 		if err := v.ReadInConfig(); err != nil {
-			return nil, fmt.Errorf("reading config %s: %w", path, err)
+			return nil, pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("reading config %s: %w", path, err))
 		}
 	}
 	for _, b := range binds {

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/viper"
 
 	"bayesnas/pipeline"
 	"bayesnas/search"
@@ -97,32 +98,11 @@ func loadSearchConfig(cmd *cobra.Command) (pipeline.SearchConfig, error) {
 	}
 	var run pipeline.Config
 	if err := v.Unmarshal(&run); err != nil {
-		return cfg, fmt.Errorf("config: %w", err)
+		return cfg, pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("config: %w", err))
 	}
-	cfg = pipeline.SearchConfig{RunDir: run.RunDir, Seed: run.Seed, Threads: run.Threads, Data: run.Data,
-		Search: search.DefaultConfig()}
-	sec, _ := v.Get("search").(map[string]any)
-	if sec == nil {
-		sec = map[string]any{}
-	}
-	// viper binds BAYESNAS_* only to the keys it knows, and the search
-	// section's keys are search.Config's JSON fields, so the environment is
-	// read here, over the YAML and under the flags.
-	if err := searchEnv(sec, reflect.TypeOf(cfg.Search), "BAYESNAS_SEARCH_", "search."); err != nil {
+	cfg = pipeline.SearchConfig{RunDir: run.RunDir, Seed: run.Seed, Threads: run.Threads, Data: run.Data}
+	if cfg.Search, err = searchSection(v); err != nil {
 		return cfg, err
-	}
-	if len(sec) > 0 {
-		// The search settings are search.Config's JSON form; decoding strictly
-		// over the defaults makes a misspelt key an error.
-		b, err := json.Marshal(sec)
-		if err != nil {
-			return cfg, fmt.Errorf("config: search: %w", err)
-		}
-		dec := json.NewDecoder(strings.NewReader(string(b)))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&cfg.Search); err != nil {
-			return cfg, fmt.Errorf("config: search: %w", err)
-		}
 	}
 	if space, _ := cmd.Flags().GetString("space"); space != "" {
 		cfg.Search.Kind = space
@@ -131,7 +111,38 @@ func loadSearchConfig(cmd *cobra.Command) (pipeline.SearchConfig, error) {
 		if strings.HasPrefix(k, "search.") || k == "run_dir" || k == "seed" || k == "threads" || strings.HasPrefix(k, "data.") {
 			continue
 		}
-		return cfg, fmt.Errorf("config: unknown key %s", k)
+		return cfg, pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("config: unknown key %s", k))
+	}
+	return cfg, nil
+}
+
+// searchSection decodes the search: section of v over search.DefaultConfig,
+// with BAYESNAS_SEARCH_* over the YAML: `bayesnas search` and `bayesnas
+// pipeline` read the same section the same way.
+func searchSection(v *viper.Viper) (search.Config, error) {
+	cfg := search.DefaultConfig()
+	sec, _ := v.Get("search").(map[string]any)
+	if sec == nil {
+		sec = map[string]any{}
+	}
+	// viper binds BAYESNAS_* only to the keys it knows, and the search
+	// section's keys are search.Config's JSON fields, so the environment is
+	// read here, over the YAML and under the flags.
+	if err := searchEnv(sec, reflect.TypeOf(cfg), "BAYESNAS_SEARCH_", "search."); err != nil {
+		return cfg, pipeline.Mark(pipeline.ErrUsage, err)
+	}
+	if len(sec) > 0 {
+		// The search settings are search.Config's JSON form; decoding strictly
+		// over the defaults makes a misspelt key an error.
+		b, err := json.Marshal(sec)
+		if err != nil {
+			return cfg, pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("config: search: %w", err))
+		}
+		dec := json.NewDecoder(strings.NewReader(string(b)))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&cfg); err != nil {
+			return cfg, pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("config: search: %w", err))
+		}
 	}
 	return cfg, nil
 }
