@@ -68,6 +68,37 @@ func (g *cellGraph) layout() (layers int) {
 	return layers
 }
 
+// opShort abbreviates the candidate ops for edge labels: a DARTS edge can
+// keep five ops, and their full names side by side cover the picture.
+var opShort = map[string]string{
+	models.ProxySep3: "sep3", models.ProxySep5: "sep5", models.ProxyDil3: "dil3", models.ProxyDil5: "dil5",
+	models.ProxyMax3: "max3", models.ProxyAvg3: "avg3", models.ProxySkip: "skip",
+	models.TreeIdentity: "id", models.TreeSep3: "sep3", models.TreeSep5: "sep5", models.TreeSep7: "sep7",
+	models.TreeDil3: "dil3",
+}
+
+// opsLabel is the label of an edge keeping ops (summed): abbreviated, at
+// most three to a line.
+func opsLabel(ops []string) string {
+	var b strings.Builder
+	for i, op := range ops {
+		switch {
+		case i > 0 && i%3 == 0:
+			b.WriteString(" +\n")
+		case i > 0:
+			b.WriteString(" + ")
+		}
+		if s, ok := opShort[op]; ok {
+			op = s
+		}
+		b.WriteString(op)
+	}
+	return b.String()
+}
+
+// opLegend explains the abbreviations, for the caption.
+const opLegend = "sep3/5/7: separable conv 3x3/5x5/7x7, dil3/5: dilated conv, max3/avg3: 3x3 max/average pooling, skip/id: identity."
+
 // proxyCell is a DARTS-style cell: inputs c_{k-2} and c_{k-1}, intermediate
 // nodes 2.., and the output concatenating the nodes that are live.
 func proxyCell(title string, edges []models.ProxyEdge) *cellGraph {
@@ -105,7 +136,7 @@ func proxyCell(title string, edges []models.ProxyEdge) *cellGraph {
 		if !okF || !okT {
 			continue
 		}
-		g.edges = append(g.edges, gedge{from: from, to: to, label: strings.Join(e.Ops, " + ")})
+		g.edges = append(g.edges, gedge{from: from, to: to, label: opsLabel(e.Ops)})
 	}
 	for k := 2; k <= maxNode; k++ {
 		if n, ok := idx[k]; ok {
@@ -143,7 +174,7 @@ func treeCell(title string, c models.TreeCell) *cellGraph {
 			}
 			name := models.TreeEdgeName(top)
 			mid := g.node(strings.TrimPrefix(name, fmt.Sprintf("h%d.", h)), 2)
-			g.edges = append(g.edges, gedge{from: half, to: mid, label: strings.Join(c.Edges[top], " + ")})
+			g.edges = append(g.edges, gedge{from: half, to: mid, label: opsLabel(c.Edges[top])})
 			if sum < 0 {
 				sum = g.node(fmt.Sprintf("sum%d", h), 3)
 				sums = append(sums, sum)
@@ -160,7 +191,7 @@ func treeCell(title string, c models.TreeCell) *cellGraph {
 					// Two leaves join the same sum: bow them apart.
 					bend = 0.18 * float64(1-2*j)
 				}
-				g.edges = append(g.edges, gedge{from: mid, to: sum, label: strings.Join(c.Edges[l], " + "), bend: bend})
+				g.edges = append(g.edges, gedge{from: mid, to: sum, label: opsLabel(c.Edges[l]), bend: bend})
 			}
 		}
 	}
@@ -219,14 +250,23 @@ func (g *cellGraph) plot() ([]byte, int, error) {
 	p.Add(g)
 	p.X.Min, p.X.Max = -0.35, float64(layers-1)+0.35
 	p.Y.Min, p.Y.Max = -0.05, 1.05
-	w := vg.Length(max(1.35*float64(layers), 6)) * vg.Inch
+	// Columns wide enough for the longest edge label (about 5 points a
+	// character at 9 points).
+	longest := 0
+	for _, e := range g.edges {
+		for _, line := range strings.Split(e.label, "\n") {
+			longest = max(longest, len(line))
+		}
+	}
+	perLayer := max(1.35, (5.2*float64(longest)+50)/72)
+	w := vg.Length(max(perLayer*float64(layers), 6)) * vg.Inch
 	maxPerLayer := 0
 	count := map[int]int{}
 	for _, n := range g.nodes {
 		count[n.layer]++
 		maxPerLayer = max(maxPerLayer, count[n.layer])
 	}
-	h := vg.Length(max(1.0*float64(maxPerLayer), 3.0)) * vg.Inch
+	h := vg.Length(max(1.3*float64(maxPerLayer), 3.2)) * vg.Inch
 	b, err := renderPlot(p, w, h)
 	return b, len(g.edges), err
 }
@@ -255,42 +295,43 @@ func (g *cellGraph) Plot(c draw.Canvas, plt *plot.Plot) {
 	}
 	var labels []label
 	var taken []vg.Rectangle // label boxes and nodes placed so far
-	for i := range g.nodes {
-		r := max(nodeRadius, labelStyle.Width(g.nodes[i].label)/2+4)
+	radius := make([]vg.Length, len(g.nodes))
+	for i, n := range g.nodes {
+		r := max(nodeRadius, labelStyle.Width(n.label)/2+4)
+		radius[i] = r
 		taken = append(taken, vg.Rectangle{Min: vg.Point{X: pos[i].X - r, Y: pos[i].Y - r}, Max: vg.Point{X: pos[i].X + r, Y: pos[i].Y + r}})
 	}
 	// place puts a label on the curve where it overlaps no other label or
-	// node, trying the middle first.
+	// node, trying the middle first; failing that, where it overlaps least.
 	place := func(start, ctrl, end vg.Point, txt string) vg.Point {
 		w, h := labelStyle.Width(txt)/2+3, labelStyle.Height(txt)/2+2
-		var first vg.Point
-		for k, t := range []float64{0.5, 0.38, 0.62, 0.28, 0.72, 0.2, 0.8} {
+		var best vg.Point
+		var bestBox vg.Rectangle
+		bestOverlap := vg.Length(math.Inf(1))
+		for _, t := range []float64{0.5, 0.4, 0.6, 0.3, 0.7, 0.22, 0.78, 0.15, 0.85} {
 			u := 1 - t
 			at := vg.Point{
 				X: vg.Length(u*u)*start.X + vg.Length(2*u*t)*ctrl.X + vg.Length(t*t)*end.X,
 				Y: vg.Length(u*u)*start.Y + vg.Length(2*u*t)*ctrl.Y + vg.Length(t*t)*end.Y,
 			}
 			box := vg.Rectangle{Min: vg.Point{X: at.X - w, Y: at.Y - h}, Max: vg.Point{X: at.X + w, Y: at.Y + h}}
-			if k == 0 {
-				first = at
-			}
-			free := true
+			var overlap vg.Length
 			for _, r := range taken {
-				if box.Min.X < r.Max.X && r.Min.X < box.Max.X && box.Min.Y < r.Max.Y && r.Min.Y < box.Max.Y {
-					free = false
-					break
+				ox := min(box.Max.X, r.Max.X) - max(box.Min.X, r.Min.X)
+				oy := min(box.Max.Y, r.Max.Y) - max(box.Min.Y, r.Min.Y)
+				if ox > 0 && oy > 0 {
+					overlap += ox * oy
 				}
 			}
-			if free {
-				taken = append(taken, box)
-				return at
+			if overlap < bestOverlap {
+				best, bestBox, bestOverlap = at, box, overlap
+			}
+			if overlap == 0 {
+				break
 			}
 		}
-		return first
-	}
-	radius := make([]vg.Length, len(g.nodes))
-	for i, n := range g.nodes {
-		radius[i] = max(nodeRadius, labelStyle.Width(n.label)/2+4)
+		taken = append(taken, bestBox)
+		return best
 	}
 	for _, e := range g.edges {
 		p0, p2 := pos[e.from], pos[e.to]

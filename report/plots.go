@@ -99,12 +99,32 @@ func addLine(p *plot.Plot, name string, i int, xys plotter.XYs) error {
 	return nil
 }
 
+// intTicks marks whole numbers only: iterations and epochs are counts, and
+// a short search would otherwise get ticks at 0.25 and 2.50.
+var intTicks = plot.TickerFunc(func(lo, hi float64) []plot.Tick {
+	var ts []plot.Tick
+	for _, t := range (plot.DefaultTicks{}).Ticks(lo, hi) {
+		if t.Label != "" && t.Value == math.Trunc(t.Value) {
+			ts = append(ts, plot.Tick{Value: t.Value, Label: fmt.Sprint(int64(t.Value))})
+		}
+	}
+	if len(ts) >= 2 {
+		return ts
+	}
+	ts = ts[:0]
+	for v := math.Ceil(lo); v <= hi; v++ {
+		ts = append(ts, plot.Tick{Value: v, Label: fmt.Sprint(int64(v))})
+	}
+	return ts
+})
+
 // legendRoom widens the x axis to the right of the data, so that a legend
 // in the top right corner covers no line: the lines of the search converge
 // there.
 func legendRoom(p *plot.Plot, xmin, xmax float64) {
 	p.X.Min = xmin
 	p.X.Max = xmax + 0.3*max(xmax-xmin, 1)
+	p.X.Tick.Marker = intTicks
 	p.Legend.Top, p.Legend.Left = true, false
 }
 
@@ -229,6 +249,7 @@ func (in *inputs) trainCurvePlot() ([]byte, int, error) {
 	}
 	p.Legend.Left = false
 	p.Legend.Top = false
+	p.X.Tick.Marker = intTicks
 	b, err := renderPlot(p, 8*vg.Inch, 3.5*vg.Inch)
 	return b, len(tr) + len(val), err
 }

@@ -153,7 +153,7 @@ func (in *inputs) sections() ([]section, error) {
 	}
 	gs, left := in.cellGraphs(maxCells)
 	for i, g := range gs {
-		caption := g.title + ": nodes in columns by depth, each arrow labelled with the ops kept on that edge (summed). Gray arrows are fixed structure, not search decisions."
+		caption := g.title + ": nodes in columns by depth, each arrow labelled with the ops kept on that edge (summed). Gray arrows are fixed structure, not search decisions. " + opLegend
 		if err := s.add(fmt.Sprintf("cell_%d.png", i), caption, g.plot); err != nil {
 			return nil, err
 		}

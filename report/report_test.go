@@ -2,6 +2,7 @@ package report_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -23,9 +24,10 @@ import (
 	"bayesnas/search"
 )
 
-// keep, when set, writes the fake runs and their reports there (the tree
-// search's with -tree appended) instead of a temporary directory, to look
-// at in a browser: go test ./report -run TestWriteFullRun -args -keep /tmp/fake-run
+// keep, when set, writes the runs and their reports there instead of a
+// temporary directory, to look at in a browser (the tree search's with
+// -tree appended, the real search's with -search):
+// go test ./report -run 'FullRun|RealSearch' -args -keep /tmp/fake-run
 var keep = flag.String("keep", "", "also write the fake run directory and its report here")
 
 // writeFile writes v as indented JSON, as the pipeline writes its files.
@@ -394,5 +396,47 @@ func TestWriteMalformedInput(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(run, report.HTMLFile)); err == nil {
 			t.Errorf("%s malformed: report.html written anyway", f)
 		}
+	}
+}
+
+// A real (tiny) search's run directory, written by pipeline.Search itself:
+// the search log and the decisions are read as the search writes them.
+func TestWriteRealSearch(t *testing.T) {
+	run := t.TempDir()
+	if *keep != "" {
+		run = *keep + "-search"
+		if err := os.RemoveAll(run); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := search.DefaultConfig()
+	s.Space = models.ProxyConfig{Input: [3]int{1, 28, 28}, Classes: 10, Channels: 2, Cells: 3, Nodes: 4,
+		StemMultiplier: 1, StemStride: 4}
+	s.Batch = 32
+	s.Iterations = 2
+	s.CurvatureBatches = 1
+	s.PruneThreshold = 0.5
+	cfg := pipeline.SearchConfig{RunDir: filepath.Join(run, report.SearchDir), Seed: 5, Threads: 2,
+		Data: pipeline.Data{Name: "synthetic", ValCount: 64, Limit: 96}, Search: s}
+	if _, err := pipeline.Search(context.Background(), cfg, pipeline.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := report.Write(run); err != nil {
+		t.Fatal(err)
+	}
+	md, err := os.ReadFile(filepath.Join(run, report.MarkdownFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"search_curves.png", "arch_vars.png", "cell_0.png"} {
+		if !strings.Contains(string(md), f) {
+			t.Fatalf("report.md lacks %s:\n%s", f, md)
+		}
+		if n := colouredPixels(t, filepath.Join(run, report.PlotDir, f)); n < 300 {
+			t.Errorf("%s: %d coloured pixels: an empty plot?", f, n)
+		}
+	}
+	if !strings.Contains(string(md), "3 iterations logged") {
+		t.Errorf("report.md does not count the search's 3 log lines (warm-up and 2 iterations):\n%s", md)
 	}
 }
