@@ -35,6 +35,9 @@ const (
 type Manifest struct {
 	Schema string           `json:"schema"`
 	Stages []*StageManifest `json:"stages"`
+	// Report is the report.html this invocation wrote (not recorded: the
+	// report is rewritten by every run).
+	Report string `json:"-"`
 }
 
 // StageManifest is one stage's record. The hashes are SHA-256, hex.

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"bayesnas/report"
 	"context"
 	"errors"
 	"fmt"
@@ -156,11 +157,30 @@ func RunPipeline(ctx context.Context, cfg PipelineConfig, opt PipelineOptions) (
 			return man, errors.Join(runErr, err)
 		}
 		if runErr != nil {
+			// The report too: a CI job uploads it whatever the outcome,
+			// and a missed budget is when a person looks at it.
+			if _, err := p.report(runDir); err != nil {
+				log.Warn("report not written", "err", err)
+			}
 			return man, fmt.Errorf("stage %s: %w", name, runErr)
 		}
 	}
-	// REPORT: report.Write(runDir) goes here
+	path, err := p.report(runDir)
+	if err != nil {
+		return man, err
+	}
+	man.Report = path
 	return man, nil
+}
+
+// report writes report.html and report.md into the run directory.
+func (p *pipelineRun) report(runDir string) (string, error) {
+	path, err := report.Write(runDir)
+	if err != nil {
+		return "", fmt.Errorf("pipeline: writing the report of %s: %w", runDir, err)
+	}
+	p.log.Info("report", "path", path)
+	return path, nil
 }
 
 // staleReason says why a stage must run ("" when it need not): never run,

@@ -84,6 +84,12 @@ func TestPipeline(t *testing.T) {
 	if len(first) != 3 {
 		t.Fatalf("manifest: %+v", man.Stages)
 	}
+	// The report of the whole run, written by the pipeline itself.
+	if want := filepath.Join(run, "report.html"); man.Report != want {
+		t.Errorf("report %q, want %s", man.Report, want)
+	} else if st, err := os.Stat(want); err != nil || st.Size() < 10_000 {
+		t.Errorf("report.html: %v, %v", st, err)
+	}
 	onDisk, err := ReadManifest(run)
 	if err != nil || len(onDisk.Stages) != 3 || onDisk.Stages[2].OutputsHash != man.Stages[2].OutputsHash || onDisk.Stages[1].InputsHash == "" {
 		t.Fatalf("pipeline.json: %+v, %v", onDisk, err)

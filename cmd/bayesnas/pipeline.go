@@ -67,6 +67,16 @@ budget missed, 5 stage inputs missing or stale, 6 run directory in use.`,
 						lat.Device, lat.MeasuredMs, lat.P90Ms, lat.PredictedMs, lat.BudgetMs, lat.Verdict)
 				}
 			}
+			if b, rerr := os.ReadFile(filepath.Join(cfg.RunDir, pipeline.CompressDir, pipeline.SummaryFile)); rerr == nil && man != nil {
+				var sum pipeline.Summary
+				if json.Unmarshal(b, &sum) == nil {
+					fmt.Fprintf(cmd.OutOrStdout(), "compressed network: test accuracy %.2f %%, %d params, %.1f M multiply-adds\n",
+						100*sum.TestAcc, sum.Params, float64(sum.MACs)/1e6)
+				}
+			}
+			if man != nil && man.Report != "" {
+				fmt.Fprintf(cmd.OutOrStdout(), "report: %s\n", man.Report)
+			}
 			return err
 		},
 	}
