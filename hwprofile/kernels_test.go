@@ -298,3 +298,46 @@ func TestCalibrate(t *testing.T) {
 		t.Fatal("calibrated on 2 networks")
 	}
 }
+
+// Split and Concat are keyed by their piece count and total channels (the
+// input's for a Split, the output's for a Concat), whatever the cut.
+func TestPieceKeys(t *testing.T) {
+	b := models.NewGraphBuilder("pieces", "input", [3]int{1, 8, 8})
+	x := b.Conv("c1", "input", 24, 3, 1, 1)
+	s := b.Node("s", models.OpSlice, models.Attrs{Start: 8, End: 16}, x)
+	y := b.Conv("c2", s, 16, 1, 1, 1)
+	z := b.Node("cat", models.OpConcat, models.Attrs{}, y, x, s)
+	z = b.Node("gap", models.OpGAP, models.Attrs{}, z)
+	g, err := b.Finish(z, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := network(t, g)
+	ks, err := Kernels(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]Key{
+		"s":   {Kind: "Split n=3", C: 24, H: 8, W: 8},
+		"cat": {Kind: "Concat n=3", C: 16 + 24 + 8, H: 8, W: 8},
+	}
+	shapes, _ := Shapes(m)
+	for _, k := range ks {
+		w, ok := want[k.Name]
+		if !ok {
+			continue
+		}
+		delete(want, k.Name)
+		if k.Key != w {
+			t.Errorf("%s: key %s, want %s", k.Name, k.Key, w)
+		}
+		// The micro model (other pieces as constants) has the same key.
+		mk, err := Kernels(MicroModel(m, k, shapes))
+		if err != nil || len(mk) != 1 || mk[0].Key != w {
+			t.Errorf("%s: micro model kernels %v (%v), want one %s", k.Name, mk, err, w)
+		}
+	}
+	if len(want) > 0 {
+		t.Fatalf("no kernels %v", want)
+	}
+}
