@@ -1,8 +1,10 @@
 package hwprofile
 
 import (
+	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -339,5 +341,71 @@ func TestPieceKeys(t *testing.T) {
 	}
 	if len(want) > 0 {
 		t.Fatalf("no kernels %v", want)
+	}
+}
+
+// The splits, concats and channel shuffles of proxy and tree cells get
+// channel grids like the convs: every grid point's micro model has the grid
+// key (the even cut of its channels), and a multiple of 8 below a family's
+// widest is priced from the grid.
+func TestPlanGridPieces(t *testing.T) {
+	var nets []*export.Model
+	for _, s := range []string{"proxy", "tree"} {
+		g, err := Base(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nets = append(nets, network(t, g))
+	}
+	jobs, err := Plan(nets, GridOptions{Step: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	widest := map[string]int{}
+	grid := map[string]int{}
+	p := sampleProfile()
+	p.Entries, p.Calibration = nil, nil
+	for _, j := range jobs {
+		p.Entries = append(p.Entries, Entry{Key: j.Key, MedianMs: 1, P90Ms: 1, Repeats: 1})
+		op := strings.Fields(j.Key.Kind)[0]
+		if op != "Split" && op != "Concat" && op != "Shuffle" {
+			continue
+		}
+		ks, err := Kernels(j.Model)
+		if err != nil {
+			t.Fatalf("%s: %v", j.Key, err)
+		}
+		if len(ks) != 1 || ks[0].Key != j.Key {
+			t.Fatalf("job %s: micro model has kernels %v", j.Key, ks)
+		}
+		f := j.Key.family()
+		widest[f] = max(widest[f], j.Key.C)
+		if j.Key.C%8 == 0 {
+			grid[op]++
+		}
+	}
+	for _, op := range []string{"Split", "Concat", "Shuffle"} {
+		if grid[op] < 3 {
+			t.Errorf("%d %s grid points", grid[op], op)
+		}
+	}
+	for f, hi := range widest {
+		kind, hw, _ := strings.Cut(f, "@")
+		var h, w int
+		if _, err := fmt.Sscanf(hw, "%dx%d", &h, &w); err != nil {
+			t.Fatal(err)
+		}
+		n := 1
+		if _, after, ok := strings.Cut(kind, " n="); ok {
+			n, _ = strconv.Atoi(after)
+		}
+		for c := 8; c <= hi; c += 8 {
+			if c < n {
+				continue
+			}
+			if _, _, err := p.Price(Key{Kind: kind, C: c, H: h, W: w}); err != nil {
+				t.Errorf("%s at %d channels: %v", f, c, err)
+			}
+		}
 	}
 }
