@@ -178,6 +178,11 @@ func onnxShape(n *export.Node, ins [][]int, inits map[string]*export.Tensor) ([]
 	case "Concat":
 		out := slices.Clone(x)
 		for _, s := range ins[1:] {
+			if len(s) == len(x)+1 {
+				// A micro model's stand-in input, an initializer with
+				// the batch dimension: [1,C,H,W].
+				s = s[1:]
+			}
 			out[0] += s[0]
 		}
 		return [][]int{out}, nil
@@ -352,24 +357,17 @@ func kernelOf(group []*export.Node, shapes map[string][]int, inits map[string]*e
 		k.MACs = int64(out[0]) * int64(prod(x))
 	case first.OpType == "Pad":
 		k.Key.Out = out[0]
-	case first.OpType == "Split":
-		var parts []string
-		for _, o := range first.Outputs {
-			parts = append(parts, strconv.Itoa(shapes[o][0]))
+	case first.OpType == "Split" || first.OpType == "Concat":
+		// Keyed by the number of pieces and the total channels (the
+		// input's for a Split, the output's for a Concat), not by each
+		// piece's channels: compression resizes the pieces independently,
+		// and a copy of C channels in n pieces costs about the same
+		// however they are cut, so one channel grid per piece count prices
+		// every cut (the grid measures even ones, see splitEven).
+		kind += " n=" + strconv.Itoa(pieces(first))
+		if first.OpType == "Concat" {
+			x = out
 		}
-		kind += " " + strings.Join(parts, ",")
-	case first.OpType == "Concat":
-		var parts []string
-		for _, in := range first.Inputs {
-			c := 0
-			if s, ok := shapes[in]; ok {
-				c = s[0]
-			} else if t := inits[in]; t != nil && len(t.Dims) > 1 {
-				c = int(t.Dims[1]) // a micro model's stand-in input, [1,C,H,W]
-			}
-			parts = append(parts, strconv.Itoa(c))
-		}
-		kind += " " + strings.Join(parts, ",")
 	case first.OpType == "Mul" || first.OpType == "Add":
 		// An Add of two maps or a Mul by a scalar: the second input's shape
 		// says which.
@@ -378,7 +376,7 @@ func kernelOf(group []*export.Node, shapes map[string][]int, inits map[string]*e
 		}
 	}
 	k.Key.Kind = kind
-	// Keys are over C,H,W; a flat input (Gemm after GAP) is C x 1 x 1.
+	// Keys are over C,H,W (a Concat's C is its output's, set above); a flat input (Gemm after GAP) is C x 1 x 1.
 	switch len(x) {
 	case 3:
 		k.Key.C, k.Key.H, k.Key.W = x[0], x[1], x[2]
@@ -388,6 +386,14 @@ func kernelOf(group []*export.Node, shapes map[string][]int, inits map[string]*e
 		return k, fmt.Errorf("input %s has shape %v, want C,H,W or C", k.input, x)
 	}
 	return k, nil
+}
+
+// pieces is how many pieces a Split cuts or a Concat joins.
+func pieces(n *export.Node) int {
+	if n.OpType == "Split" {
+		return len(n.Outputs)
+	}
+	return len(n.Inputs)
 }
 
 func prod(s []int) int {

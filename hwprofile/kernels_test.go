@@ -1,8 +1,10 @@
 package hwprofile
 
 import (
+	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -296,5 +298,114 @@ func TestCalibrate(t *testing.T) {
 	// Too few networks: an error, the calibration unchanged.
 	if err := p.Calibrate("proxy", preds[:2], meas[:2]); err == nil {
 		t.Fatal("calibrated on 2 networks")
+	}
+}
+
+// Split and Concat are keyed by their piece count and total channels (the
+// input's for a Split, the output's for a Concat), whatever the cut.
+func TestPieceKeys(t *testing.T) {
+	b := models.NewGraphBuilder("pieces", "input", [3]int{1, 8, 8})
+	x := b.Conv("c1", "input", 24, 3, 1, 1)
+	s := b.Node("s", models.OpSlice, models.Attrs{Start: 8, End: 16}, x)
+	y := b.Conv("c2", s, 16, 1, 1, 1)
+	z := b.Node("cat", models.OpConcat, models.Attrs{}, y, x, s)
+	z = b.Node("gap", models.OpGAP, models.Attrs{}, z)
+	g, err := b.Finish(z, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := network(t, g)
+	ks, err := Kernels(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]Key{
+		"s":   {Kind: "Split n=3", C: 24, H: 8, W: 8},
+		"cat": {Kind: "Concat n=3", C: 16 + 24 + 8, H: 8, W: 8},
+	}
+	shapes, _ := Shapes(m)
+	for _, k := range ks {
+		w, ok := want[k.Name]
+		if !ok {
+			continue
+		}
+		delete(want, k.Name)
+		if k.Key != w {
+			t.Errorf("%s: key %s, want %s", k.Name, k.Key, w)
+		}
+		// The micro model (other pieces as constants) has the same key.
+		mk, err := Kernels(MicroModel(m, k, shapes))
+		if err != nil || len(mk) != 1 || mk[0].Key != w {
+			t.Errorf("%s: micro model kernels %v (%v), want one %s", k.Name, mk, err, w)
+		}
+	}
+	if len(want) > 0 {
+		t.Fatalf("no kernels %v", want)
+	}
+}
+
+// The splits, concats and channel shuffles of proxy and tree cells get
+// channel grids like the convs: every grid point's micro model has the grid
+// key (the even cut of its channels), and a multiple of 8 below a family's
+// widest is priced from the grid.
+func TestPlanGridPieces(t *testing.T) {
+	var nets []*export.Model
+	for _, s := range []string{"proxy", "tree"} {
+		g, err := Base(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nets = append(nets, network(t, g))
+	}
+	jobs, err := Plan(nets, GridOptions{Step: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	widest := map[string]int{}
+	grid := map[string]int{}
+	p := sampleProfile()
+	p.Entries, p.Calibration = nil, nil
+	for _, j := range jobs {
+		p.Entries = append(p.Entries, Entry{Key: j.Key, MedianMs: 1, P90Ms: 1, Repeats: 1})
+		op := strings.Fields(j.Key.Kind)[0]
+		if op != "Split" && op != "Concat" && op != "Shuffle" {
+			continue
+		}
+		ks, err := Kernels(j.Model)
+		if err != nil {
+			t.Fatalf("%s: %v", j.Key, err)
+		}
+		if len(ks) != 1 || ks[0].Key != j.Key {
+			t.Fatalf("job %s: micro model has kernels %v", j.Key, ks)
+		}
+		f := j.Key.family()
+		widest[f] = max(widest[f], j.Key.C)
+		if j.Key.C%8 == 0 {
+			grid[op]++
+		}
+	}
+	for _, op := range []string{"Split", "Concat", "Shuffle"} {
+		if grid[op] < 3 {
+			t.Errorf("%d %s grid points", grid[op], op)
+		}
+	}
+	for f, hi := range widest {
+		kind, hw, _ := strings.Cut(f, "@")
+		var h, w int
+		if _, err := fmt.Sscanf(hw, "%dx%d", &h, &w); err != nil {
+			t.Fatal(err)
+		}
+		n := 1
+		if _, after, ok := strings.Cut(kind, " n="); ok {
+			n, _ = strconv.Atoi(after)
+		}
+		for c := 8; c <= hi; c += 8 {
+			if c < n {
+				continue
+			}
+			if _, _, err := p.Price(Key{Kind: kind, C: c, H: h, W: w}); err != nil {
+				t.Errorf("%s at %d channels: %v", f, c, err)
+			}
+		}
 	}
 }

@@ -38,7 +38,10 @@ func gridded(kind string) bool {
 	op := strings.Fields(kind)[0]
 	switch op {
 	case "Conv", "Conv+Relu", "BatchNormalization", "Relu", "Add", "MaxPool", "AveragePool",
-		"GlobalAveragePool", "Pad", "Flatten+Gemm", "Gemm", "Mul":
+		"GlobalAveragePool", "Pad", "Flatten+Gemm", "Gemm", "Mul",
+		// The pruned widths of cells and ProxylessNAS blocks flow into
+		// their splits, concats and channel shuffles too.
+		"Split", "Concat", "Shuffle":
 		return true
 	}
 	return false
@@ -187,16 +190,15 @@ func steps(step, hi int) []int {
 
 // MicroFor returns the micro model of template kernel k of m resized to c
 // input channels and out output channels (out is ignored for kernels whose
-// output follows the input): its weights are replaced by values of the new
-// shape, and the attributes that depend on channels follow.
+// output follows the input; a Concat's c is its output's, cut evenly over
+// its inputs, and a Split cuts its c evenly): its weights are replaced by
+// values of the new shape, and the attributes and shape tensors that depend
+// on channels follow.
 func MicroFor(m *export.Model, k Kernel, shapes map[string][]int, c, out int) (*export.Model, error) {
 	if c == k.Key.C && out == k.Key.Out {
 		return MicroModel(m, k, shapes), nil
 	}
 	first := k.Nodes[0]
-	if first.OpType == "Concat" || first.OpType == "Split" || strings.HasPrefix(k.Key.Kind, "Shuffle") {
-		return nil, fmt.Errorf("%s cannot be resized", k.Key.Kind)
-	}
 	newOut := out
 	if k.Key.Out == 0 {
 		newOut = c
@@ -213,17 +215,60 @@ func MicroFor(m *export.Model, k Kernel, shapes map[string][]int, c, out int) (*
 		}
 		sh[name] = s
 	}
-	resize(k.input, c)
-	for _, e := range k.extra {
-		resize(e, c)
+	// A Split or Concat of c channels cut evenly into its pieces: the
+	// grid's cut (the key does not say how a network cuts them).
+	var cut []int
+	if first.OpType == "Split" || first.OpType == "Concat" {
+		var err error
+		if cut, err = splitEven(c, pieces(first)); err != nil {
+			return nil, err
+		}
+	}
+	shuffle := strings.HasPrefix(k.Key.Kind, "Shuffle ")
+	groups := 0
+	if shuffle {
+		groups = shapes[first.Outputs[0]][0]
+		if c%groups != 0 {
+			return nil, fmt.Errorf("%d channels do not shuffle in %d groups", c, groups)
+		}
+	}
+	switch first.OpType {
+	case "Concat":
+		// The first piece is the model's input, the others its extras,
+		// in the order of the Concat's inputs.
+		size := map[string]int{}
+		for i, in := range first.Inputs {
+			if s, ok := size[in]; ok && s != cut[i] {
+				return nil, fmt.Errorf("%s reads %s twice: cannot cut %d channels evenly", k.Key.Kind, in, c)
+			}
+			size[in] = cut[i]
+			resize(in, cut[i])
+		}
+	default:
+		resize(k.input, c)
+		for _, e := range k.extra {
+			resize(e, c)
+		}
 	}
 	for _, n := range k.Nodes {
-		for _, o := range n.Outputs {
-			if len(sh[o]) == 1 && first.OpType == "Flatten" && o == first.Outputs[0] {
+		for i, o := range n.Outputs {
+			switch {
+			case len(sh[o]) == 1 && first.OpType == "Flatten" && o == first.Outputs[0]:
 				sh[o] = []int{c * prod(shapes[k.input][1:])}
-				continue
+			case n.OpType == "Split":
+				resize(o, cut[i])
+			case shuffle && n != k.Nodes[len(k.Nodes)-1]:
+				// (g, c/g, H, W) grouped, then transposed.
+				s := slices.Clone(sh[o])
+				if n.OpType == "Reshape" {
+					s[0], s[1] = groups, c/groups
+				} else {
+					s[0], s[1] = c/groups, groups
+				}
+				sh[o] = s
+			default:
+				resize(o, newOut)
 			}
-			resize(o, newOut)
 		}
 	}
 	var nodes []*export.Node
@@ -267,6 +312,23 @@ func MicroFor(m *export.Model, k Kernel, shapes map[string][]int, c, out int) (*
 				return nil, fmt.Errorf("pad from %d to %d channels", c, newOut)
 			}
 			inits = append(inits, export.Int64Tensor(n.Inputs[1], []int64{8}, []int64{0, 0, 0, 0, 0, int64(newOut - c), 0, 0}))
+		case "Split":
+			sizes := make([]int64, len(cut))
+			for i, v := range cut {
+				sizes[i] = int64(v)
+			}
+			inits = append(inits, export.Int64Tensor(n.Inputs[1], []int64{int64(len(sizes))}, sizes))
+		case "Reshape":
+			if !shuffle {
+				return nil, fmt.Errorf("%s cannot be resized", k.Key.Kind)
+			}
+			// The shuffle's reshapes: to (g, c/g, H, W) and back to C.
+			hw := shapes[k.input][1:]
+			dims := []int64{0, int64(c), int64(hw[0]), int64(hw[1])}
+			if n == k.Nodes[0] {
+				dims = []int64{0, int64(groups), int64(c / groups), int64(hw[0]), int64(hw[1])}
+			}
+			inits = append(inits, export.Int64Tensor(n.Inputs[1], []int64{int64(len(dims))}, dims))
 		case "Mul":
 			if !slices.ContainsFunc(m.Graph.Initializers, func(t *export.Tensor) bool { return t.Name == n.Inputs[1] }) {
 				return nil, fmt.Errorf("Mul of two maps cannot be resized")
@@ -295,6 +357,22 @@ func MicroFor(m *export.Model, k Kernel, shapes map[string][]int, c, out int) (*
 	kk := k
 	kk.Nodes = nodes
 	return MicroModel(tmp, kk, sh), nil
+}
+
+// splitEven cuts c channels into n pieces whose sizes differ by at most
+// one, the larger first.
+func splitEven(c, n int) ([]int, error) {
+	if n < 1 || c < n {
+		return nil, fmt.Errorf("%d channels do not make %d pieces", c, n)
+	}
+	cut := make([]int, n)
+	for i := range cut {
+		cut[i] = c / n
+		if i < c%n {
+			cut[i]++
+		}
+	}
+	return cut, nil
 }
 
 // filled is a float tensor of the given shape with small fixed values;

@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -270,7 +271,85 @@ func Parse(b []byte) (*Profile, error) {
 		return nil, fmt.Errorf("hash: the content hashes to %s, the file says %s (edited after it was measured? re-measure, or `bayesnas profile measure --missing-only` to extend it)", got, want)
 	}
 	p.Hash = want
+	// Upgraded after the hash is checked: the hash is over the file as
+	// written. Hash keeps naming that file; Marshal hashes the new keys.
+	if p.Entries, err = upgradeEntries(p.Entries, line); err != nil {
+		return nil, err
+	}
 	return &p, nil
+}
+
+// upgradeEntries rewrites the Split and Concat entries of profiles written
+// before those kernels were keyed by piece count and total channels (see
+// kernelOf): "Split 10,10" at c 20 (c was the input's channels) becomes
+// "Split n=2" at c 20, "Concat 16,16,16,16" at c 16 (c was the first
+// input's) "Concat n=4" at c 64, with the same latencies. The old kinds list
+// the pieces' channels (digits and commas), which no new kind does, so an
+// entry tells by itself which it is and the schema stays v1: a reader that
+// predates the change finds no family for its own Split and Concat keys in
+// a new file and says so, it never misprices them. The rename is one to one
+// for every profile planned from the spaces (their pieces are even). A
+// profile measured for an architecture with uneven cuts can hold two
+// entries that become one key (8,16 and 16,8 of 24 channels); the new keys
+// do not tell them apart, and the evener cut is kept (ties: the first),
+// the one a grid measures.
+func upgradeEntries(es []Entry, line func(int) string) ([]Entry, error) {
+	type kept struct {
+		at     int // in out
+		spread int // largest minus smallest piece
+	}
+	old := func(e Entry) (op, list string, ok bool) {
+		op, list, ok = strings.Cut(e.Kind, " ")
+		return op, list, ok && (op == "Split" || op == "Concat") && !strings.HasPrefix(list, "n=")
+	}
+	// Entries under new keys win over old ones that upgrade to them.
+	byKey := map[Key]kept{}
+	var out []Entry
+	for _, e := range es {
+		if _, _, ok := old(e); !ok {
+			byKey[e.Key] = kept{len(out), -1}
+			out = append(out, e)
+		}
+	}
+	changed := false
+	for i, e := range es {
+		op, list, ok := old(e)
+		if !ok {
+			continue
+		}
+		var ps []int
+		for _, f := range strings.Split(list, ",") {
+			v, err := strconv.Atoi(f)
+			if err != nil || v < 0 {
+				return nil, fmt.Errorf("entries[%d]%s: kernel %q: want %s n=<pieces> or the old %s <channels>,<channels>,...", i, line(i), e.Kind, op, op)
+			}
+			ps = append(ps, v)
+		}
+		total := 0
+		for _, v := range ps {
+			total += v
+		}
+		if (op == "Split" && e.C != total) || (op == "Concat" && e.C != ps[0]) || e.Out != 0 {
+			return nil, fmt.Errorf("entries[%d]%s: %s: c %d and out %d do not fit the pieces %v", i, line(i), e.Kind, e.C, e.Out, ps)
+		}
+		changed = true
+		e.Kind, e.C = fmt.Sprintf("%s n=%d", op, len(ps)), total
+		spread := slices.Max(ps) - slices.Min(ps)
+		if k, dup := byKey[e.Key]; dup {
+			if spread < k.spread {
+				out[k.at] = e
+				byKey[e.Key] = kept{k.at, spread}
+			}
+			continue
+		}
+		byKey[e.Key] = kept{len(out), spread}
+		out = append(out, e)
+	}
+	if !changed {
+		return es, nil
+	}
+	slices.SortFunc(out, func(a, b Entry) int { return a.Key.less(b.Key) })
+	return out, nil
 }
 
 func finitePositive(v float64) bool { return v > 0 && !math.IsInf(v, 0) && !math.IsNaN(v) }

@@ -177,3 +177,114 @@ func TestInterpolation(t *testing.T) {
 		}
 	}
 }
+
+// Split and Concat entries of profiles written with per-piece keys load
+// under piece-count keys with their latencies; where two old cuts become
+// one key the evener is kept, and an entry already under the new key wins.
+func TestParseUpgradesPieceKeys(t *testing.T) {
+	p := sampleProfile()
+	e := func(kind string, c, hw int, ms float64) Entry {
+		return Entry{Key: Key{Kind: kind, C: c, H: hw, W: hw}, MedianMs: ms, P90Ms: ms, Repeats: 9}
+	}
+	p.Entries = append(p.Entries,
+		e("Split 10,10", 20, 14, 0.001),
+		e("Concat 16,16,16,16", 16, 7, 0.002),
+		e("Split 4,20", 24, 7, 0.003), // uneven: loses to 12,12
+		e("Split 12,12", 24, 7, 0.004),
+		e("Split 16,8", 24, 7, 0.005),
+		e("Concat 8,8", 8, 4, 0.006), // already measured under the new key
+		e("Concat n=2", 16, 4, 0.007),
+	)
+	b, err := p.Marshal() // written as they are: Marshal does not upgrade
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "'Split 10,10'") {
+		t.Fatalf("the old keys were not written:\n%s", b)
+	}
+	q, err := Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.Hash != p.Hash {
+		t.Fatalf("hash %s, want the file's %s", q.Hash, p.Hash)
+	}
+	want := map[Key]float64{
+		{Kind: "Split n=2", C: 20, H: 14, W: 14}:                                 0.001,
+		{Kind: "Concat n=4", C: 64, H: 7, W: 7}:                                  0.002,
+		{Kind: "Split n=2", C: 24, H: 7, W: 7}:                                   0.004,
+		{Kind: "Concat n=2", C: 16, H: 4, W: 4}:                                  0.007,
+		{Kind: "Relu", C: 8, H: 14, W: 14}:                                       0.0008,
+		{Kind: "Conv+Relu k=3 s=1 p=1 d=1 g=1 bias", C: 8, H: 14, W: 14, Out: 8}: 0.008,
+	}
+	got := map[Key]float64{}
+	for _, e := range q.Entries {
+		if strings.Contains(e.Kind, ",") {
+			t.Errorf("%s not upgraded", e.Key)
+		}
+		got[e.Key] = e.MedianMs
+	}
+	if len(q.Entries) != len(p.Entries)-3 {
+		t.Errorf("%d entries, want %d (three merged)", len(q.Entries), len(p.Entries)-3)
+	}
+	for k, ms := range want {
+		if got[k] != ms {
+			t.Errorf("%s: %v, want %v", k, got[k], ms)
+		}
+	}
+	// Written again, the new keys round-trip byte for byte.
+	b2, err := q.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Parse(b2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b3, err := r.Marshal()
+	if err != nil || !bytes.Equal(b2, b3) {
+		t.Fatalf("upgraded profile does not round-trip (%v)", err)
+	}
+	// Old keys that do not add up are errors naming the entry.
+	p.Entries = append(p.Entries[:len(p.Entries)-7], e("Split 10,12", 20, 14, 0.001))
+	if b, err = p.Marshal(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Parse(b); err == nil || !strings.Contains(err.Error(), "entries[") || !strings.Contains(err.Error(), "Split 10,12") {
+		t.Fatalf("error %v, want one naming the entry", err)
+	}
+}
+
+// The committed profiles (written before the upgrade) load, every Split
+// and Concat entry under its new key with its latency, none lost.
+func TestCommittedProfilesUpgrade(t *testing.T) {
+	paths, err := filepath.Glob("../profiles/*.yaml")
+	if err != nil || len(paths) == 0 {
+		t.Fatalf("no profiles (%v)", err)
+	}
+	for _, path := range paths {
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := Read(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := strings.Count(string(raw), "\n  - {kernel: "); n != len(p.Entries) {
+			t.Errorf("%s: %d entries in the file, %d loaded", path, n, len(p.Entries))
+		}
+		pieces := 0
+		for _, e := range p.Entries {
+			if strings.HasPrefix(e.Kind, "Split ") || strings.HasPrefix(e.Kind, "Concat ") {
+				pieces++
+				if !strings.Contains(e.Kind, " n=") {
+					t.Errorf("%s: %s not upgraded", path, e.Key)
+				}
+			}
+		}
+		if pieces == 0 {
+			t.Errorf("%s: no Split or Concat entries", path)
+		}
+	}
+}

@@ -192,6 +192,64 @@ type ProfileMeasureOptions struct {
 	chunk       int            // kernels per saved chunk (500 when 0)
 }
 
+// The defaults of `bayesnas profile measure`, with which the committed
+// profiles were measured: a plan with other values is another set of
+// kernels.
+const (
+	DefaultProfileSamples    = 20
+	DefaultProfileSampleSeed = 1000
+	DefaultProfileGridStep   = 8
+	DefaultProfileCalibrate  = 20
+)
+
+// profilePlan is what MeasureProfile times.
+type profilePlan struct {
+	input    []int
+	networks int
+	calib    []hwprofile.CheckNet
+	jobs     []hwprofile.Job
+}
+
+// PlanProfile lists the kernel configurations MeasureProfile would time
+// for opt (before skipping those an existing profile holds): every kernel
+// of the networks and of the calibration networks, with channel grids.
+// Nothing is measured.
+func PlanProfile(opt ProfileMeasureOptions) ([]hwprofile.Job, error) {
+	pl, err := planProfile(opt)
+	if err != nil {
+		return nil, err
+	}
+	return pl.jobs, nil
+}
+
+func planProfile(opt ProfileMeasureOptions) (*profilePlan, error) {
+	nets, err := opt.Networks.models()
+	if err != nil {
+		return nil, err
+	}
+	pl := &profilePlan{input: inputOf(nets[0]), networks: len(nets)}
+	for _, m := range nets {
+		if !slices.Equal(inputOf(m), pl.input) {
+			return nil, fmt.Errorf("networks with inputs %v and %v: a profile is measured for one input size", pl.input, inputOf(m))
+		}
+	}
+	if opt.Calibrate > 0 {
+		if pl.calib, err = hwprofile.SampleNets(opt.Networks.Spaces, opt.Calibrate, opt.Networks.SampleSeed+1); err != nil {
+			return nil, err
+		}
+	}
+	// The calibration networks' kernels are planned too: they must be
+	// priced from the profile like any network.
+	planned := slices.Clone(nets)
+	for _, c := range pl.calib {
+		planned = append(planned, c.Model)
+	}
+	if pl.jobs, err = hwprofile.Plan(planned, hwprofile.GridOptions{Step: opt.GridStep}); err != nil {
+		return nil, err
+	}
+	return pl, nil
+}
+
 // MeasureProfile builds the micro models every kernel of the networks needs
 // (with channel grids), times them on the device and writes the profile to
 // opt.Out, saving it as it goes: an interrupted measurement is continued
@@ -209,34 +267,13 @@ func MeasureProfile(ctx context.Context, opt ProfileMeasureOptions) (*hwprofile.
 			return nil, err
 		}
 	}
-	nets, err := opt.Networks.models()
+	pl, err := planProfile(opt)
 	if err != nil {
 		return nil, err
 	}
-	input := inputOf(nets[0])
-	for _, m := range nets {
-		if !slices.Equal(inputOf(m), input) {
-			return nil, fmt.Errorf("networks with inputs %v and %v: a profile is measured for one input size", input, inputOf(m))
-		}
-	}
+	input, calib, jobs := pl.input, pl.calib, pl.jobs
 	if prof != nil && !slices.Equal(prof.Protocol.Input, input) {
 		return nil, fmt.Errorf("%s was measured for input %v, these networks take %v", opt.Out, prof.Protocol.Input, input)
-	}
-	var calib []hwprofile.CheckNet
-	if opt.Calibrate > 0 {
-		if calib, err = hwprofile.SampleNets(opt.Networks.Spaces, opt.Calibrate, opt.Networks.SampleSeed+1); err != nil {
-			return nil, err
-		}
-	}
-	// The calibration networks' kernels are planned too: they must be
-	// priced from the profile like any network.
-	planned := slices.Clone(nets)
-	for _, c := range calib {
-		planned = append(planned, c.Model)
-	}
-	jobs, err := hwprofile.Plan(planned, hwprofile.GridOptions{Step: opt.GridStep})
-	if err != nil {
-		return nil, err
 	}
 	dev, err := OpenDevice(ctx, opt.Device)
 	if err != nil {
@@ -244,7 +281,20 @@ func MeasureProfile(ctx context.Context, opt ProfileMeasureOptions) (*hwprofile.
 	}
 	defer dev.Close()
 	if opt.Log != nil {
-		opt.Log.Info("measuring kernels", "kernels", len(jobs), "networks", len(nets), "out", opt.Out)
+		todo := len(jobs)
+		if prof != nil {
+			have := map[hwprofile.Key]bool{}
+			for _, e := range prof.Entries {
+				have[e.Key] = true
+			}
+			todo = 0
+			for _, j := range jobs {
+				if !have[j.Key] {
+					todo++
+				}
+			}
+		}
+		opt.Log.Info("measuring kernels", "kernels", len(jobs), "missing", todo, "networks", pl.networks, "out", opt.Out)
 	}
 	prog := newProgress(opt.Progress, opt.TTY)
 	defer prog.done()

@@ -122,12 +122,12 @@ time only what it lacks (also how an existing profile is extended).`,
 	f.StringArray("search-config", nil, "a search config (configs/search-*.yaml): the derived networks of its space (repeatable)")
 	f.StringArray("arch", nil, "an architecture file to profile (repeatable)")
 	f.StringArray("run", nil, "a trained run directory to profile (repeatable)")
-	f.Int("samples", 20, "random networks per space besides its base network")
-	f.Uint64("sample-seed", 1000, "seed of those networks (profile check uses another)")
-	f.Int("grid-step", 8, "channel grid step for the kernels compression resizes, 0 = no grids")
+	f.Int("samples", pipeline.DefaultProfileSamples, "random networks per space besides its base network")
+	f.Uint64("sample-seed", pipeline.DefaultProfileSampleSeed, "seed of those networks (profile check uses another)")
+	f.Int("grid-step", pipeline.DefaultProfileGridStep, "channel grid step for the kernels compression resizes, 0 = no grids")
 	f.Int("rounds", 3, "times each kernel is timed (with --repeats), in turn with 500 others; the median is kept")
 	f.Bool("missing-only", false, "extend an existing --out: time only the kernels it lacks")
-	f.Int("calibrate", 20, "whole networks per --space (seed --sample-seed+1) measured to calibrate kernel sums to network latency; 0 = none")
+	f.Int("calibrate", pipeline.DefaultProfileCalibrate, "whole networks per --space (seed --sample-seed+1) measured to calibrate kernel sums to network latency; 0 = none")
 	return cmd
 }
 
