@@ -23,8 +23,15 @@ func TestBundledConfigsLoad(t *testing.T) {
 			t.Fatal(err)
 		}
 		name := filepath.Base(f)
-		if name == "pipeline.yaml" {
-			continue // TestPipelineConfig
+		if strings.HasPrefix(name, "pipeline") { // also TestPipelineConfig
+			cfg, err := resolvePipeline(t, "--config", f, "--profile", "../../profiles/native-1t.yaml")
+			if err == nil {
+				err = cfg.Validate()
+			}
+			if err != nil {
+				t.Errorf("%s: %v", name, err)
+			}
+			continue
 		}
 		if !strings.Contains(string(body), "\nsearch:") {
 			cfg, err := resolve(t, "--config", f)
