@@ -204,13 +204,8 @@ func TestGGNAgainstFiniteDifferences(t *testing.T) {
 	}
 	var maxRel float64
 	for _, av := range append(slices.Clone(linear), other...) {
-		old := av.P.Data[av.I]
 		const h = 1e-2
-		av.P.Data[av.I] = old + h
-		zp := f.logits()
-		av.P.Data[av.I] = old - h
-		zm := f.logits()
-		av.P.Data[av.I] = old
+		zp, zm := plusMinus(av, h, f.logits)
 		var ref float64
 		for i := 0; i < n; i++ {
 			jac := make([]float64, k)
@@ -249,13 +244,8 @@ func TestGGNAgainstFiniteDifferences(t *testing.T) {
 		return float64(av.P.Grad[av.I])
 	}
 	for _, av := range linear {
-		old := av.P.Data[av.I]
 		const h = 2e-2
-		av.P.Data[av.I] = old + h
-		gp := grad(av)
-		av.P.Data[av.I] = old - h
-		gm := grad(av)
-		av.P.Data[av.I] = old
+		gp, gm := plusMinus(av, h, func() float64 { return grad(av) })
 		hess := (gp - gm) / (2 * h)
 		got := ggn[av]
 		rel := math.Abs(got-hess) / math.Max(math.Abs(hess), 1e-4)
@@ -274,13 +264,8 @@ func TestEmpiricalFisherAgainstFiniteDifferences(t *testing.T) {
 	emp := f.estimate(t, EmpiricalFisher, 1)
 	linear, other := f.sampleVars()
 	for _, av := range append(linear[:8], other...) {
-		old := av.P.Data[av.I]
 		const h = 1e-2
-		av.P.Data[av.I] = old + h
-		lp := perSampleLoss(f.logits(), f.labels)
-		av.P.Data[av.I] = old - h
-		lm := perSampleLoss(f.logits(), f.labels)
-		av.P.Data[av.I] = old
+		lp, lm := plusMinus(av, h, func() []float64 { return perSampleLoss(f.logits(), f.labels) })
 		var ref float64
 		for i := range lp {
 			g := (lp[i] - lm[i]) / (2 * h)
@@ -420,14 +405,10 @@ func TestTreeCurvature(t *testing.T) {
 	n := len(f.labels)
 	var rels, values []float64
 	for _, av := range f.vars {
-		old := av.P.Data[av.I]
 		const h = 1e-4
-		av.P.Data[av.I] = old + h
-		zp := f.logits()
-		av.P.Data[av.I] = old - h
-		zm := f.logits()
-		av.P.Data[av.I] = old
+		old := av.P.Data[av.I]
 		step := float64(old+h) - float64(old-h) // the float32 step actually taken
+		zp, zm := plusMinus(av, h, f.logits)
 		var ref float64
 		for i := range n {
 			var jp, jj float64

@@ -59,6 +59,19 @@ func TestUpdateGuards(t *testing.T) {
 	}
 }
 
+// plusMinus evaluates f with v at its value plus h and minus h (steps in
+// float32, as the variable is stored) and restores it: the two sides of a
+// central difference of whatever f computes.
+func plusMinus[T any](v Var, h float32, f func() T) (up, down T) {
+	old := v.P.Data[v.I]
+	v.P.Data[v.I] = old + h
+	up = f()
+	v.P.Data[v.I] = old - h
+	down = f()
+	v.P.Data[v.I] = old
+	return up, down
+}
+
 // testSet is a set of independent groups whose members are elements of a
 // few multi-element parameters, scattered across them (Var.I != 0), as
 // channel gates are; the search's groups are the special case of scalars.
@@ -101,13 +114,8 @@ func TestPenaltyGradient(t *testing.T) {
 	AddPenaltyGrad(s)
 	for _, g := range s.groups {
 		for _, v := range g.Vars {
-			old := v.P.Data[v.I]
 			const h = 1e-2
-			v.P.Data[v.I] = old + h
-			lp := Penalty(s)
-			v.P.Data[v.I] = old - h
-			lm := Penalty(s)
-			v.P.Data[v.I] = old
+			lp, lm := plusMinus(v, h, func() float64 { return Penalty(s) })
 			num := (lp - lm) / (2 * h)
 			if !near(num, float64(v.P.Grad[v.I]), 1e-4) {
 				t.Errorf("%s[%d]: gradient %g, finite difference %g", v.P.Name, v.I, v.P.Grad[v.I], num)
