@@ -79,13 +79,8 @@ func TestBNScaleCurvatureAgainstFiniteDifferences(t *testing.T) {
 	checked := 0
 	for v, got := range h {
 		var want float64
-		old := v.P.Data[v.I]
 		for i := range n {
-			v.P.Data[v.I] = old + eps
-			up := loss(i)
-			v.P.Data[v.I] = old - eps
-			down := loss(i)
-			v.P.Data[v.I] = old
+			up, down := plusMinus(v, eps, func() float64 { return loss(i) })
 			g := (up - down) / (2 * eps)
 			want += g * g / n
 		}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"bayesnas/bayes"
 	"bayesnas/models"
 	"bayesnas/nn"
 )
@@ -21,7 +22,7 @@ import (
 // auxiliary skips (their weight must follow the position on resume).
 func resumeConfig() Config {
 	cfg := tinyRunConfig()
-	cfg.Curvature = MonteCarloFisher
+	cfg.Curvature = bayes.MonteCarloFisher
 	cfg.PruneThreshold = 0.5
 	cfg.Space.AuxSkip = true
 	return cfg
@@ -240,9 +241,14 @@ func TestProgressReports(t *testing.T) {
 }
 
 // The cost of one checkpoint of the default supernet (written after every
-// epoch): compare with BenchmarkSupernetTrainStep times the batches of an epoch.
+// epoch): compare with package bayes's BenchmarkSupernetTrainStep (the same
+// supernet, batch 64) times the batches of an epoch.
 func BenchmarkCheckpointDefaultSupernet(b *testing.B) {
-	net, _, _ := benchNet(b)
+	cfg := DefaultConfig()
+	_, net, _, err := buildSupernet(&cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
 	var weights, arch []*nn.Param
 	for _, p := range net.Params {
 		if p.Kind == nn.ArchVar {

@@ -130,7 +130,7 @@ func (s *Space) Derive(cfg DeriveConfig) (*Derivation, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if s.tree != nil {
+	if s.tree() != nil {
 		return nil, fmt.Errorf("derive: a tree-cell space (use DeriveTree)")
 	}
 	d := &Derivation{Table: DecisionTable{Threshold: cfg.Threshold, Relative: cfg.Relative, MinSignificance: cfg.MinSignificance}}

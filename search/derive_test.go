@@ -109,9 +109,9 @@ func TestDeriveAlwaysConnected(t *testing.T) {
 		if rng.IntN(2) == 0 {
 			cfg.MinSignificance = rng.Float64() * 3
 			for _, g := range s.Groups {
-				g.C = make([]float64, len(g.Params))
-				for i, p := range g.Params {
-					p.Data[0] = float32(rng.NormFloat64())
+				g.C = make([]float64, len(g.Vars))
+				for i, v := range g.Vars {
+					v.Set(rng.NormFloat64())
 					g.C[i] = math.Exp(rng.NormFloat64() * 2)
 				}
 			}
@@ -167,9 +167,9 @@ func TestDeriveSignificanceFloor(t *testing.T) {
 	setAllGamma(s, 0)
 	set := func(g *Group, gamma float64, a float32, c float64) {
 		g.Gamma = gamma
-		g.C = make([]float64, len(g.Params))
-		for i, p := range g.Params {
-			p.Data[0] = a
+		g.C = make([]float64, len(g.Vars))
+		for i, v := range g.Vars {
+			v.Set(float64(a))
 			g.C[i] = c
 		}
 	}

@@ -28,8 +28,8 @@ func (p *pruner) apply(s *Space) {
 	frozen := map[string]bool{}
 	for _, g := range s.Groups {
 		if g.Frozen {
-			for _, prm := range g.Params {
-				frozen[prm.Name] = true
+			for _, v := range g.Vars {
+				frozen[v.P.Name] = true
 			}
 		}
 	}

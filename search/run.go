@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"bayesnas/bayes"
 	"bayesnas/internal/atomicfile"
 	"bayesnas/models"
 	"bayesnas/nn"
@@ -55,14 +56,14 @@ type Config struct {
 	// update: "subgradient" (added to the gradient, as the paper; "" means
 	// the same, so searches saved before the key existed resume unchanged)
 	// or "proximal" (a group soft-threshold after the step,
-	// Space.ProxPenalty; DefaultConfig's), which reaches exact zeros.
+	// bayes.ProxPenalty; DefaultConfig's), which reaches exact zeros.
 	PenaltyStep string `json:"penalty_step,omitempty"`
 
 	LambdaSwitch float64 `json:"lambda_switch"`
 	LambdaOp     float64 `json:"lambda_op"`
 	OmegaEps     float64 `json:"omega_eps"`
 
-	Curvature Estimator `json:"curvature"`
+	Curvature bayes.Estimator `json:"curvature"`
 	// CurvatureBatches caps the training batches the curvature is estimated
 	// on per iteration; 0 uses every batch.
 	CurvatureBatches int `json:"curvature_batches"`
@@ -90,7 +91,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{Kind: KindProxy, Space: models.ProxySupernetDefault(), Tree: models.PyramidTreeDefault(), Seed: 1, Batch: 64, WarmupEpochs: 1, Iterations: 3,
 		EpochsPerIteration: 1, LR: 0.025, Momentum: 0.9, WeightDecay: 3e-4, GradClip: 5, ArchOptimizer: "adam", ArchLR: 0.01, PenaltyStep: "proximal",
-		LambdaSwitch: 0.01, LambdaOp: 0.01, OmegaEps: 1e-8, Curvature: MonteCarloFisher,
+		LambdaSwitch: 0.01, LambdaOp: 0.01, OmegaEps: 1e-8, Curvature: bayes.MonteCarloFisher,
 		BNRecalBatches: 10,
 		Derive:         DeriveConfig{Threshold: 0.1, Relative: true, MinSignificance: 2}}
 }
@@ -135,7 +136,7 @@ func (c Config) Validate() error {
 	case !(c.PruneThreshold >= 0):
 		return fmt.Errorf("search config: prune_threshold = %g, want >= 0", c.PruneThreshold)
 	}
-	if _, err := ParseEstimator(string(c.Curvature)); err != nil {
+	if _, err := bayes.ParseEstimator(string(c.Curvature)); err != nil {
 		return fmt.Errorf("search config: %w", err)
 	}
 	if err := c.Derive.validate(); err != nil {
@@ -420,7 +421,7 @@ func newSearcher(cfg Config) (*searcher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("search: %w", err)
 	}
-	if s.curv, err = NewCurvature(net, cfg.Curvature, cfg.Seed); err != nil {
+	if s.curv, err = bayes.NewCurvature(net, cfg.Curvature, cfg.Seed, bayes.WeightedSums); err != nil {
 		return nil, fmt.Errorf("search: %w", err)
 	}
 	return s, nil
@@ -476,7 +477,7 @@ type searcher struct {
 	space       *Space
 	weights     []*nn.Param
 	optW, optA  nn.Optimizer
-	curv        *Curvature
+	curv        *bayes.Curvature
 	pr          *pruner
 	r           *Result
 	x           []float32
@@ -556,9 +557,9 @@ func (s *searcher) runEpoch(joint bool) error {
 		if joint {
 			if cfg.PenaltyStep == "proximal" {
 				s.optA.Step(float32(cfg.ArchLR))
-				s.space.ProxPenalty(cfg.ArchLR, s.archStep)
+				bayes.ProxPenalty(s.space, cfg.ArchLR, s.archStep)
 			} else {
-				s.space.AddPenaltyGrad()
+				bayes.AddPenaltyGrad(s.space)
 				s.optA.Step(float32(cfg.ArchLR))
 			}
 			s.space.zeroFrozen()
@@ -602,11 +603,11 @@ func (s *searcher) setAux() {
 }
 
 // archStep is the architecture optimizer's factor on a unit gradient of
-// the scalar variable p (Space.ProxPenalty): Adam's 1/(sqrt(v_hat)+eps),
-// plain SGD's 1.
-func (s *searcher) archStep(p *nn.Param) float64 {
+// the variable v (bayes.ProxPenalty): Adam's 1/(sqrt(v_hat)+eps), plain
+// SGD's 1.
+func (s *searcher) archStep(v bayes.Var) float64 {
 	if a, ok := s.optA.(*nn.Adam); ok {
-		return a.InvDenom(p, 0)
+		return a.InvDenom(v.P, v.I)
 	}
 	return 1
 }
@@ -647,7 +648,7 @@ func (s *searcher) curvatureUpdate(t int) error {
 	}
 	p.Line.CurvSamples = s.curv.Samples()
 	var err error
-	if p.Line.Clamped, err = s.space.Update(s.curv.Diagonal(), cfg.OmegaEps); err != nil {
+	if p.Line.Clamped, err = bayes.Update(s.space, s.curv.Diagonal(), cfg.OmegaEps); err != nil {
 		return err
 	}
 	p.Line.CurvSeconds = time.Since(t1).Seconds()
@@ -725,7 +726,7 @@ func (s *searcher) finishLine() error {
 		it.Sparsity = 1 - float64(kept)/float64(cand)
 	}
 	it.MeanGamma = space.meanGammaByOp()
-	it.Penalty = space.Penalty()
+	it.Penalty = bayes.Penalty(space)
 	for _, gr := range space.Groups {
 		if gr.Frozen {
 			it.Frozen++
@@ -775,7 +776,7 @@ func (s *Space) meanGammaByOp() map[string]float64 {
 		if g.Kind == Switch {
 			k = "switch"
 		}
-		sum[k] += g.gammaOrZero()
+		sum[k] += g.GammaOrZero()
 		n[k]++
 	}
 	for k := range sum {
@@ -806,9 +807,7 @@ func (s *Space) freezeBelow(tau float64) int {
 func (s *Space) zeroFrozen() {
 	for _, g := range s.Groups {
 		if g.Frozen {
-			for _, p := range g.Params {
-				p.Data[0] = 0
-			}
+			g.Zero()
 		}
 	}
 }

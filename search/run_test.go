@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"bayesnas/bayes"
 	"bayesnas/dataset"
 	"bayesnas/models"
 )
@@ -24,7 +25,7 @@ func tinyRunConfig() Config {
 	cfg.Batch = 32
 	cfg.WarmupEpochs = 1
 	cfg.Iterations = 2
-	cfg.Curvature = GGN
+	cfg.Curvature = bayes.GGN
 	cfg.CurvatureBatches = 2
 	cfg.Workers = 2
 	return cfg
@@ -131,8 +132,8 @@ func TestPruningIsExact(t *testing.T) {
 	g, net, s := tinySpace(t, 2)
 	rng := rand.New(rand.NewPCG(5, 6))
 	for _, gr := range s.Groups {
-		for _, p := range gr.Params {
-			p.Data[0] = float32(0.1 + 0.3*rng.Float64())
+		for _, v := range gr.Vars {
+			v.Set(0.1 + 0.3*rng.Float64())
 		}
 		gr.Gamma = rng.Float64()
 	}
@@ -237,9 +238,9 @@ func TestAuxSkipDecays(t *testing.T) {
 		t.Fatalf("%d auxiliary skips, want 26", len(space.Aux))
 	}
 	for _, gr := range space.Groups {
-		for _, p := range gr.Params {
-			if slices.Contains(space.Aux, p) {
-				t.Fatalf("auxiliary weight %s is in group %s", p.Name, gr.Name)
+		for _, v := range gr.Vars {
+			if slices.Contains(space.Aux, v.P) {
+				t.Fatalf("auxiliary weight %s is in group %s", v.P.Name, gr.Name)
 			}
 		}
 	}
@@ -285,7 +286,7 @@ func TestProximalPenaltyZeros(t *testing.T) {
 		}
 		n := 0
 		for _, g := range r.Space.Groups {
-			if g.norm() == 0 {
+			if g.Norm() == 0 {
 				n++
 				if g.Gamma != 0 {
 					t.Errorf("%s: zero weights, gamma %g", g.Name, g.Gamma)

@@ -5,15 +5,21 @@ import (
 	"math"
 	"slices"
 
+	"bayesnas/bayes"
 	"bayesnas/models"
 	"bayesnas/nn"
 )
 
-// treeIndex locates the groups of a tree-cell space.
-type treeIndex struct {
-	cells  []string // Cell names in block order of first appearance
+// treeCells is a tree-cell space (NewTreeSpace): a tree cell per block of
+// a PyramidNet, or per stage when blocks share cells. As proxyCells, it
+// embeds its Space and brings the dependency rule, along tree paths.
+type treeCells struct {
+	*Space
+	order  []string // Cell names in block order of first appearance
 	byName map[string]*treeCellGroups
 }
+
+var _ cells = (*treeCells)(nil)
 
 // treeCellGroups are the groups of one cell (shared by its blocks).
 type treeCellGroups struct {
@@ -37,7 +43,7 @@ type treeEdgeGroups struct {
 // "<cell>.<edge>.<op>" (e.g. "stage2.block0.h0.t1.l0.sep_3x3"); CellType is
 // the cell name, From the edge index, To -1, Edge the edge name. Every
 // group starts at Gamma = 1 and Omega = 1, as in NewSpace, and the space
-// applies the tree dependency rule (treeDependency).
+// applies the tree dependency rule (treeCells.ApplyDependency).
 func NewTreeSpace(ts *models.TreeSpace, net *nn.Network, lambdaSwitch, lambdaOp float64) (*Space, error) {
 	if ts == nil || len(ts.Cells) == 0 {
 		return nil, fmt.Errorf("tree search space: no cells")
@@ -48,8 +54,9 @@ func NewTreeSpace(ts *models.TreeSpace, net *nn.Network, lambdaSwitch, lambdaOp 
 	if !(lambdaSwitch >= 0) || !(lambdaOp >= 0) {
 		return nil, fmt.Errorf("tree search space: lambdas (switch %g, op %g) must be >= 0", lambdaSwitch, lambdaOp)
 	}
-	idx := &treeIndex{byName: map[string]*treeCellGroups{}}
-	s := &Space{Ops: slices.Clone(ts.Ops), tree: idx, dependency: (*Space).treeDependency}
+	s := &Space{Ops: slices.Clone(ts.Ops)}
+	idx := &treeCells{Space: s, byName: map[string]*treeCellGroups{}}
+	s.cells = idx
 	for _, c := range ts.Cells {
 		if err := checkTreeSpaceCell(c, len(ts.Ops)); err != nil {
 			return nil, fmt.Errorf("tree search space: block %s (cell %s): %w", c.Block, c.Cell, err)
@@ -58,15 +65,15 @@ func NewTreeSpace(ts *models.TreeSpace, net *nn.Network, lambdaSwitch, lambdaOp 
 		if cg == nil {
 			cg = &treeCellGroups{}
 			idx.byName[c.Cell] = cg
-			idx.cells = append(idx.cells, c.Cell)
+			idx.order = append(idx.order, c.Cell)
 			for _, e := range c.Edges {
 				eg := treeEdgeGroups{name: e.Name, parent: e.Parent, sw: len(s.Groups)}
-				s.Groups = append(s.Groups, &Group{Name: fmt.Sprintf("%s.%s.switch", c.Cell, e.Name), Kind: Switch,
-					CellType: c.Cell, From: e.Index, To: -1, Edge: e.Name, Lambda: lambdaSwitch, parent: -1})
+				s.Groups = append(s.Groups, &Group{Group: bayes.Group{Name: fmt.Sprintf("%s.%s.switch", c.Cell, e.Name), Lambda: lambdaSwitch},
+					Kind: Switch, CellType: c.Cell, From: e.Index, To: -1, Edge: e.Name})
 				for _, op := range ts.Ops {
 					eg.ops = append(eg.ops, len(s.Groups))
-					s.Groups = append(s.Groups, &Group{Name: fmt.Sprintf("%s.%s.%s", c.Cell, e.Name, op), Kind: Op,
-						CellType: c.Cell, From: e.Index, To: -1, Edge: e.Name, Op: op, Lambda: lambdaOp, parent: eg.sw})
+					s.Groups = append(s.Groups, &Group{Group: bayes.Group{Name: fmt.Sprintf("%s.%s.%s", c.Cell, e.Name, op), Lambda: lambdaOp},
+						Kind: Op, CellType: c.Cell, From: e.Index, To: -1, Edge: e.Name, Op: op})
 				}
 				cg.edges = append(cg.edges, eg)
 			}
@@ -78,17 +85,17 @@ func NewTreeSpace(ts *models.TreeSpace, net *nn.Network, lambdaSwitch, lambdaOp 
 				return nil, fmt.Errorf("tree search space: block %s: edge %d is %s under %d, but another block of cell %s has %s under %d",
 					c.Block, i, e.Name, e.Parent, c.Cell, eg.name, eg.parent)
 			}
-			p, err := archParam(net, e.Switch)
+			v, err := archParam(net, e.Switch)
 			if err != nil {
 				return nil, fmt.Errorf("tree search space: block %s edge %s: %w", c.Block, e.Name, err)
 			}
-			s.Groups[eg.sw].Params = append(s.Groups[eg.sw].Params, p)
+			s.Groups[eg.sw].Vars = append(s.Groups[eg.sw].Vars, v)
 			for k, name := range e.OpWeights {
-				p, err := archParam(net, name)
+				v, err := archParam(net, name)
 				if err != nil {
 					return nil, fmt.Errorf("tree search space: block %s edge %s: %w", c.Block, e.Name, err)
 				}
-				s.Groups[eg.ops[k]].Params = append(s.Groups[eg.ops[k]].Params, p)
+				s.Groups[eg.ops[k]].Vars = append(s.Groups[eg.ops[k]].Vars, v)
 			}
 		}
 	}
@@ -138,18 +145,28 @@ func (s *Space) TreeOpGroup(cell string, edge int, op string) *Group {
 	return nil
 }
 
+// tree is the space's tree-cell index, or nil for another kind.
+func (s *Space) tree() *treeCells {
+	tc, _ := s.cells.(*treeCells)
+	return tc
+}
+
 func (s *Space) treeEdge(cell string, edge int) *treeEdgeGroups {
-	if s.tree == nil {
+	tc := s.tree()
+	if tc == nil {
 		return nil
 	}
-	cg := s.tree.byName[cell]
+	cg := tc.byName[cell]
 	if cg == nil || edge < 0 || edge >= len(cg.edges) {
 		return nil
 	}
 	return &cg.edges[edge]
 }
 
-// treeDependency is the HARD rule along tree paths (METHOD.md section 2:
+// cellTypes are the cells in block order.
+func (c *treeCells) cellTypes() []string { return slices.Clone(c.order) }
+
+// ApplyDependency is the HARD rule along tree paths (METHOD.md section 2:
 // an edge's parent is the edge above it on the path from the root). Per
 // cell, edges in index order (a parent comes before its children):
 //
@@ -164,20 +181,20 @@ func (s *Space) treeEdge(cell string, edge int) *treeEdgeGroups {
 // count as Gamma = 0, so a pruned switch or a pruned set of ops prunes
 // everything below. Nothing flows upward: a top edge whose leaves are all
 // pruned keeps its GammaEff (derivation drops it, models.TreeCell.Pruned).
-func (s *Space) treeDependency() {
-	for _, name := range s.tree.cells {
-		cg := s.tree.byName[name]
+func (c *treeCells) ApplyDependency() {
+	for _, name := range c.order {
+		cg := c.byName[name]
 		alive := make([]float64, len(cg.edges))
 		for i, e := range cg.edges {
 			parent := math.Inf(1)
 			if e.parent >= 0 {
 				parent = alive[e.parent]
 			}
-			sw := s.Groups[e.sw]
-			sw.GammaEff = combine(sw.gammaOrZero(), parent)
+			sw := c.Groups[e.sw]
+			sw.GammaEff = bayes.Combine(sw.GammaOrZero(), parent)
 			for _, oi := range e.ops {
-				g := s.Groups[oi]
-				g.GammaEff = combine(g.gammaOrZero(), sw.GammaEff)
+				g := c.Groups[oi]
+				g.GammaEff = bayes.Combine(g.GammaOrZero(), sw.GammaEff)
 				alive[i] = math.Max(alive[i], g.GammaEff)
 			}
 		}
@@ -241,12 +258,13 @@ func (s *Space) DeriveTree(cfg DeriveConfig) (*TreeDerivation, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if s.tree == nil {
+	tc := s.tree()
+	if tc == nil {
 		return nil, fmt.Errorf("derive tree: not a tree-cell space (use Derive)")
 	}
 	d := &TreeDerivation{Table: TreeDecisionTable{Threshold: cfg.Threshold, Relative: cfg.Relative, MinSignificance: cfg.MinSignificance}}
-	for _, name := range s.tree.cells {
-		cell, cd := s.deriveTreeCell(name, cfg)
+	for _, name := range tc.order {
+		cell, cd := tc.deriveCell(name, cfg)
 		d.Names = append(d.Names, name)
 		d.Cells = append(d.Cells, cell)
 		d.Table.Cells = append(d.Table.Cells, cd)
@@ -254,15 +272,15 @@ func (s *Space) DeriveTree(cfg DeriveConfig) (*TreeDerivation, error) {
 	return d, nil
 }
 
-func (s *Space) deriveTreeCell(name string, cfg DeriveConfig) (models.TreeCell, TreeCellDecisions) {
-	cg := s.tree.byName[name]
+func (c *treeCells) deriveCell(name string, cfg DeriveConfig) (models.TreeCell, TreeCellDecisions) {
+	cg := c.byName[name]
 	tau := cfg.Threshold
 	if cfg.Relative {
 		var best float64
 		for _, e := range cg.edges {
 			for _, oi := range e.ops {
-				if cfg.significant(s.Groups[oi]) {
-					best = math.Max(best, s.Groups[oi].GammaEff)
+				if cfg.significant(c.Groups[oi]) {
+					best = math.Max(best, c.Groups[oi].GammaEff)
 				}
 			}
 		}
@@ -270,12 +288,12 @@ func (s *Space) deriveTreeCell(name string, cfg DeriveConfig) (models.TreeCell, 
 	}
 	raw := models.TreeCell{Edges: make([][]string, len(cg.edges))}
 	for i, e := range cg.edges {
-		if !cfg.keeps(s.Groups[e.sw], tau) {
+		if !cfg.keeps(c.Groups[e.sw], tau) {
 			continue
 		}
 		for k, oi := range e.ops {
-			if cfg.keeps(s.Groups[oi], tau) {
-				raw.Edges[i] = append(raw.Edges[i], s.Ops[k])
+			if cfg.keeps(c.Groups[oi], tau) {
+				raw.Edges[i] = append(raw.Edges[i], c.Ops[k])
 			}
 		}
 	}
@@ -283,7 +301,7 @@ func (s *Space) deriveTreeCell(name string, cfg DeriveConfig) (models.TreeCell, 
 	cd := TreeCellDecisions{Cell: name, Blocks: slices.Clone(cg.blocks), Tau: tau, Dead: cell.Dead()}
 	for i, e := range cg.edges {
 		kept := len(cell.Edges[i]) > 0
-		ed := TreeEdgeDecision{Index: i, Name: e.name, Parent: e.parent, Kept: kept, Switch: decision(s.Groups[e.sw], kept)}
+		ed := TreeEdgeDecision{Index: i, Name: e.name, Parent: e.parent, Kept: kept, Switch: decision(c.Groups[e.sw], kept)}
 		switch {
 		case kept:
 			cd.KeptEdges++
@@ -294,7 +312,7 @@ func (s *Space) deriveTreeCell(name string, cfg DeriveConfig) (models.TreeCell, 
 			ed.Reason = "no leaf edge below it is kept, so its output reaches nothing"
 		}
 		for _, oi := range e.ops {
-			g := s.Groups[oi]
+			g := c.Groups[oi]
 			ed.Ops = append(ed.Ops, decision(g, kept && cfg.keeps(g, tau)))
 			cd.CandidateOps++
 		}

@@ -77,6 +77,7 @@ import (
 	"strconv"
 	"strings"
 
+	"bayesnas/bayes"
 	"bayesnas/dataset"
 	"bayesnas/internal/stats"
 	"bayesnas/models"
@@ -201,9 +202,9 @@ func (s *searchFlags) register(fs *flag.FlagSet, warmup, lambda, curv, aux bool)
 func (s *searchFlags) tune() (func(*search.Config), error) {
 	set := map[string]bool{}
 	s.fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	var est search.Estimator
+	var est bayes.Estimator
 	if set["curv"] {
-		e, err := search.ParseEstimator(s.curv)
+		e, err := bayes.ParseEstimator(s.curv)
 		if err != nil {
 			return nil, err
 		}
@@ -288,23 +289,17 @@ func measure(args []string, w io.Writer) error {
 			}
 			fmt.Fprintf(w, "lambda %g teacher %d: normal %v reduce %v\n", lam, teacher, tc.Normal, tc.Reduce)
 			fmt.Fprintf(w, "  derived normal %v reduce %v\n", r.Derivation.Normal, r.Derivation.Reduce)
-			norm2 := func(g *search.Group) float64 {
-				var v float64
-				for _, p := range g.Params {
-					v += float64(p.Data[0]) * float64(p.Data[0])
-				}
-				return math.Sqrt(v)
-			}
+			norm2 := func(g *search.Group) float64 { return g.Norm() }
 			sal := func(g *search.Group) float64 {
 				var v float64
-				for i, p := range g.Params {
-					v += float64(p.Data[0]) * float64(p.Data[0]) * g.H[i]
+				for i, a := range g.Values() {
+					v += a * a * g.H[i]
 				}
 				return v
 			}
 			hsum := func(g *search.Group) float64 {
 				var v float64
-				for i := range g.Params {
+				for i := range g.Vars {
 					v += g.H[i]
 				}
 				return v
@@ -312,7 +307,7 @@ func measure(args []string, w io.Writer) error {
 			var ratios []float64
 			for _, g := range r.Space.Groups {
 				if g.Kind == search.Op && !g.Frozen {
-					for i := range g.Params {
+					for i := range g.Vars {
 						ratios = append(ratios, g.Gamma*g.H[i]/g.Lambda)
 					}
 				}
@@ -323,8 +318,8 @@ func measure(args []string, w io.Writer) error {
 			}
 			zscore := func(g *search.Group) float64 {
 				var v float64
-				for i, p := range g.Params {
-					v += math.Abs(float64(p.Data[0])) / math.Sqrt(g.C[i])
+				for i, a := range g.Values() {
+					v += math.Abs(a) / math.Sqrt(g.C[i])
 				}
 				return v
 			}
@@ -459,17 +454,15 @@ func ablation(args []string, w io.Writer) error {
 			if g.Kind != search.Op || g.Frozen {
 				continue
 			}
-			saved := make([]float32, len(g.Params))
-			for i, p := range g.Params {
-				saved[i], p.Data[0] = p.Data[0], 0
-			}
+			saved := g.Values()
+			g.Zero()
 			l, err := loss()
 			if err != nil {
 				return err
 			}
 			score[g] = l - base
-			for i, p := range g.Params {
-				p.Data[0] = saved[i]
+			for i, v := range g.Vars {
+				v.Set(saved[i])
 			}
 		}
 		ag := planted.TeacherAUC(tc, r.Space)

@@ -1,4 +1,4 @@
-package search
+package bayes
 
 import (
 	"math/rand/v2"
@@ -8,8 +8,9 @@ import (
 	"bayesnas/nn"
 )
 
-// Curvature cost against a training step on the default supernet, batch 64:
-// a curvature batch over B training batches of an epoch costs
+// Curvature cost against a training step on the default proxy supernet
+// (the search's architecture variables), batch 64: a curvature batch over B
+// training batches of an epoch costs
 // (curvature_batches * ns/curvature-batch) / (B * ns/train-step) of it.
 func benchNet(b *testing.B) (*nn.Network, []float32, []int32) {
 	g, _, err := models.ProxyNetwork(models.ProxySupernetDefault())
@@ -56,7 +57,7 @@ func BenchmarkSupernetTrainStep(b *testing.B) {
 
 func benchCurvature(b *testing.B, est Estimator) {
 	net, x, labels := benchNet(b)
-	c, err := NewCurvature(net, est, 1)
+	c, err := NewCurvature(net, est, 1, WeightedSums)
 	if err != nil {
 		b.Fatal(err)
 	}
