@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"time"
 
 	"bayesnas/compress"
 	"bayesnas/dataset"
@@ -91,6 +92,9 @@ type CompressionReport struct {
 	InexactFolds int                   `json:"folds_interior_only"`
 	Lost         int                   `json:"channels_lost"`
 	FineTune     *Summary              `json:"fine_tune,omitempty"`
+	// Seconds of compression proper: pricing, selection (with the bayes
+	// method's sparsity training) and surgery; fine-tuning excluded.
+	Seconds float64 `json:"compression_seconds"`
 }
 
 // NetworkCost is a network's size and predicted latency.
@@ -119,6 +123,7 @@ func Compress(ctx context.Context, opt CompressOptions) (*CompressionReport, err
 		}
 		defer func() { release() }()
 	}
+	t0 := time.Now()
 	run, err := loadTrainedRun(opt.Run)
 	if err != nil {
 		return nil, err
@@ -175,7 +180,8 @@ func Compress(ctx context.Context, opt CompressOptions) (*CompressionReport, err
 	rep := &CompressionReport{Method: opt.Method, Budget: opt.Budget.String(), BudgetMs: bopt.BudgetMs,
 		Profile: opt.Profile, ProfileID: prof.Hash, Selection: sel, Bayes: bayesRes, Layers: prep.Widths, Lost: len(prep.Lost),
 		Device: fmt.Sprintf("%s / %s %s (%s, %d threads)", prof.Device.CPU, prof.Runtime.Name, prof.Runtime.Version,
-			prof.Runtime.ExecutionProvider, prof.Runtime.IntraOpThreads)}
+			prof.Runtime.ExecutionProvider, prof.Runtime.IntraOpThreads),
+		Seconds: round4(time.Since(t0).Seconds())}
 	for _, f := range prep.Folds {
 		rep.Folds++
 		if !f.Exact {

@@ -98,8 +98,9 @@ func run(base, out, dir string) error {
 		if c.FineTune != nil {
 			r.val, r.test = c.FineTune.ValAcc, c.FineTune.TestAcc
 		}
-		if c.Bayes != nil {
-			r.selSeconds = c.Bayes.Seconds
+		r.selSeconds = c.Seconds
+		if r.selSeconds == 0 && c.Bayes != nil {
+			r.selSeconds = c.Bayes.Seconds // written before compression_seconds was
 		}
 		if r.measMs, err = measured(d); err != nil {
 			return err
@@ -122,8 +123,8 @@ func run(base, out, dir string) error {
 	slices.SortFunc(rows, func(a, b row) int {
 		return cmp.Or(-cmp.Compare(a.budgetMs, b.budgetMs), strings.Compare(a.method, b.method), strings.Compare(a.dir, b.dir))
 	})
-	fmt.Println("| network | budget ms | params | MACs | predicted ms | measured ms | meas/pred | val | test |")
-	fmt.Println("|---|---|---|---|---|---|---|---|---|")
+	fmt.Println("| network | budget ms | params | MACs | predicted ms | measured ms | meas/pred | val | test | compression s |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
 	pr := func(name string, r row, budget string) {
 		ratio := "-"
 		meas := "not measured"
@@ -131,8 +132,12 @@ func run(base, out, dir string) error {
 			meas = fmt.Sprintf("%.3f", r.measMs)
 			ratio = fmt.Sprintf("%+.1f %%", 100*(r.measMs/r.predMs-1))
 		}
-		fmt.Printf("| %s | %s | %d | %.1f M | %.3f | %s | %s | %.2f %% | %.2f %% |\n",
-			name, budget, r.params, float64(r.macs)/1e6, r.predMs, meas, ratio, 100*r.val, 100*r.test)
+		secs := "-"
+		if r.selSeconds > 0 {
+			secs = fmt.Sprintf("%.1f", r.selSeconds)
+		}
+		fmt.Printf("| %s | %s | %d | %.1f M | %.3f | %s | %s | %.2f %% | %.2f %% | %s |\n",
+			name, budget, r.params, float64(r.macs)/1e6, r.predMs, meas, ratio, 100*r.val, 100*r.test, secs)
 	}
 	pr("unpruned", unpruned, "-")
 	for _, r := range rows {
