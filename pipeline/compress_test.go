@@ -34,7 +34,7 @@ func TestCompressToBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	half, _ := compress.ParseBudget("0.8x")
-	for _, method := range []string{"uniform", "l1"} {
+	for _, method := range []string{"uniform", "l1", "bayes"} {
 		out := filepath.Join(dir, method)
 		rep, err := Compress(context.Background(), CompressOptions{Run: cfg.RunDir, Out: out, Profile: prof, Budget: half,
 			Method: method, Multiple: 4, Epochs: 1})
@@ -58,6 +58,9 @@ func TestCompressToBudget(t *testing.T) {
 		}
 		if rep.FineTune == nil {
 			t.Fatalf("%s: no fine-tuning summary", method)
+		}
+		if (rep.Bayes != nil) != (method == "bayes") || method == "bayes" && (len(rep.Bayes.Updates) == 0 || len(rep.Bayes.Groups) == 0) {
+			t.Fatalf("%s: sparsity training record %+v", method, rep.Bayes)
 		}
 		t.Logf("%s: %.4f -> %.4f ms (budget %.4f), params %d -> %d", method, rep.Before.PredictedMs, rep.After.PredictedMs, rep.BudgetMs, rep.Before.Params, rep.After.Params)
 	}
