@@ -27,8 +27,9 @@ const PluginProtocol = "bayesnas.device/v1"
 const DefaultPluginTimeout = 120 * time.Second
 
 // closeGrace is how long Close waits for a plug-in to exit after its stdin
-// is closed before killing it.
-const closeGrace = 2 * time.Second
+// is closed before killing it. Generous: Node under a loaded 2-core CI
+// machine (parallel test packages) took over 2 s to exit cleanly.
+const closeGrace = 10 * time.Second
 
 // stderrTail is how much of a plug-in's stderr is kept for error messages.
 const stderrTail = 4096
