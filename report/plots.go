@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"fmt"
 	"image/color"
+	"maps"
 	"math"
 	"slices"
-	"sort"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -137,16 +137,6 @@ func (in *inputs) xRange() (float64, float64) {
 	return lo, hi
 }
 
-// sortedKeys returns a map's keys in order, so series get stable colours.
-func sortedKeys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
-}
-
 // searchCurves is the search's progress per iteration: validation
 // accuracy, sparsity and the live ops of each cell type.
 func (in *inputs) searchCurves() ([]byte, int, error) {
@@ -176,7 +166,7 @@ func (in *inputs) searchCurves() ([]byte, int, error) {
 	}
 	ps.Y.Min, ps.Y.Max = 0, 100
 	pl := newPlot("Live ops after derivation", xl, "ops")
-	for i, ct := range sortedKeys(live) {
+	for i, ct := range slices.Sorted(maps.Keys(live)) {
 		if err := addLine(pl, ct+" cell", 4+i, live[ct]); err != nil {
 			return nil, 0, err
 		}
@@ -217,7 +207,7 @@ func (in *inputs) archVarCurves() ([]byte, int, error) {
 		p.Y.Label.Text = "mean gamma (log scale)"
 	}
 	n := 0
-	for i, op := range sortedKeys(series) {
+	for i, op := range slices.Sorted(maps.Keys(series)) {
 		if err := addLine(p, op, i, series[op]); err != nil {
 			return nil, 0, err
 		}

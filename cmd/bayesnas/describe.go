@@ -3,7 +3,8 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -38,13 +39,13 @@ func newDescribeCmd() *cobra.Command {
 				name, p, _ := strings.Cut(preset, "-")
 				b, ok := models.Builders[name]
 				if !ok {
-					return fmt.Errorf("--preset %q: builder %q is not known (known: %s)", preset, name, strings.Join(sortedKeys(models.Builders), ", "))
+					return fmt.Errorf("--preset %q: builder %q is not known (known: %s)", preset, name, strings.Join(slices.Sorted(maps.Keys(models.Builders)), ", "))
 				}
 				g, err = b(json.RawMessage(fmt.Sprintf(`{"preset":%q}`, p)))
 			case builder != "":
 				b, ok := models.Builders[builder]
 				if !ok {
-					return fmt.Errorf("--builder %q is not known (known: %s)", builder, strings.Join(sortedKeys(models.Builders), ", "))
+					return fmt.Errorf("--builder %q is not known (known: %s)", builder, strings.Join(slices.Sorted(maps.Keys(models.Builders)), ", "))
 				}
 				if !json.Valid([]byte(params)) {
 					return fmt.Errorf("--params is not valid JSON: %s", params)
@@ -93,13 +94,4 @@ func newDescribeCmd() *cobra.Command {
 	f.String("out", "", "write the architecture JSON here")
 	f.Bool("nodes", false, "print every node with its output shape, parameters and multiply-adds")
 	return cmd
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }
