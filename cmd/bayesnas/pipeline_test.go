@@ -21,7 +21,7 @@ func TestPipelineConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.RunDir != "runs/pipeline" || cfg.Budget != "0.5x" || cfg.Compress.Method != "bayes" || cfg.Search.Iterations != 3 ||
-		cfg.Retrain.Optimizer != "adam" || cfg.Retrain.Epochs != 2 || cfg.Export.Repeats != 100 {
+		cfg.Search.Kind != "pyramid-tree" || cfg.Retrain.Optimizer != "sgd" || cfg.Retrain.Epochs != 2 || cfg.Export.Repeats != 100 {
 		t.Fatalf("pipeline.yaml resolved to %+v", cfg)
 	}
 	t.Setenv("BAYESNAS_BUDGET", "0.4x")
