@@ -159,6 +159,13 @@ func Compress(ctx context.Context, opt CompressOptions) (*CompressionReport, err
 	case "l1":
 		sel, err = compress.Greedy(run.g, run.params, nil, "l1", bopt)
 	case "bayes":
+		// A budget below the smallest network the graph allows is known
+		// in seconds (every group removal priced): say so before minutes
+		// of sparsity training.
+		if probe, perr := compress.Greedy(run.g, run.params, nil, "l1", bopt); perr == nil && !probe.MetBudget {
+			sel = probe
+			break
+		}
 		bayesRes, err = compressBayes(ctx, run, dataCfg, bopt, opt)
 		if err == nil {
 			sel, params = bayesRes.Selection, bayesRes.Params

@@ -66,12 +66,14 @@ func TestCompressToBudget(t *testing.T) {
 	}
 	tiny, _ := compress.ParseBudget("0.001x")
 	out := filepath.Join(dir, "impossible")
-	if _, err := Compress(context.Background(), CompressOptions{Run: cfg.RunDir, Out: out, Profile: prof, Budget: tiny, Method: "l1"}); err == nil ||
-		!strings.Contains(err.Error(), "below the smallest network") || ExitCode(err) != ExitBudget {
-		t.Fatalf("impossible budget: %v (exit %d, want %d)", err, ExitCode(err), ExitBudget)
-	}
-	if _, err := os.Stat(out); !os.IsNotExist(err) {
-		t.Fatalf("an impossible budget left %s behind", out)
+	for _, method := range []string{"l1", "bayes"} {
+		if _, err := Compress(context.Background(), CompressOptions{Run: cfg.RunDir, Out: out, Profile: prof, Budget: tiny, Method: method}); err == nil ||
+			!strings.Contains(err.Error(), "below the smallest network") || ExitCode(err) != ExitBudget {
+			t.Fatalf("%s, impossible budget: %v (exit %d, want %d)", method, err, ExitCode(err), ExitBudget)
+		}
+		if _, err := os.Stat(out); !os.IsNotExist(err) {
+			t.Fatalf("%s: an impossible budget left %s behind", method, out)
+		}
 	}
 	other, err := hwprofile.Read(prof)
 	if err != nil {
