@@ -414,7 +414,7 @@ func TestPluginCloseKillsStubborn(t *testing.T) {
 	p := openHelper(t, "noexit", 0)
 	start := time.Now()
 	err := p.Close()
-	if err == nil || !strings.Contains(err.Error(), "did not exit within 2s") {
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("did not exit within %v", closeGrace)) {
 		t.Errorf("Close of a plug-in that ignores EOF: %v", err)
 	}
 	if d := time.Since(start); d < closeGrace || d > closeGrace+3*time.Second {
