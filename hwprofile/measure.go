@@ -129,10 +129,16 @@ func Plan(nets []*export.Model, grid GridOptions) ([]Job, error) {
 	}
 	for _, name := range order {
 		f := fams[name]
-		cs := steps(grid.Step, f.maxC)
+		// A tree cell with groups splits a pruned width (a multiple of
+		// the step) into two branches, so the kernels on a branch see
+		// half a step: their grids start there. Splits and concats are
+		// keyed by their total width, which stays a multiple.
+		op := strings.Fields(f.tmpl.Key.Kind)[0]
+		half := op != "Split" && op != "Concat"
+		cs := steps(grid.Step, f.maxC, half)
 		outs := []int{0}
 		if f.maxO > 0 {
-			outs = steps(grid.Step, f.maxO)
+			outs = steps(grid.Step, f.maxO, half)
 		}
 		for _, c := range cs {
 			for _, o := range outs {
@@ -180,8 +186,11 @@ func twin(k Kernel) (Kernel, bool) {
 }
 
 // steps returns step, 2*step, ... up to hi rounded up to a multiple of step.
-func steps(step, hi int) []int {
+func steps(step, hi int, half bool) []int {
 	var s []int
+	if half && step%2 == 0 {
+		s = append(s, step/2)
+	}
 	for v := step; v < hi+step; v += step {
 		s = append(s, v)
 	}

@@ -85,6 +85,9 @@ func run(base, out, dir string) error {
 		return err
 	}
 	for _, e := range ents {
+		if !e.IsDir() {
+			continue
+		}
 		d := filepath.Join(dir, e.Name())
 		var c pipeline.CompressionReport
 		if err := readJSON(filepath.Join(d, pipeline.CompressionFile), &c); err != nil {
