@@ -20,7 +20,7 @@ func TestPipelineConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.RunDir != "runs/pipeline" || cfg.Budget != "0.5x" || cfg.Compress.Method != "bayes" || cfg.Search.Iterations != 3 ||
+	if cfg.RunDir != "runs/pipeline" || cfg.Budget != "0.8x" || cfg.Compress.Method != "bayes" || cfg.Search.Iterations != 3 ||
 		cfg.Search.Kind != "pyramid-tree" || cfg.Retrain.Optimizer != "sgd" || cfg.Retrain.Epochs != 2 || cfg.Export.Repeats != 100 {
 		t.Fatalf("pipeline.yaml resolved to %+v", cfg)
 	}
