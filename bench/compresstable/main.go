@@ -4,10 +4,18 @@
 // plot of test accuracy against measured latency per method.
 //
 //	go run ./bench/compresstable --base runs/c-base --out OUT/accuracy-latency.png OUT
+//
+// With --profile, every network's model.onnx (export writes it) is timed
+// again on that profile's runtime, the networks interleaved round by round
+// (--rounds), so that the drift of a shared machine falls on all of them
+// alike; the median of the rounds' medians replaces validation.json's
+// single session, and the spread of the unpruned network's rounds is the
+// noise floor printed beside the table.
 package main
 
 import (
 	"cmp"
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -22,8 +30,15 @@ import (
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
 
+	"bayesnas/hwprofile"
+	"bayesnas/internal/stats"
 	"bayesnas/onnxrt"
 	"bayesnas/pipeline"
+)
+
+var (
+	measureWith   string
+	measureRounds int
 )
 
 type row struct {
@@ -38,7 +53,10 @@ type row struct {
 func main() {
 	base := flag.String("base", "", "the unpruned training run (measured with export --validate)")
 	out := flag.String("out", "", "the PNG to write")
+	profile := flag.String("profile", "", "re-time every model.onnx on this profile's runtime, interleaved")
+	rounds := flag.Int("rounds", 9, "with --profile: rounds over all networks")
 	flag.Parse()
+	measureWith, measureRounds = *profile, *rounds
 	if flag.NArg() != 1 || *base == "" || *out == "" {
 		fmt.Fprintln(os.Stderr, "usage: compresstable --base RUN --out PNG DIR")
 		os.Exit(2)
@@ -122,6 +140,12 @@ func run(base, out, dir string) error {
 	unpruned.val, unpruned.test, unpruned.method, unpruned.dir = s.ValAcc, s.TestAcc, "unpruned", base
 	if unpruned.measMs, err = measured(base); err != nil {
 		return err
+	}
+	if measureWith != "" {
+		all := append([]*row{&unpruned}, pointers(rows)...)
+		if err := remeasure(all, base, dir); err != nil {
+			return err
+		}
 	}
 	slices.SortFunc(rows, func(a, b row) int {
 		return cmp.Or(-cmp.Compare(a.budgetMs, b.budgetMs), strings.Compare(a.method, b.method), strings.Compare(a.dir, b.dir))
@@ -210,6 +234,59 @@ func plotRows(out string, unpruned row, rows []row) error {
 		return fmt.Errorf("writing %s: %w", out, err)
 	}
 	return os.Rename(tmp, out)
+}
+
+func pointers(rows []row) []*row {
+	ps := make([]*row, len(rows))
+	for i := range rows {
+		ps[i] = &rows[i]
+	}
+	return ps
+}
+
+// remeasure times each row's model.onnx on measureWith's device, all of
+// them once per round, and sets measMs to the median of the rounds.
+func remeasure(rows []*row, base, dir string) error {
+	ctx := context.Background()
+	prof, err := hwprofile.Read(measureWith)
+	if err != nil {
+		return err
+	}
+	spec := pipeline.DeviceSpec{Plugin: prof.Plugin, Threads: prof.Runtime.IntraOpThreads, Optimization: prof.Runtime.GraphOptimization}
+	if len(spec.Plugin) > 0 {
+		spec.Optimization = ""
+	}
+	dev, err := pipeline.OpenDevice(ctx, spec)
+	if err != nil {
+		return err
+	}
+	defer dev.Close()
+	proto := hwprofile.Protocol{Batch: 1, Warmup: 10, Repeats: 200}
+	meds := make([][]float64, len(rows))
+	for range measureRounds {
+		for i, r := range rows {
+			path := filepath.Join(dir, r.dir, "model.onnx")
+			if r.method == "unpruned" {
+				path = filepath.Join(base, "model.onnx")
+			}
+			abs, err := filepath.Abs(path)
+			if err != nil {
+				return err
+			}
+			t, err := dev.Time(ctx, abs, proto)
+			if err != nil {
+				return fmt.Errorf("timing %s: %w", path, err)
+			}
+			meds[i] = append(meds[i], t.MedianMs)
+		}
+	}
+	for i, r := range rows {
+		r.measMs = stats.Median(meds[i])
+	}
+	u := meds[0]
+	fmt.Printf("measured on %s: %d rounds of %d timed runs per network, interleaved; unpruned network's round medians %.3f-%.3f ms (median %.3f)\n\n",
+		measureWith, measureRounds, proto.Repeats, slices.Min(u), slices.Max(u), rows[0].measMs)
+	return nil
 }
 
 func minTest(rows []row) float64 {
