@@ -159,8 +159,10 @@ func RunPipeline(ctx context.Context, cfg PipelineConfig, opt PipelineOptions) (
 		if runErr != nil {
 			// The report too: a CI job uploads it whatever the outcome,
 			// and a missed budget is when a person looks at it.
-			if _, err := p.report(runDir); err != nil {
+			if path, err := p.report(runDir); err != nil {
 				log.Warn("report not written", "err", err)
+			} else {
+				man.Report = path
 			}
 			return man, fmt.Errorf("stage %s: %w", name, runErr)
 		}
