@@ -15,30 +15,6 @@ import (
 // LatencyFile is the export stage's latency report.
 const LatencyFile = "latency.json"
 
-// LatencyReport is latency.json: the exported model timed on the device
-// against the budget compress pruned it to.
-type LatencyReport struct {
-	Device      string  `json:"device"`
-	Profile     string  `json:"profile"`
-	BudgetMs    float64 `json:"budget_ms"`
-	PredictedMs float64 `json:"predicted_ms"`
-	// MeasuredMs is the median over rounds of each round's median; P90Ms the
-	// median of the rounds' 90th percentiles (the noise a single inference
-	// sees); Repeats the timed inferences in all.
-	MeasuredMs float64 `json:"measured_ms"`
-	P90Ms      float64 `json:"p90_ms"`
-	Repeats    int     `json:"repeats"`
-	Rounds     int     `json:"rounds"`
-	Batch      int     `json:"batch"`
-	// ReferenceMs is the profile's reference network timed beside the
-	// model, against ProfileReferenceMs when the profile was measured: a
-	// shared device slower now than then shows here (the verdict is on
-	// MeasuredMs as is).
-	ReferenceMs        float64 `json:"reference_ms"`
-	ProfileReferenceMs float64 `json:"profile_reference_ms"`
-	Verdict            string  `json:"verdict"` // pass: measured <= budget; fail
-}
-
 // LatencyOptions configure MeasureLatency.
 type LatencyOptions struct {
 	Model   string // the ONNX model
@@ -56,7 +32,7 @@ type LatencyOptions struct {
 // thread count and optimisation level, or its plug-in) in rounds, the
 // profile's reference network in each round beside it, and sets the verdict
 // against the budget recorded in the run's compression.json.
-func MeasureLatency(ctx context.Context, opt LatencyOptions) (*LatencyReport, error) {
+func MeasureLatency(ctx context.Context, opt LatencyOptions) (*hwprofile.LatencyReport, error) {
 	prof, err := hwprofile.Read(opt.Profile)
 	if err != nil {
 		return nil, err
@@ -116,7 +92,7 @@ func MeasureLatency(ctx context.Context, opt LatencyOptions) (*LatencyReport, er
 	}
 	proto := hwprofile.Protocol{Batch: max(prof.Protocol.Batch, 1), Warmup: opt.Warmup, Repeats: opt.Repeats}
 	var medians, p90s, refs []float64
-	rep := &LatencyReport{Profile: opt.Profile, BudgetMs: crep.BudgetMs, PredictedMs: pred.TotalMs,
+	rep := &hwprofile.LatencyReport{Profile: opt.Profile, BudgetMs: crep.BudgetMs, PredictedMs: pred.TotalMs,
 		Rounds: max(opt.Rounds, 1), Batch: proto.Batch, ProfileReferenceMs: prof.ReferenceMs,
 		Device: fmt.Sprintf("%s / %s %s (%s, %d threads)", cpuName(di), ri.Name, ri.Version, ri.ExecutionProvider, ri.IntraOpThreads)}
 	for range rep.Rounds {

@@ -100,7 +100,7 @@ func TestPipeline(t *testing.T) {
 			t.Errorf("manifest lacks output %s", f)
 		}
 	}
-	var lat LatencyReport
+	var lat hwprofile.LatencyReport
 	b, _ := os.ReadFile(filepath.Join(run, ExportDir, LatencyFile))
 	if err := json.Unmarshal(b, &lat); err != nil || lat.Verdict != "pass" || lat.BudgetMs != 50 || !(lat.MeasuredMs > 0) || !(lat.PredictedMs > 0) || lat.Repeats != 20 || lat.Device == "" {
 		t.Fatalf("latency.json %s: %v", b, err)

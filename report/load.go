@@ -1,6 +1,7 @@
 package report
 
 import (
+	"bayesnas/hwprofile"
 	"bufio"
 	"bytes"
 	"encoding/json"
@@ -40,29 +41,6 @@ const (
 	compressionFile = "compression.json"
 	modelFile       = "model.onnx"
 )
-
-// LatencyReport is latency.json: the exported model timed on the device
-// through the profile's runtime or plug-in, against the profile's
-// prediction and the budget.
-type LatencyReport struct {
-	Device      string  `json:"device"`
-	Profile     string  `json:"profile"`
-	BudgetMs    float64 `json:"budget_ms"`
-	PredictedMs float64 `json:"predicted_ms"`
-	MeasuredMs  float64 `json:"measured_ms"` // median
-	P90Ms       float64 `json:"p90_ms"`
-	Repeats     int     `json:"repeats"`
-	Verdict     string  `json:"verdict"`
-	// Layers, when the device reports per-kernel times.
-	Layers []LayerLatency `json:"layers,omitempty"`
-}
-
-// LayerLatency is one kernel's predicted and measured time.
-type LayerLatency struct {
-	Name        string  `json:"name"`
-	PredictedMs float64 `json:"predicted_ms"`
-	MeasuredMs  float64 `json:"measured_ms"`
-}
 
 // Baseline is one entry of compare.json: another network measured on the
 // same device, for the accuracy-latency plot.
@@ -123,7 +101,7 @@ type inputs struct {
 	compression *compression
 	compressed  *trainSummary // the fine-tuned run's summary.json
 	validation  *onnxrt.Report
-	latency     *LatencyReport
+	latency     *hwprofile.LatencyReport
 	modelBytes  int64 // size of model.onnx; -1 when absent
 	baselines   []Baseline
 	missing     map[string][]string // by section
@@ -321,7 +299,7 @@ func (in *inputs) loadExport(dir string) error {
 		in.miss(sec, "No validation in ONNX Runtime (%s is missing).", p)
 	}
 	p = filepath.Join(dir, LatencyFile)
-	var l LatencyReport
+	var l hwprofile.LatencyReport
 	if ok, err = readJSON(p, &l); err != nil {
 		return err
 	}

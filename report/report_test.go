@@ -1,6 +1,7 @@
 package report_test
 
 import (
+	"bayesnas/hwprofile"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -171,12 +172,12 @@ func fakeRun(t *testing.T, run string, tree bool) {
 	if err := v.WriteJSON(filepath.Join(exp, onnxrt.ReportFile)); err != nil {
 		t.Fatal(err)
 	}
-	lat := report.LatencyReport{Device: "native-1t", Profile: "profiles/native-1t.yaml", BudgetMs: 1.8, PredictedMs: 1.74,
+	lat := hwprofile.LatencyReport{Device: "native-1t", Profile: "profiles/native-1t.yaml", BudgetMs: 1.8, PredictedMs: 1.74,
 		MeasuredMs: 1.69, P90Ms: 1.81, Repeats: 50, Verdict: "within budget"}
 	for _, l := range layers {
 		if l.Op == models.OpConv {
 			p := 0.02 + 0.0012*float64(l.OutAfter)
-			lat.Layers = append(lat.Layers, report.LayerLatency{Name: l.Node, PredictedMs: p, MeasuredMs: p * (0.85 + 0.3*float64(len(l.Node)%5)/4)})
+			lat.Layers = append(lat.Layers, hwprofile.LayerLatency{Name: l.Node, PredictedMs: p, MeasuredMs: p * (0.85 + 0.3*float64(len(l.Node)%5)/4)})
 		}
 	}
 	writeFile(t, filepath.Join(exp, report.LatencyFile), lat)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bayesnas/hwprofile"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -61,7 +62,7 @@ budget missed, 5 stage inputs missing or stale, 6 run directory in use.`,
 				}
 			}
 			if b, rerr := os.ReadFile(filepath.Join(cfg.RunDir, pipeline.ExportDir, pipeline.LatencyFile)); rerr == nil && man != nil && man.Stage("export") != nil {
-				var lat pipeline.LatencyReport
+				var lat hwprofile.LatencyReport
 				if json.Unmarshal(b, &lat) == nil {
 					fmt.Fprintf(cmd.OutOrStdout(), "latency on %s: measured %.4f ms (p90 %.4f), predicted %.4f ms, budget %.4f ms: %s\n",
 						lat.Device, lat.MeasuredMs, lat.P90Ms, lat.PredictedMs, lat.BudgetMs, lat.Verdict)

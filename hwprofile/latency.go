@@ -1,0 +1,37 @@
+package hwprofile
+
+// The result of timing a whole exported model on a device against its
+// budget: the pipeline's export stage writes it, the report reads it.
+
+// LatencyReport is latency.json: the exported model timed on the device
+// against the budget compress pruned it to.
+type LatencyReport struct {
+	Device      string  `json:"device"`
+	Profile     string  `json:"profile"`
+	BudgetMs    float64 `json:"budget_ms"`
+	PredictedMs float64 `json:"predicted_ms"`
+	// MeasuredMs is the median over rounds of each round's median; P90Ms the
+	// median of the rounds' 90th percentiles (the noise a single inference
+	// sees); Repeats the timed inferences in all.
+	MeasuredMs float64 `json:"measured_ms"`
+	P90Ms      float64 `json:"p90_ms"`
+	Repeats    int     `json:"repeats"`
+	Rounds     int     `json:"rounds"`
+	Batch      int     `json:"batch"`
+	// ReferenceMs is the profile's reference network timed beside the
+	// model, against ProfileReferenceMs when the profile was measured: a
+	// shared device slower now than then shows here (the verdict is on
+	// MeasuredMs as is).
+	ReferenceMs        float64 `json:"reference_ms"`
+	ProfileReferenceMs float64 `json:"profile_reference_ms"`
+	Verdict            string  `json:"verdict"` // pass: measured <= budget; fail
+	// Layers, when the device reports per-kernel times.
+	Layers []LayerLatency `json:"layers,omitempty"`
+}
+
+// LayerLatency is one kernel's predicted and measured time.
+type LayerLatency struct {
+	Name        string  `json:"name"`
+	PredictedMs float64 `json:"predicted_ms"`
+	MeasuredMs  float64 `json:"measured_ms"`
+}
