@@ -190,10 +190,10 @@ func marginalMs(g *models.Graph, params []*nn.Param, ls []*layer, opt *BudgetOpt
 }
 
 // Bayesian trains the network of g (weights params, left unchanged) on
-// train with channel gates under the HARD prior until the channels whose
-// gates reach zero meet the budget (or Epochs end), then selects groups to
-// the budget exactly (rounded to the multiple), the zero gates first and
-// then the smallest gates per millisecond they cost.
+// train with channel gates under the HARD prior, switching groups off on a
+// pace to the budget (see BayesOptions.Lambda), then selects groups to the
+// budget exactly (rounded to the multiple), the switched-off groups first
+// and then the smallest gates per millisecond they cost.
 //
 // curvData gives the batches of the curvature estimates: the training
 // images in orders of their own (a second batcher, so that an update in the
@@ -243,7 +243,7 @@ func Bayesian(ctx context.Context, g *models.Graph, params []*nn.Param, train, c
 			// A channel that costs nothing measurable is still penalised a
 			// little: latency is noisy and not monotone in width.
 			w := max(marg[gi], 0.05*meanMs) / meanMs
-			bg := &bayes.Group{Name: fmt.Sprintf("group%d", gi), Vars: gates[gi], Gamma: 1, Omega: 1}
+			bg := &bayes.Group{Name: fmt.Sprintf("group%d", gi), Vars: gates[gi], Gamma: 1, Omega: 1, Lambda: opt.Lambda * w}
 			weight[bg] = w
 			byGroup[gi] = bg
 			set.groups = append(set.groups, bg)
@@ -252,13 +252,6 @@ func Bayesian(ctx context.Context, g *models.Graph, params []*nn.Param, train, c
 	if len(set.groups) == 0 {
 		return nil, fmt.Errorf("bayes: no prunable group of %s has a batch norm gate", g.Name)
 	}
-	lambda := opt.Lambda
-	setLambda := func() {
-		for _, bg := range set.groups {
-			bg.Lambda = lambda * weight[bg]
-		}
-	}
-	setLambda()
 	curv, err := bayes.NewCurvature(net, opt.Estimator, opt.Seed, bayes.BatchNormScales)
 	if err != nil {
 		return nil, fmt.Errorf("bayes: %w", err)
@@ -316,15 +309,6 @@ func Bayesian(ctx context.Context, g *models.Graph, params []*nn.Param, train, c
 		f := min(1, float64(batches)/total)
 		return base - f*(base-bo.BudgetMs)
 	}
-	// calibrate switches groups off until the pace's target is met, in
-	// order of lambda*_g = ||H*a|| / (omega_g * weight_g): the penalty
-	// weight at which the group lasso's optimality condition at zero
-	// holds (the data gradient there, about H*a by the quadratic model,
-	// below lambda_g*omega_g), that is the group's curvature-weighted
-	// size against its prior precision and its latency. An off group has
-	// threshold 0 and stays first. Setting the gates to zero at once
-	// rather than waiting for the proximal step: on the flat directions
-	// of small gates SGD would take longer than one epoch.
 	// switchedOff groups stay at zero for the rest of the training: the
 	// network adapts without them.
 	switchedOff := map[*bayes.Group]bool{}
@@ -336,7 +320,16 @@ func Bayesian(ctx context.Context, g *models.Graph, params []*nn.Param, train, c
 		}
 	}
 	cut := 0.0 // the threshold of the last group switched off
-	calibrate := func() error {
+	// switchToPace switches groups off until the pace's target is met, in
+	// order of lambda*_g = ||H*a|| / (omega_g * weight_g): the penalty
+	// weight at which the group lasso's optimality condition at zero
+	// holds (the data gradient there, about H*a by the quadratic model,
+	// below lambda_g*omega_g), that is the group's curvature-weighted
+	// size against its prior precision and its latency. An off group has
+	// threshold 0 and stays first. Setting the gates to zero at once
+	// rather than waiting for the proximal step: on the flat directions
+	// of small gates SGD would take longer than one epoch.
+	switchToPace := func() error {
 		thr := make([]float64, len(groups))
 		for i := range thr {
 			thr[i] = math.Inf(1)
@@ -350,7 +343,7 @@ func Bayesian(ctx context.Context, g *models.Graph, params []*nn.Param, train, c
 		}
 		to := *bo
 		to.BudgetMs = pace()
-		sel, err := Greedy(g, net.Params, thr, "calibration", to)
+		sel, err := Greedy(g, net.Params, thr, "pace", to)
 		if err != nil {
 			return err
 		}
@@ -381,10 +374,10 @@ func Bayesian(ctx context.Context, g *models.Graph, params []*nn.Param, train, c
 		if err != nil {
 			return err
 		}
-		if err := calibrate(); err != nil {
+		if err := switchToPace(); err != nil {
 			return err
 		}
-		u := BayesUpdate{Update: len(res.Updates) + 1, Batches: batches, Lambda: lambda, Cut: cut, Clamped: clamped, PaceMs: pace()}
+		u := BayesUpdate{Update: len(res.Updates) + 1, Batches: batches, Lambda: opt.Lambda, Cut: cut, Clamped: clamped, PaceMs: pace()}
 		if seen > 0 {
 			u.TrainLoss, u.TrainAcc = lossSum/float64(seen), float64(correct)/float64(seen)
 		}

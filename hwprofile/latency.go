@@ -1,7 +1,8 @@
 package hwprofile
 
-// The result of timing a whole exported model on a device against its
-// budget: the pipeline's export stage writes it, the report reads it.
+// LatencyFile is where the pipeline's export stage writes a LatencyReport
+// (in RUN/export) and the report reads it.
+const LatencyFile = "latency.json"
 
 // LatencyReport is latency.json: the exported model timed on the device
 // against the budget compress pruned it to.

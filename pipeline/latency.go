@@ -12,9 +12,6 @@ import (
 	"bayesnas/internal/stats"
 )
 
-// LatencyFile is the export stage's latency report.
-const LatencyFile = "latency.json"
-
 // LatencyOptions configure MeasureLatency.
 type LatencyOptions struct {
 	Model   string // the ONNX model

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"bayesnas/hwprofile"
 	"bayesnas/report"
 	"context"
 	"errors"
@@ -385,14 +386,14 @@ func (p *pipelineRun) export(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := writeJSON(filepath.Join(out, LatencyFile), lat); err != nil {
+	if err := writeJSON(filepath.Join(out, hwprofile.LatencyFile), lat); err != nil {
 		return err
 	}
 	p.log.Info("latency", "device", lat.Device, "measured_ms", lat.MeasuredMs, "p90_ms", lat.P90Ms,
 		"predicted_ms", lat.PredictedMs, "budget_ms", lat.BudgetMs, "verdict", lat.Verdict)
 	if lat.Verdict != "pass" {
 		return Mark(ErrBudget, fmt.Errorf("measured latency %.4f ms (p90 %.4f ms) on %s misses the budget %.4f ms (predicted %.4f ms); see %s",
-			lat.MeasuredMs, lat.P90Ms, lat.Device, lat.BudgetMs, lat.PredictedMs, filepath.Join(out, LatencyFile)))
+			lat.MeasuredMs, lat.P90Ms, lat.Device, lat.BudgetMs, lat.PredictedMs, filepath.Join(out, hwprofile.LatencyFile)))
 	}
 	return nil
 }

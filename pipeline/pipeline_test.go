@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -90,6 +91,12 @@ func TestPipeline(t *testing.T) {
 	} else if st, err := os.Stat(want); err != nil || st.Size() < 10_000 {
 		t.Errorf("report.html: %v, %v", st, err)
 	}
+	// The report package cannot import this one (this one calls it) and
+	// repeats the run directory's names: after a whole run it must find
+	// every stage's files.
+	if md, err := os.ReadFile(filepath.Join(run, "report.md")); err != nil || strings.Contains(string(md), "is missing") {
+		t.Errorf("report.md misses a stage's files (%v):\n%s", err, md)
+	}
 	onDisk, err := ReadManifest(run)
 	if err != nil || len(onDisk.Stages) != 3 || onDisk.Stages[2].OutputsHash != man.Stages[2].OutputsHash || onDisk.Stages[1].InputsHash == "" {
 		t.Fatalf("pipeline.json: %+v, %v", onDisk, err)
@@ -101,7 +108,7 @@ func TestPipeline(t *testing.T) {
 		}
 	}
 	var lat hwprofile.LatencyReport
-	b, _ := os.ReadFile(filepath.Join(run, ExportDir, LatencyFile))
+	b, _ := os.ReadFile(filepath.Join(run, ExportDir, hwprofile.LatencyFile))
 	if err := json.Unmarshal(b, &lat); err != nil || lat.Verdict != "pass" || lat.BudgetMs != 50 || !(lat.MeasuredMs > 0) || !(lat.PredictedMs > 0) || lat.Repeats != 20 || lat.Device == "" {
 		t.Fatalf("latency.json %s: %v", b, err)
 	}

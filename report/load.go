@@ -24,8 +24,6 @@ const (
 	ExportDir   = "export"
 	// CompareFile lists baselines run beside the pipeline (optional).
 	CompareFile = "compare.json"
-	// LatencyFile is the export stage's latency measurement on the device.
-	LatencyFile = "latency.json"
 )
 
 // Files read inside the stage directories. They repeat the names the
@@ -298,7 +296,7 @@ func (in *inputs) loadExport(dir string) error {
 	} else {
 		in.miss(sec, "No validation in ONNX Runtime (%s is missing).", p)
 	}
-	p = filepath.Join(dir, LatencyFile)
+	p = filepath.Join(dir, hwprofile.LatencyFile)
 	var l hwprofile.LatencyReport
 	if ok, err = readJSON(p, &l); err != nil {
 		return err

@@ -180,7 +180,7 @@ func fakeRun(t *testing.T, run string, tree bool) {
 			lat.Layers = append(lat.Layers, hwprofile.LayerLatency{Name: l.Node, PredictedMs: p, MeasuredMs: p * (0.85 + 0.3*float64(len(l.Node)%5)/4)})
 		}
 	}
-	writeFile(t, filepath.Join(exp, report.LatencyFile), lat)
+	writeFile(t, filepath.Join(exp, hwprofile.LatencyFile), lat)
 	writeFile(t, filepath.Join(run, report.CompareFile), []report.Baseline{
 		{Name: "uniform 0.6x", Accuracy: 0.852, LatencyMs: 1.77}, {Name: "l1 0.6x", Accuracy: 0.861, LatencyMs: 1.72},
 		{Name: "random cell", Accuracy: 0.843, LatencyMs: 2.1},
@@ -381,7 +381,7 @@ func TestWriteMalformedInput(t *testing.T) {
 		filepath.Join(report.TrainDir, pipeline.SummaryFile),
 		filepath.Join(report.CompressDir, pipeline.CompressionFile),
 		filepath.Join(report.ExportDir, onnxrt.ReportFile),
-		filepath.Join(report.ExportDir, report.LatencyFile),
+		filepath.Join(report.ExportDir, hwprofile.LatencyFile),
 		report.CompareFile,
 	} {
 		run := t.TempDir()

@@ -24,7 +24,7 @@ budget). Exits non-zero, writing nothing, when the budget cannot be met.
 
 Methods: bayes (the default: BayesNAS's prior on one group of channel gates per coupled group,
 trained --sparsity-epochs with the reweighted group l1 weighted by each group's latency on the
-device until the channels it switches off meet the budget), and the baselines uniform (every
+device, groups switched off on a pace that meets the budget after --reach of that training), and the baselines uniform (every
 layer scaled to the same fraction) and l1 (L1-norm filter pruning over coupled groups,
 globally ranked).`,
 		Example: `  bayesnas compress --run runs/demo --profile profiles/native-1t.yaml --budget 0.5x --method l1 --out runs/demo-l1-0.5x
@@ -88,7 +88,7 @@ globally ranked).`,
 	f.String("budget", "", "latency budget: milliseconds (2.5ms) or a fraction of the unpruned network's (0.5x)")
 	f.String("method", "bayes", "bayes, or the baselines uniform and l1")
 	f.Int("sparsity-epochs", compress.DefaultBayesOptions().Epochs, "bayes: epochs of sparsity training before the surgery")
-	f.Float64("lambda", compress.DefaultBayesOptions().Lambda, "bayes: starting penalty weight (calibrated at the first update, then paced)")
+	f.Float64("lambda", compress.DefaultBayesOptions().Lambda, "bayes: weight of the reweighted group l1 penalty (the prior's pull, scaled per group by its latency; the pace to the budget does the selection)")
 	f.Float64("reach", compress.DefaultBayesOptions().Reach, "bayes: fraction of the sparsity training after which the switched-off channels should meet the budget")
 	f.Uint64("seed", 0, "seed of sparsity training and fine-tuning (0: the training run's); the validation split stays the run's")
 	f.Int("data-limit", 0, "cap the training images of sparsity training and fine-tuning (0: the training run's)")

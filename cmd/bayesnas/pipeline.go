@@ -61,7 +61,7 @@ budget missed, 5 stage inputs missing or stale, 6 run directory in use.`,
 					fmt.Fprintf(cmd.OutOrStdout(), "%-8s %-7s %6.1f s\n", s.Name, s.Status, s.Seconds)
 				}
 			}
-			if b, rerr := os.ReadFile(filepath.Join(cfg.RunDir, pipeline.ExportDir, pipeline.LatencyFile)); rerr == nil && man != nil && man.Stage("export") != nil {
+			if b, rerr := os.ReadFile(filepath.Join(cfg.RunDir, pipeline.ExportDir, hwprofile.LatencyFile)); rerr == nil && man != nil && man.Stage("export") != nil {
 				var lat hwprofile.LatencyReport
 				if json.Unmarshal(b, &lat) == nil {
 					fmt.Fprintf(cmd.OutOrStdout(), "latency on %s: measured %.4f ms (p90 %.4f), predicted %.4f ms, budget %.4f ms: %s\n",
