@@ -111,12 +111,16 @@ type GateDecision struct {
 // and the trained parameters (the input's names and shapes; switched-off
 // gates at zero) that Prune takes with it.
 type BayesResult struct {
-	Selection *Selection     `json:"selection"`
-	Params    []*nn.Param    `json:"-"`
-	Updates   []BayesUpdate  `json:"updates"`
-	Groups    []GateDecision `json:"groups"`
-	Ungated   int            `json:"ungated_groups"` // prunable groups without a gate: kept
-	Seconds   float64        `json:"seconds"`
+	Selection *Selection  `json:"selection"`
+	Params    []*nn.Param `json:"-"`
+	// Scores rank the groups as the final selection did (lowest first;
+	// +Inf: ungated, kept): Greedy with them re-selects to another budget
+	// from the same trained gates.
+	Scores  []float64      `json:"-"`
+	Updates []BayesUpdate  `json:"updates"`
+	Groups  []GateDecision `json:"groups"`
+	Ungated int            `json:"ungated_groups"` // prunable groups without a gate: kept
+	Seconds float64        `json:"seconds"`
 }
 
 // gateSet is compression's family of groups: independent, no hierarchy.
@@ -479,7 +483,7 @@ func Bayesian(ctx context.Context, g *models.Graph, params []*nn.Param, train, c
 		}
 	}
 	slices.SortFunc(res.Groups, func(a, b GateDecision) int { return a.Group - b.Group })
-	res.Selection, res.Params, res.Seconds = sel, net.Params, time.Since(t0).Seconds()
+	res.Selection, res.Params, res.Scores, res.Seconds = sel, net.Params, scores, time.Since(t0).Seconds()
 	return res, nil
 }
 

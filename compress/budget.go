@@ -20,7 +20,8 @@ type LatencyModel interface {
 }
 
 // Budget is a latency budget: absolute milliseconds, or a fraction of the
-// unpruned network's predicted latency.
+// unpruned network's latency (measured on the device when the caller times
+// it, predicted otherwise: Of takes either).
 type Budget struct {
 	Ms       float64 // > 0: absolute
 	Fraction float64 // > 0: of the unpruned latency

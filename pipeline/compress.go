@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -54,6 +55,39 @@ type CompressOptions struct {
 	// fine-tuning (0: the training run's setting).
 	DataLimit int
 	Train     Options // resume, progress and logging of the fine-tuning
+	// Verify, when set, times networks on the profile's device while
+	// compressing: the unpruned network first (a fraction budget is of its
+	// measured latency, and the profile's error on it sets the first
+	// predicted target), then each selection, re-selected against the
+	// measured latency until it is under the budget less VerifyMargin.
+	// Nil: the profile's predictions alone.
+	Verify       *DeviceOptions
+	VerifyMargin float64 // fraction of the budget kept free for the device's noise (0.05)
+	VerifyTries  int     // networks timed at most, the unpruned one excluded (4)
+}
+
+// Verification is compression.json's record of the networks timed on the
+// device while compressing.
+type Verification struct {
+	Device          string  `json:"device"`
+	BaseMeasuredMs  float64 `json:"base_measured_ms"`
+	BasePredictedMs float64 `json:"base_predicted_ms"`
+	// GoalMs is the budget less the margin: what a selection's measured
+	// latency must meet.
+	GoalMs float64     `json:"goal_ms"`
+	Margin float64     `json:"margin"`
+	Tries  []VerifyTry `json:"tries"`
+	Chosen int         `json:"chosen"` // index into Tries
+}
+
+// VerifyTry is one selection timed on the device.
+type VerifyTry struct {
+	PredictedBudgetMs float64 `json:"predicted_budget_ms"` // the target the selection was made for
+	PredictedMs       float64 `json:"predicted_ms"`
+	MeasuredMs        float64 `json:"measured_ms"`
+	ReferenceMs       float64 `json:"reference_ms"`
+	Removed           int     `json:"removed_groups"`
+	MetGoal           bool    `json:"met_goal"`
 }
 
 // profileLatency prices a network with a device profile.
@@ -88,6 +122,7 @@ type CompressionReport struct {
 	Before       NetworkCost           `json:"before"`
 	After        NetworkCost           `json:"after"`
 	Layers       []compress.NodeWidth  `json:"layers"`
+	Verification *Verification         `json:"verification,omitempty"`
 	Folds        int                   `json:"folds"`
 	InexactFolds int                   `json:"folds_interior_only"`
 	Lost         int                   `json:"channels_lost"`
@@ -144,8 +179,38 @@ func Compress(ctx context.Context, opt CompressOptions) (*CompressionReport, err
 	// The stem is kept; the classifier's logits always are (graph output),
 	// but its input channels only on request: in a residual network they
 	// are the whole last stage's stream.
-	bopt := compress.BudgetOptions{Latency: lat, BudgetMs: opt.Budget.Of(base), Multiple: opt.Multiple,
+	// budgetMs is the budget on the device; bopt.BudgetMs the predicted
+	// latency the selection aims at, the same unless the device is timed.
+	budgetMs := opt.Budget.Of(base)
+	var timer *deviceTimer
+	var ver *Verification
+	if opt.Verify != nil {
+		if timer, err = openTimer(ctx, prof, opt.Profile, *opt.Verify); err != nil {
+			return nil, err
+		}
+		defer timer.Close()
+		// Every budget hangs on this one measurement: three times the
+		// rounds (a network's latency moves by a quarter from one loaded
+		// session to the next on a shared machine; the median of many
+		// sessions does not).
+		timer.rounds *= 3
+		tm, err := timer.timeNetwork(ctx, run.g, run.params, base)
+		timer.rounds /= 3
+		if err != nil {
+			return nil, fmt.Errorf("timing the unpruned network of %s: %w", opt.Run, err)
+		}
+		budgetMs = opt.Budget.Of(tm.MedianMs)
+		ver = &Verification{Device: timer.name, BaseMeasuredMs: round6(tm.MedianMs), BasePredictedMs: round6(base),
+			Margin: opt.VerifyMargin}
+		ver.GoalMs = round6(budgetMs * (1 - ver.Margin))
+	}
+	bopt := compress.BudgetOptions{Latency: lat, BudgetMs: budgetMs, Multiple: opt.Multiple,
 		Groups: compress.GroupOptions{ProtectStem: true, ProtectClassifier: opt.ProtectClassifierInputs}}
+	if ver != nil {
+		// The profile's error on the unpruned network, carried to the
+		// target: the first guess, which the timings below correct.
+		bopt.BudgetMs = ver.GoalMs * base / ver.BaseMeasuredMs
+	}
 	dataCfg := run.cfg.Data
 	if opt.DataLimit > 0 {
 		dataCfg.Limit = opt.DataLimit
@@ -180,11 +245,30 @@ func Compress(ctx context.Context, opt CompressOptions) (*CompressionReport, err
 		return nil, Mark(ErrBudget, fmt.Errorf("compress: budget %s (%.4f ms) is below the smallest network %s reaches from %s: %.4f ms predicted on %s (unpruned %.4f ms); nothing written",
 			opt.Budget, bopt.BudgetMs, opt.Method, opt.Run, sel.PrunedMs, opt.Profile, base))
 	}
+	if ver != nil {
+		reselect := func(b compress.BudgetOptions) (*compress.Selection, error) {
+			switch opt.Method {
+			case "uniform":
+				return compress.Uniform(run.g, run.params, b)
+			case "l1":
+				return compress.Greedy(run.g, run.params, nil, "l1", b)
+			}
+			return compress.Greedy(run.g, params, bayesRes.Scores, "bayes", b)
+		}
+		if sel, bopt.BudgetMs, err = verifyOnDevice(func(g *models.Graph, p []*nn.Param, expectMs float64) (timing, error) {
+			return timer.timeNetwork(ctx, g, p, expectMs)
+		}, ver, run.g, params, sel, bopt, reselect, cmp.Or(opt.VerifyTries, 4)); err != nil {
+			return nil, err
+		}
+		if bayesRes != nil {
+			bayesRes.Selection = sel
+		}
+	}
 	pg, pp, prep, err := compress.PruneWith(run.g, params, sel.Removed, bopt.Groups)
 	if err != nil {
 		return nil, err
 	}
-	rep := &CompressionReport{Method: opt.Method, Budget: opt.Budget.String(), BudgetMs: bopt.BudgetMs,
+	rep := &CompressionReport{Method: opt.Method, Budget: opt.Budget.String(), BudgetMs: budgetMs, Verification: ver,
 		Profile: opt.Profile, ProfileID: prof.Hash, Selection: sel, Bayes: bayesRes, Layers: prep.Widths, Lost: len(prep.Lost),
 		Device: fmt.Sprintf("%s / %s %s (%s, %d threads)", prof.Device.CPU, prof.Runtime.Name, prof.Runtime.Version,
 			prof.Runtime.ExecutionProvider, prof.Runtime.IntraOpThreads),
@@ -245,6 +329,76 @@ func Compress(ctx context.Context, opt CompressOptions) (*CompressionReport, err
 		rep.FineTune = sum
 	}
 	return rep, writeJSON(filepath.Join(opt.Out, CompressionFile), rep)
+}
+
+// verifyOnDevice times selections on the device and re-selects until one
+// measures under the goal: each new predicted target is the last one scaled
+// by goal / measured (the profile's error on that network, assumed to hold
+// near it), kept between the largest target that met the goal and the
+// smallest that missed (halfway when it falls outside or repeats a network
+// already timed). A selection more than 10 % under the goal is loosened the
+// same way while tries are left (the baselines would otherwise be judged at
+// a lower latency than they may use). Of the selections under the goal,
+// the slowest is kept; none is ErrBudget.
+func verifyOnDevice(measure func(*models.Graph, []*nn.Param, float64) (timing, error), ver *Verification, g *models.Graph, params []*nn.Param,
+	sel *compress.Selection, bopt compress.BudgetOptions, reselect func(compress.BudgetOptions) (*compress.Selection, error), tries int,
+) (*compress.Selection, float64, error) {
+	best, bestSel, bestBudget := -1, sel, bopt.BudgetMs
+	lo, hi := 0.0, math.Inf(1) // predicted targets: the largest that met the goal, the smallest that missed
+	timed := map[string]bool{}
+	for try := 0; try < tries; try++ {
+		timed[fmt.Sprint(sel.Removed)] = true
+		pg, pp, _, err := compress.PruneWith(g, params, sel.Removed, bopt.Groups)
+		if err != nil {
+			return nil, 0, err
+		}
+		tm, err := measure(pg, pp, sel.PrunedMs)
+		if err != nil {
+			return nil, 0, fmt.Errorf("timing a selection on the device: %w", err)
+		}
+		t := VerifyTry{PredictedBudgetMs: round6(bopt.BudgetMs), PredictedMs: round6(sel.PrunedMs), MeasuredMs: round6(tm.MedianMs),
+			ReferenceMs: round6(tm.ReferenceMs), Removed: len(sel.Removed), MetGoal: tm.MedianMs <= ver.GoalMs}
+		ver.Tries = append(ver.Tries, t)
+		if t.MetGoal {
+			lo = max(lo, bopt.BudgetMs)
+			if best < 0 || t.MeasuredMs > ver.Tries[best].MeasuredMs {
+				best, bestSel, bestBudget = try, sel, bopt.BudgetMs
+			}
+			if tm.MedianMs >= 0.9*ver.GoalMs {
+				break
+			}
+		} else {
+			hi = min(hi, bopt.BudgetMs)
+		}
+		next := bopt
+		next.BudgetMs = bopt.BudgetMs * ver.GoalMs / tm.MedianMs
+		var ns *compress.Selection
+		for _, halve := range []bool{false, true} {
+			if halve || !(next.BudgetMs > lo && next.BudgetMs < hi) {
+				if math.IsInf(hi, 1) || lo == 0 {
+					break // no bracket to halve
+				}
+				next.BudgetMs = (lo + hi) / 2
+			}
+			if ns, err = reselect(next); err != nil {
+				return nil, 0, err
+			}
+			if !timed[fmt.Sprint(ns.Removed)] {
+				break
+			}
+		}
+		if ns == nil || !ns.MetBudget || timed[fmt.Sprint(ns.Removed)] {
+			break // nothing smaller to try, or only networks timed already
+		}
+		sel, bopt = ns, next
+	}
+	if best < 0 {
+		last := ver.Tries[len(ver.Tries)-1]
+		return nil, 0, Mark(ErrBudget, fmt.Errorf("compress: no selection measures under the budget on %s: the last, %d groups removed, measured %.4f ms (predicted %.4f ms) against %.4f ms (the budget less a %.0f %% margin for the device's noise); nothing written",
+			ver.Device, last.Removed, last.MeasuredMs, last.PredictedMs, ver.GoalMs, 100*ver.Margin))
+	}
+	ver.Chosen = best
+	return bestSel, bestBudget, nil
 }
 
 // compressBayes runs Bayesian sparsity training on the trained run's

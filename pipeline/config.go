@@ -206,6 +206,12 @@ type PipelineCompress struct {
 	Multiple                int     `mapstructure:"multiple" json:"multiple"`
 	ProtectClassifierInputs bool    `mapstructure:"protect_classifier_inputs" json:"protect_classifier_inputs"`
 	DataLimit               int     `mapstructure:"data_limit" json:"data_limit"` // 0: the retraining's
+	// Verify times the unpruned network and each selection on the device
+	// (a fraction budget is of the measured latency) and re-selects until
+	// one measures under the budget less VerifyMargin.
+	Verify       bool    `mapstructure:"verify" json:"verify"`
+	VerifyMargin float64 `mapstructure:"verify_margin" json:"verify_margin"`
+	VerifyTries  int     `mapstructure:"verify_tries" json:"verify_tries"`
 }
 
 // PipelineExport are the settings of the export stage.
@@ -242,6 +248,9 @@ func PipelineDefaults() map[string]any {
 		"compress.multiple":                  8,
 		"compress.protect_classifier_inputs": false,
 		"compress.data_limit":                0,
+		"compress.verify":                    true,
+		"compress.verify_margin":             0.05,
+		"compress.verify_tries":              4,
 		"export.opset":                       0,
 		"export.test_images":                 0,
 		"export.rounds":                      3,
@@ -294,6 +303,10 @@ func (c *PipelineConfig) validate() error {
 		return fmt.Errorf("config: compress.epochs = %d, want >= 1 (the export stage exports the fine-tuned network)", c.Compress.Epochs)
 	case c.Compress.Multiple < 1:
 		return fmt.Errorf("config: compress.multiple = %d, want >= 1", c.Compress.Multiple)
+	case c.Compress.Verify && !(c.Compress.VerifyMargin >= 0 && c.Compress.VerifyMargin < 0.5):
+		return fmt.Errorf("config: compress.verify_margin = %g, want a fraction in [0, 0.5)", c.Compress.VerifyMargin)
+	case c.Compress.Verify && c.Compress.VerifyTries < 1:
+		return fmt.Errorf("config: compress.verify_tries = %d, want >= 1", c.Compress.VerifyTries)
 	case c.Device.Threads < 0:
 		return fmt.Errorf("config: device.threads = %d, want >= 0", c.Device.Threads)
 	case c.Export.Rounds < 1 || c.Export.Repeats < 1 || c.Export.Warmup < 0:

@@ -10,6 +10,8 @@ import (
 
 	"bayesnas/hwprofile"
 	"bayesnas/internal/stats"
+	"bayesnas/models"
+	"bayesnas/nn"
 )
 
 // LatencyOptions configure MeasureLatency.
@@ -17,12 +19,141 @@ type LatencyOptions struct {
 	Model   string // the ONNX model
 	Run     string // the compressed run it was exported from (compression.json, arch.json, weights)
 	Profile string
+	Device  DeviceOptions
+}
+
+// DeviceOptions select and drive the device a profile describes: its
+// runtime at its thread count and optimisation level, or its plug-in.
+type DeviceOptions struct {
 	Plugin  string // a plug-in command line; "": the profile's own, or the built-in ONNX Runtime
 	Threads int    // built-in ONNX Runtime threads; 0: the profile's
 	Library string
+	// Rounds loads of a model, each Warmup runs then Repeats timed ones
+	// (0: the device's defaults); the median of the rounds' medians is
+	// the measured latency.
 	Rounds  int
 	Warmup  int
 	Repeats int
+}
+
+// spec is the device of prof as these options amend it.
+func (o DeviceOptions) spec(prof *hwprofile.Profile) DeviceSpec {
+	spec := DeviceSpec{Plugin: prof.Plugin, Library: o.Library, Threads: prof.Runtime.IntraOpThreads,
+		Optimization: prof.Runtime.GraphOptimization}
+	if o.Plugin != "" {
+		spec.Plugin = strings.Fields(o.Plugin)
+	}
+	if len(spec.Plugin) > 0 {
+		spec.Optimization = ""
+	}
+	if o.Threads > 0 {
+		spec.Threads = o.Threads
+	}
+	return spec
+}
+
+// deviceTimer times models on a profile's device in rounds, the profile's
+// reference network beside the model in every round.
+type deviceTimer struct {
+	dev    hwprofile.Device
+	name   string // CPU / runtime, threads
+	dir    string // models written to be timed
+	ref    string
+	proto  hwprofile.Protocol
+	rounds int
+	n      int // networks written so far
+}
+
+// timing is one model's latency over the rounds.
+type timing struct {
+	MedianMs, P90Ms, ReferenceMs float64
+	Repeats                      int
+}
+
+func openTimer(ctx context.Context, prof *hwprofile.Profile, profilePath string, o DeviceOptions) (*deviceTimer, error) {
+	dev, err := OpenDevice(ctx, o.spec(prof))
+	if err != nil {
+		return nil, fmt.Errorf("opening the device of %s: %w", profilePath, err)
+	}
+	t := &deviceTimer{dev: dev, rounds: max(o.Rounds, 1),
+		proto: hwprofile.Protocol{Batch: max(prof.Protocol.Batch, 1), Warmup: o.Warmup, Repeats: o.Repeats}}
+	di, ri, err := dev.Describe(ctx)
+	if err != nil {
+		dev.Close()
+		return nil, fmt.Errorf("describing the device: %w", err)
+	}
+	t.name = fmt.Sprintf("%s / %s %s (%s, %d threads)", cpuName(di), ri.Name, ri.Version, ri.ExecutionProvider, ri.IntraOpThreads)
+	if t.dir, err = os.MkdirTemp("", "bayesnas-latency-"); err != nil {
+		dev.Close()
+		return nil, err
+	}
+	ref, err := hwprofile.ReferenceNetwork(prof.Protocol.Input)
+	if err == nil {
+		t.ref = filepath.Join(t.dir, "reference.onnx")
+		err = os.WriteFile(t.ref, ref.Marshal(), 0o644)
+	}
+	if err != nil {
+		t.Close()
+		return nil, fmt.Errorf("writing the reference network: %w", err)
+	}
+	return t, nil
+}
+
+func (t *deviceTimer) Close() {
+	t.dev.Close()
+	os.RemoveAll(t.dir)
+}
+
+// minRoundMs is the least time a round spends on the model's timed
+// inferences: a network of 0.02 ms timed 100 times is 2 ms of timing, and
+// its median moves by a third from one round to the next on a shared
+// machine.
+const minRoundMs = 50
+
+// timeFile times an ONNX model of about expectMs (0: unknown) a round
+// (plug-ins run in a directory of their own: the path is made absolute).
+func (t *deviceTimer) timeFile(ctx context.Context, path string, expectMs float64) (timing, error) {
+	model, err := filepath.Abs(path)
+	if err != nil {
+		return timing{}, err
+	}
+	proto := t.proto
+	if expectMs > 0 {
+		proto.Repeats = max(proto.Repeats, int(minRoundMs/expectMs))
+		proto.Warmup = max(proto.Warmup, proto.Repeats/10)
+	}
+	var medians, p90s, refs []float64
+	var tm timing
+	for range t.rounds {
+		r, err := t.dev.Time(ctx, model, proto)
+		if err != nil {
+			return timing{}, fmt.Errorf("timing %s: %w", path, err)
+		}
+		medians, p90s = append(medians, r.MedianMs), append(p90s, r.P90Ms)
+		tm.Repeats += r.Repeats
+		ref, err := t.dev.Time(ctx, t.ref, t.proto)
+		if err != nil {
+			return timing{}, fmt.Errorf("timing the reference network: %w", err)
+		}
+		refs = append(refs, ref.MedianMs)
+	}
+	tm.MedianMs, tm.P90Ms, tm.ReferenceMs = stats.Median(medians), stats.Median(p90s), stats.Median(refs)
+	return tm, nil
+}
+
+// timeNetwork exports a network as the export stage would and times it.
+func (t *deviceTimer) timeNetwork(ctx context.Context, g *models.Graph, params []*nn.Param, expectMs float64) (timing, error) {
+	m, err := hwprofile.Network(g, params)
+	if err != nil {
+		return timing{}, fmt.Errorf("exporting %s to time it: %w", g.Name, err)
+	}
+	t.n++
+	path := filepath.Join(t.dir, fmt.Sprintf("network-%d.onnx", t.n))
+	if err := os.WriteFile(path, m.Marshal(), 0o644); err != nil {
+		return timing{}, err
+	}
+	defer os.Remove(path)
+	return t.timeFile(ctx, path, expectMs)
 }
 
 // MeasureLatency times the model on the profile's device (its runtime at its
@@ -46,67 +177,18 @@ func MeasureLatency(ctx context.Context, opt LatencyOptions) (*hwprofile.Latency
 	if err != nil {
 		return nil, fmt.Errorf("predicting the exported network on %s: %w", opt.Profile, err)
 	}
-	spec := DeviceSpec{Plugin: prof.Plugin, Library: opt.Library, Threads: prof.Runtime.IntraOpThreads,
-		Optimization: prof.Runtime.GraphOptimization}
-	if opt.Plugin != "" {
-		spec.Plugin = strings.Fields(opt.Plugin)
-	}
-	if len(spec.Plugin) > 0 {
-		spec.Optimization = ""
-	}
-	if opt.Threads > 0 {
-		spec.Threads = opt.Threads
-	}
-	dev, err := OpenDevice(ctx, spec)
-	if err != nil {
-		return nil, fmt.Errorf("opening the device of %s: %w", opt.Profile, err)
-	}
-	defer dev.Close()
-	di, ri, err := dev.Describe(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("describing the device: %w", err)
-	}
-	dir, err := os.MkdirTemp("", "bayesnas-latency-")
+	t, err := openTimer(ctx, prof, opt.Profile, opt.Device)
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
-	ref, err := hwprofile.ReferenceNetwork(prof.Protocol.Input)
+	defer t.Close()
+	tm, err := t.timeFile(ctx, opt.Model, pred.TotalMs)
 	if err != nil {
 		return nil, err
 	}
-	refPath, err := filepath.Abs(filepath.Join(dir, "reference.onnx"))
-	if err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(refPath, ref.Marshal(), 0o644); err != nil {
-		return nil, fmt.Errorf("writing the reference network: %w", err)
-	}
-	// Plug-ins run in a directory of their own: absolute paths.
-	model, err := filepath.Abs(opt.Model)
-	if err != nil {
-		return nil, err
-	}
-	proto := hwprofile.Protocol{Batch: max(prof.Protocol.Batch, 1), Warmup: opt.Warmup, Repeats: opt.Repeats}
-	var medians, p90s, refs []float64
-	rep := &hwprofile.LatencyReport{Profile: opt.Profile, BudgetMs: crep.BudgetMs, PredictedMs: pred.TotalMs,
-		Rounds: max(opt.Rounds, 1), Batch: proto.Batch, ProfileReferenceMs: prof.ReferenceMs,
-		Device: fmt.Sprintf("%s / %s %s (%s, %d threads)", cpuName(di), ri.Name, ri.Version, ri.ExecutionProvider, ri.IntraOpThreads)}
-	for range rep.Rounds {
-		t, err := dev.Time(ctx, model, proto)
-		if err != nil {
-			return nil, fmt.Errorf("timing %s: %w", opt.Model, err)
-		}
-		medians, p90s = append(medians, t.MedianMs), append(p90s, t.P90Ms)
-		rep.Repeats += t.Repeats
-		r, err := dev.Time(ctx, refPath, proto)
-		if err != nil {
-			return nil, fmt.Errorf("timing the reference network: %w", err)
-		}
-		refs = append(refs, r.MedianMs)
-	}
-	rep.MeasuredMs, rep.P90Ms, rep.ReferenceMs = round6(stats.Median(medians)), round6(stats.Median(p90s)), round6(stats.Median(refs))
-	rep.PredictedMs, rep.BudgetMs = round6(rep.PredictedMs), round6(rep.BudgetMs)
+	rep := &hwprofile.LatencyReport{Profile: opt.Profile, Device: t.name, BudgetMs: round6(crep.BudgetMs),
+		PredictedMs: round6(pred.TotalMs), Rounds: t.rounds, Batch: t.proto.Batch, ProfileReferenceMs: prof.ReferenceMs,
+		MeasuredMs: round6(tm.MedianMs), P90Ms: round6(tm.P90Ms), ReferenceMs: round6(tm.ReferenceMs), Repeats: tm.Repeats}
 	rep.Verdict = "pass"
 	if rep.MeasuredMs > rep.BudgetMs {
 		rep.Verdict = "fail"

@@ -251,10 +251,19 @@ func (p *pipelineRun) configHash(name string) (string, error) {
 			return "", Mark(ErrUsage, fmt.Errorf("config: device.profile: %w", err))
 		}
 		if name == "compress" {
+			// Verifying times networks on the device as the export
+			// stage does: its device and timing settings are inputs too.
+			var dev *PipelineDevice
+			var timing *PipelineExport
+			if c.Compress.Verify {
+				dev, timing = &c.Device, &PipelineExport{Rounds: c.Export.Rounds, Warmup: c.Export.Warmup, Repeats: c.Export.Repeats}
+			}
 			section = struct {
 				Profile, ProfileHash, Budget string
 				Compress                     PipelineCompress
-			}{c.Device.Profile, prof, c.Budget, c.Compress}
+				Device                       *PipelineDevice `json:",omitempty"`
+				Timing                       *PipelineExport `json:",omitempty"`
+			}{c.Device.Profile, prof, c.Budget, c.Compress, dev, timing}
 		} else {
 			section = struct {
 				Device      PipelineDevice
@@ -343,6 +352,10 @@ func (p *pipelineRun) compress(ctx context.Context, resume bool) error {
 		Epochs: c.Epochs, LR: c.LR, DataLimit: c.DataLimit, Seed: p.cfg.Seed, Train: p.options(cont)}
 	opt.Bayes = compress.DefaultBayesOptions()
 	opt.Bayes.Epochs, opt.Bayes.Lambda, opt.Bayes.LR = c.SparsityEpochs, c.Lambda, 0
+	if c.Verify {
+		d := p.deviceOptions()
+		opt.Verify, opt.VerifyMargin, opt.VerifyTries = &d, c.VerifyMargin, c.VerifyTries
+	}
 	rep, err := Compress(p.stepCtx(ctx, "compress"), opt)
 	if err != nil {
 		return err
@@ -350,6 +363,14 @@ func (p *pipelineRun) compress(ctx context.Context, resume bool) error {
 	p.log.Info("compressed", "params_before", rep.Before.Params, "params_after", rep.After.Params,
 		"predicted_ms_before", round4(rep.Before.PredictedMs), "predicted_ms_after", round4(rep.After.PredictedMs), "budget_ms", round4(rep.BudgetMs))
 	return nil
+}
+
+// deviceOptions are the device's settings: the profile's runtime or the
+// configured plug-in, timed as the export section says.
+func (p *pipelineRun) deviceOptions() DeviceOptions {
+	d, e := p.cfg.Device, p.cfg.Export
+	return DeviceOptions{Plugin: d.Plugin, Threads: d.Threads, Library: d.ONNXRuntimeLib,
+		Rounds: e.Rounds, Warmup: e.Warmup, Repeats: e.Repeats}
 }
 
 // export writes RUN/export/model.onnx from RUN/compress, validates it in
@@ -381,8 +402,7 @@ func (p *pipelineRun) export(ctx context.Context) error {
 		return err
 	}
 	lat, err := MeasureLatency(ctx, LatencyOptions{Model: model, Run: p.dir(CompressDir), Profile: p.cfg.Device.Profile,
-		Plugin: p.cfg.Device.Plugin, Threads: p.cfg.Device.Threads, Library: p.cfg.Device.ONNXRuntimeLib,
-		Rounds: p.cfg.Export.Rounds, Warmup: p.cfg.Export.Warmup, Repeats: p.cfg.Export.Repeats})
+		Device: p.deviceOptions()})
 	if err != nil {
 		return err
 	}

@@ -17,8 +17,8 @@ import (
 
 // tinyPipelineConfig is the pipeline at the scale of the other tests: the
 // tiny search, one epoch of retraining, l1 compression with one epoch of
-// fine-tuning, a short latency measurement. The budget is in milliseconds
-// and generous, so that a shared machine's noise cannot fail the export.
+// fine-tuning (verified on the device), a short latency measurement. The
+// budget is in milliseconds and generous, so that a shared machine's noise cannot fail the export.
 func tinyPipelineConfig(run, profile string) PipelineConfig {
 	s := tinySearchConfig("")
 	tr := tinyConfig("").Train
@@ -27,7 +27,7 @@ func tinyPipelineConfig(run, profile string) PipelineConfig {
 		Retrain:  Retrain{Training: tr},
 		Device:   PipelineDevice{Profile: profile},
 		Budget:   "50ms",
-		Compress: PipelineCompress{Method: "l1", Epochs: 1, Multiple: 4, LR: 0.001},
+		Compress: PipelineCompress{Method: "l1", Epochs: 1, Multiple: 4, LR: 0.001, Verify: true, VerifyMargin: 0.05, VerifyTries: 2},
 		Export:   PipelineExport{TestImages: 64, Rounds: 2, Warmup: 2, Repeats: 10},
 	}
 }
@@ -109,8 +109,16 @@ func TestPipeline(t *testing.T) {
 	}
 	var lat hwprofile.LatencyReport
 	b, _ := os.ReadFile(filepath.Join(run, ExportDir, hwprofile.LatencyFile))
-	if err := json.Unmarshal(b, &lat); err != nil || lat.Verdict != "pass" || lat.BudgetMs != 50 || !(lat.MeasuredMs > 0) || !(lat.PredictedMs > 0) || lat.Repeats != 20 || lat.Device == "" {
+	if err := json.Unmarshal(b, &lat); err != nil || lat.Verdict != "pass" || lat.BudgetMs != 50 || !(lat.MeasuredMs > 0) || !(lat.PredictedMs > 0) || lat.Repeats < 20 || lat.Device == "" {
 		t.Fatalf("latency.json %s: %v", b, err)
+	}
+	// compress timed the unpruned network and its selection on the device
+	// (compress.verify is on by default).
+	var comp CompressionReport
+	b, _ = os.ReadFile(filepath.Join(run, CompressDir, CompressionFile))
+	if err := json.Unmarshal(b, &comp); err != nil || comp.Verification == nil || len(comp.Verification.Tries) == 0 ||
+		!(comp.Verification.BaseMeasuredMs > 0) || !comp.Verification.Tries[comp.Verification.Chosen].MetGoal || comp.BudgetMs != 50 {
+		t.Fatalf("compression.json's verification: %+v, %v", comp.Verification, err)
 	}
 
 	// Nothing changed: every stage skipped.
@@ -165,7 +173,7 @@ func TestPipeline(t *testing.T) {
 	if err := writeJSON(filepath.Join(tight, CompressionFile), crep); err != nil {
 		t.Fatal(err)
 	}
-	if lat, err := MeasureLatency(ctx, LatencyOptions{Model: filepath.Join(run, ExportDir, ModelFile), Run: tight, Profile: prof, Rounds: 1, Repeats: 3}); err != nil || lat.Verdict != "fail" {
+	if lat, err := MeasureLatency(ctx, LatencyOptions{Model: filepath.Join(run, ExportDir, ModelFile), Run: tight, Profile: prof, Device: DeviceOptions{Rounds: 1, Repeats: 3}}); err != nil || lat.Verdict != "fail" {
 		t.Errorf("latency over the budget: %+v, %v", lat, err)
 	}
 

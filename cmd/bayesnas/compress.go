@@ -49,6 +49,16 @@ globally ranked).`,
 			opt.Bayes.Reach, _ = f.GetFloat64("reach")
 			opt.Bayes.LR = 0 // the training run's / 10
 			opt.Seed, _ = f.GetUint64("seed")
+			if v, _ := f.GetBool("verify"); v {
+				d := &pipeline.DeviceOptions{Warmup: 10, Repeats: 100}
+				d.Plugin, _ = f.GetString("plugin")
+				d.Threads, _ = f.GetInt("threads")
+				d.Library, _ = f.GetString("onnxruntime-lib")
+				d.Rounds, _ = f.GetInt("rounds")
+				opt.Verify = d
+				opt.VerifyMargin, _ = f.GetFloat64("verify-margin")
+				opt.VerifyTries, _ = f.GetInt("verify-tries")
+			}
 			budget, _ := f.GetString("budget")
 			if opt.Run == "" || opt.Profile == "" || budget == "" {
 				return pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("give --run, --profile and --budget"))
@@ -74,7 +84,13 @@ globally ranked).`,
 			if err := w.Flush(); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "budget %s = %.4f ms on %s: met (%s)\n", rep.Budget, rep.BudgetMs, rep.Device, opt.Method)
+			if v := rep.Verification; v != nil {
+				t := v.Tries[v.Chosen]
+				fmt.Fprintf(cmd.OutOrStdout(), "budget %s = %.4f ms on %s (unpruned measured %.4f ms, predicted %.4f ms): measured %.4f ms after %d timed selections, met (%s)\n",
+					rep.Budget, rep.BudgetMs, v.Device, v.BaseMeasuredMs, v.BasePredictedMs, t.MeasuredMs, len(v.Tries), opt.Method)
+			} else {
+				fmt.Fprintf(cmd.OutOrStdout(), "budget %s = %.4f ms predicted on %s: met (%s)\n", rep.Budget, rep.BudgetMs, rep.Device, opt.Method)
+			}
 			if rep.FineTune != nil {
 				fmt.Fprintf(cmd.OutOrStdout(), "fine-tuned %d epochs: validation accuracy %.2f %%, test accuracy %.2f %%\n", opt.Epochs, 100*rep.FineTune.ValAcc, 100*rep.FineTune.TestAcc)
 			}
@@ -97,5 +113,12 @@ globally ranked).`,
 	f.Int("epochs", 1, "fine-tuning epochs (0: none)")
 	f.Float64("lr", 0, "fine-tuning learning rate (0: the training run's / 10)")
 	f.Bool("resume", false, "continue an interrupted fine-tuning in --out")
+	f.Bool("verify", true, "time the unpruned network and each selection on the profile's device (a fraction budget is of the measured latency) and re-select until one measures under the budget; false: the profile's predictions alone")
+	f.Float64("verify-margin", 0.05, "fraction of the budget a verified selection leaves free for the device's noise")
+	f.Int("verify-tries", 4, "selections timed at most when verifying")
+	f.Int("rounds", 3, "verifying: loads of each network timed (10 warm-up and 100 timed inferences each)")
+	f.String("plugin", "", "a device plug-in command line instead of the profile's own")
+	f.Int("threads", 0, "built-in ONNX Runtime threads (0: the profile's)")
+	f.String("onnxruntime-lib", "", "libonnxruntime.so.1 (\"\": $ONNXRUNTIME_LIB, then the set-up cache)")
 	return cmd
 }
