@@ -86,6 +86,20 @@ type compression struct {
 	After    networkCost          `json:"after"`
 	Layers   []compress.NodeWidth `json:"layers"`
 	FineTune *trainSummary        `json:"fine_tune"`
+	Verify   *verification        `json:"verification"`
+}
+
+// verification holds the fields of pipeline.Verification: the networks
+// compress timed on the device.
+type verification struct {
+	BaseMeasuredMs float64 `json:"base_measured_ms"`
+	GoalMs         float64 `json:"goal_ms"`
+	Tries          []struct {
+		PredictedMs float64 `json:"predicted_ms"`
+		MeasuredMs  float64 `json:"measured_ms"`
+		MetGoal     bool    `json:"met_goal"`
+	} `json:"tries"`
+	Chosen int `json:"chosen"`
 }
 
 // inputs is everything the report read; a nil field is an input that is

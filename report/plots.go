@@ -307,7 +307,11 @@ type point struct {
 func (in *inputs) accLatencyPoints() []point {
 	var pts []point
 	if in.train != nil && in.compression != nil {
-		pts = append(pts, point{name: "unpruned (predicted)", acc: in.train.TestAcc, ms: in.compression.Before.PredictedMs})
+		if v := in.compression.Verify; v != nil && v.BaseMeasuredMs > 0 {
+			pts = append(pts, point{name: "unpruned", acc: in.train.TestAcc, ms: v.BaseMeasuredMs, measured: true})
+		} else {
+			pts = append(pts, point{name: "unpruned (predicted)", acc: in.train.TestAcc, ms: in.compression.Before.PredictedMs})
+		}
 	}
 	if acc, ok := in.finalAccuracy(); ok {
 		switch {

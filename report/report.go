@@ -183,6 +183,12 @@ func (in *inputs) sections() ([]section, error) {
 			{"multiply-adds", count(c.Before.MACs), count(c.After.MACs), ratio(float64(c.After.MACs), float64(c.Before.MACs))},
 			{"predicted latency", ms(c.Before.PredictedMs), ms(c.After.PredictedMs), ratio(c.After.PredictedMs, c.Before.PredictedMs)},
 		}}
+		if v := c.Verify; v != nil && v.Chosen < len(v.Tries) {
+			after := v.Tries[v.Chosen].MeasuredMs
+			s.Table.Rows = append(s.Table.Rows, []string{"measured while compressing", ms(v.BaseMeasuredMs), ms(after), ratio(after, v.BaseMeasuredMs)})
+			s.Notes = append(s.Notes, fmt.Sprintf("Verified on the device: %d selection(s) timed, re-selected until one measured under %s (the budget less a margin for noise); the chosen one, try %d, measured %s.",
+				len(v.Tries), ms(v.GoalMs), v.Chosen+1, ms(after)))
+		}
 		if err := s.add("widths.png", "Output channels of every conv and linear before (light) and after (dark) compression.", in.widthsPlot); err != nil {
 			return nil, err
 		}

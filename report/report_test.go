@@ -154,7 +154,9 @@ func fakeRun(t *testing.T, run string, tree bool) {
 		Selection: &compress.Selection{Method: "bayes", BaseMs: 3, PrunedMs: 1.74, BudgetMs: 1.8, MetBudget: true},
 		Before:    pipeline.NetworkCost{Params: 412_345, MACs: 61_234_567, PredictedMs: 3.0},
 		After:     pipeline.NetworkCost{Params: 241_000, MACs: 35_100_000, PredictedMs: 1.74},
-		Layers:    layers, FineTune: &fine})
+		Layers:    layers, FineTune: &fine,
+		Verification: &pipeline.Verification{BaseMeasuredMs: 3.2, BasePredictedMs: 3, GoalMs: 1.71, Margin: 0.05, Chosen: 1,
+			Tries: []pipeline.VerifyTry{{PredictedMs: 1.74, MeasuredMs: 1.95}, {PredictedMs: 1.52, MeasuredMs: 1.69, MetGoal: true}}}})
 	writeFile(t, filepath.Join(comp, pipeline.SummaryFile), fine)
 
 	exp := filepath.Join(run, report.ExportDir)
@@ -294,7 +296,7 @@ func TestWriteFullRun(t *testing.T) {
 					t.Errorf("%s: %d coloured pixels: an empty plot?", f, n)
 				}
 			}
-			for _, s := range []string{"87.10 %", "241 000", "1.690 ms", "within budget", "passed", "uniform 0.6x"} {
+			for _, s := range []string{"87.10 %", "241 000", "1.690 ms", "within budget", "passed", "uniform 0.6x", "measured while compressing", "3.200 ms", "2 selection(s) timed"} {
 				if !strings.Contains(string(md), s) {
 					t.Errorf("report.md lacks %q", s)
 				}
