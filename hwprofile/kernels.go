@@ -425,7 +425,10 @@ func MicroModel(m *export.Model, k Kernel, shapes map[string][]int) *export.Mode
 		}
 	}
 	for i, name := range k.extra {
-		if seen[name] {
+		// A kernel that reads its input twice (a Concat of a cell whose
+		// two nodes are the same value) keeps it an input: as an
+		// initializer too, ONNX Runtime would take it for a constant.
+		if seen[name] || name == k.input {
 			continue
 		}
 		seen[name] = true

@@ -309,6 +309,9 @@ func TestPieceKeys(t *testing.T) {
 	s := b.Node("s", models.OpSlice, models.Attrs{Start: 8, End: 16}, x)
 	y := b.Conv("c2", s, 16, 1, 1, 1)
 	z := b.Node("cat", models.OpConcat, models.Attrs{}, y, x, s)
+	// A cell whose two nodes are one value concatenates it twice.
+	z2 := b.Node("cat2", models.OpConcat, models.Attrs{}, y, y, s)
+	z = b.Node("join", models.OpConcat, models.Attrs{}, z, z2)
 	z = b.Node("gap", models.OpGAP, models.Attrs{}, z)
 	g, err := b.Finish(z, nil)
 	if err != nil {
@@ -320,8 +323,9 @@ func TestPieceKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]Key{
-		"s":   {Kind: "Split n=3", C: 24, H: 8, W: 8},
-		"cat": {Kind: "Concat n=3", C: 16 + 24 + 8, H: 8, W: 8},
+		"s":    {Kind: "Split n=3", C: 24, H: 8, W: 8},
+		"cat":  {Kind: "Concat n=3", C: 16 + 24 + 8, H: 8, W: 8},
+		"cat2": {Kind: "Concat n=3", C: 16 + 16 + 8, H: 8, W: 8},
 	}
 	shapes, _ := Shapes(m)
 	for _, k := range ks {
@@ -334,9 +338,17 @@ func TestPieceKeys(t *testing.T) {
 			t.Errorf("%s: key %s, want %s", k.Name, k.Key, w)
 		}
 		// The micro model (other pieces as constants) has the same key.
-		mk, err := Kernels(MicroModel(m, k, shapes))
+		micro := MicroModel(m, k, shapes)
+		mk, err := Kernels(micro)
 		if err != nil || len(mk) != 1 || mk[0].Key != w {
 			t.Errorf("%s: micro model kernels %v (%v), want one %s", k.Name, mk, err, w)
+		}
+		// Its input stays an input (an initializer of the same name would
+		// make ONNX Runtime see a model without inputs).
+		for _, in := range micro.Graph.Initializers {
+			if in.Name == micro.Graph.Inputs[0].Name {
+				t.Errorf("%s: the micro model's input %s is also a constant", k.Name, in.Name)
+			}
 		}
 	}
 	if len(want) > 0 {
