@@ -7,9 +7,14 @@ const LatencyFile = "latency.json"
 // LatencyReport is latency.json: the exported model timed on the device
 // against the budget compress pruned it to.
 type LatencyReport struct {
-	Device      string  `json:"device"`
-	Profile     string  `json:"profile"`
+	Device  string `json:"device"`
+	Profile string `json:"profile"`
+	// Budget as given (2.5ms, 0.5x); BudgetMs in milliseconds: a fraction
+	// of UnprunedMs, the unpruned network timed in the same rounds as the
+	// model, when that was timed.
+	Budget      string  `json:"budget,omitempty"`
 	BudgetMs    float64 `json:"budget_ms"`
+	UnprunedMs  float64 `json:"unpruned_ms,omitempty"`
 	PredictedMs float64 `json:"predicted_ms"`
 	// MeasuredMs is the median over rounds of each round's median; P90Ms the
 	// median of the rounds' 90th percentiles (the noise a single inference

@@ -73,7 +73,8 @@ type Verification struct {
 	BaseMeasuredMs  float64 `json:"base_measured_ms"`
 	BasePredictedMs float64 `json:"base_predicted_ms"`
 	// GoalMs is the budget less the margin: what a selection's measured
-	// latency must meet.
+	// latency must meet (the chosen try's: a fraction budget's goal
+	// follows the unpruned network timed beside each selection).
 	GoalMs float64     `json:"goal_ms"`
 	Margin float64     `json:"margin"`
 	Tries  []VerifyTry `json:"tries"`
@@ -85,9 +86,13 @@ type VerifyTry struct {
 	PredictedBudgetMs float64 `json:"predicted_budget_ms"` // the target the selection was made for
 	PredictedMs       float64 `json:"predicted_ms"`
 	MeasuredMs        float64 `json:"measured_ms"`
-	ReferenceMs       float64 `json:"reference_ms"`
-	Removed           int     `json:"removed_groups"`
-	MetGoal           bool    `json:"met_goal"`
+	// BaseMs is the unpruned network timed in the same rounds (a fraction
+	// budget's goal is of it; 0 for a budget in milliseconds).
+	BaseMs      float64 `json:"base_ms,omitempty"`
+	GoalMs      float64 `json:"goal_ms"`
+	ReferenceMs float64 `json:"reference_ms"`
+	Removed     int     `json:"removed_groups"`
+	MetGoal     bool    `json:"met_goal"`
 }
 
 // profileLatency prices a network with a device profile.
@@ -184,23 +189,27 @@ func Compress(ctx context.Context, opt CompressOptions) (*CompressionReport, err
 	budgetMs := opt.Budget.Of(base)
 	var timer *deviceTimer
 	var ver *Verification
+	var basePath string // the unpruned network, exported to be timed
 	if opt.Verify != nil {
 		if timer, err = openTimer(ctx, prof, opt.Profile, *opt.Verify); err != nil {
 			return nil, err
 		}
 		defer timer.Close()
-		// Every budget hangs on this one measurement: three times the
-		// rounds (a network's latency moves by a quarter from one loaded
-		// session to the next on a shared machine; the median of many
-		// sessions does not).
+		if basePath, err = timer.writeNetwork(run.g, run.params); err != nil {
+			return nil, err
+		}
+		// The first guess at the predicted target hangs on this one
+		// measurement: three times the rounds (a network's latency moves
+		// by a quarter from one loaded session to the next on a shared
+		// machine; the median of many sessions does not).
 		timer.rounds *= 3
-		tm, err := timer.timeNetwork(ctx, run.g, run.params, base)
+		tms, err := timer.timeFiles(ctx, []string{basePath}, []float64{base})
 		timer.rounds /= 3
 		if err != nil {
 			return nil, fmt.Errorf("timing the unpruned network of %s: %w", opt.Run, err)
 		}
-		budgetMs = opt.Budget.Of(tm.MedianMs)
-		ver = &Verification{Device: timer.name, BaseMeasuredMs: round6(tm.MedianMs), BasePredictedMs: round6(base),
+		budgetMs = opt.Budget.Of(tms[0].MedianMs)
+		ver = &Verification{Device: timer.name, BaseMeasuredMs: round6(tms[0].MedianMs), BasePredictedMs: round6(base),
 			Margin: opt.VerifyMargin}
 		ver.GoalMs = round6(budgetMs * (1 - ver.Margin))
 	}
@@ -255,10 +264,34 @@ func Compress(ctx context.Context, opt CompressOptions) (*CompressionReport, err
 			}
 			return compress.Greedy(run.g, params, bayesRes.Scores, "bayes", b)
 		}
-		if sel, bopt.BudgetMs, err = verifyOnDevice(func(g *models.Graph, p []*nn.Param, expectMs float64) (timing, error) {
-			return timer.timeNetwork(ctx, g, p, expectMs)
-		}, ver, run.g, params, sel, bopt, reselect, cmp.Or(opt.VerifyTries, 4)); err != nil {
+		// A fraction budget is of the unpruned network timed in the same
+		// rounds as each selection: a slow spell of the device moves both.
+		measure := func(g *models.Graph, p []*nn.Param, expectMs float64) (VerifyTry, error) {
+			path, err := timer.writeNetwork(g, p)
+			if err != nil {
+				return VerifyTry{}, err
+			}
+			defer os.Remove(path)
+			paths, expect := []string{path}, []float64{expectMs}
+			if opt.Budget.Fraction > 0 {
+				paths, expect = append(paths, basePath), append(expect, base)
+			}
+			tms, err := timer.timeFiles(ctx, paths, expect)
+			if err != nil {
+				return VerifyTry{}, err
+			}
+			t := VerifyTry{MeasuredMs: round6(tms[0].MedianMs), ReferenceMs: round6(tms[0].ReferenceMs), GoalMs: ver.GoalMs}
+			if opt.Budget.Fraction > 0 {
+				t.BaseMs = round6(tms[1].MedianMs)
+				t.GoalMs = round6(opt.Budget.Of(tms[1].MedianMs) * (1 - ver.Margin))
+			}
+			return t, nil
+		}
+		if sel, bopt.BudgetMs, err = verifyOnDevice(measure, ver, run.g, params, sel, bopt, reselect, cmp.Or(opt.VerifyTries, 4)); err != nil {
 			return nil, err
+		}
+		if t := ver.Tries[ver.Chosen]; t.BaseMs > 0 {
+			budgetMs = opt.Budget.Of(t.BaseMs)
 		}
 		if bayesRes != nil {
 			bayesRes.Selection = sel
@@ -332,15 +365,17 @@ func Compress(ctx context.Context, opt CompressOptions) (*CompressionReport, err
 }
 
 // verifyOnDevice times selections on the device and re-selects until one
-// measures under the goal: each new predicted target is the last one scaled
+// measures under its goal: each new predicted target is the last one scaled
 // by goal / measured (the profile's error on that network, assumed to hold
 // near it), kept between the largest target that met the goal and the
 // smallest that missed (halfway when it falls outside or repeats a network
 // already timed). A selection more than 10 % under the goal is loosened the
 // same way while tries are left (the baselines would otherwise be judged at
-// a lower latency than they may use). Of the selections under the goal,
-// the slowest is kept; none is ErrBudget.
-func verifyOnDevice(measure func(*models.Graph, []*nn.Param, float64) (timing, error), ver *Verification, g *models.Graph, params []*nn.Param,
+// a lower latency than they may use). Of the selections under their goal,
+// the one closest to it is kept; none is ErrBudget. measure times a network
+// and sets MeasuredMs and GoalMs (a fraction budget's goal follows the
+// unpruned network timed beside it), and optionally BaseMs and ReferenceMs.
+func verifyOnDevice(measure func(*models.Graph, []*nn.Param, float64) (VerifyTry, error), ver *Verification, g *models.Graph, params []*nn.Param,
 	sel *compress.Selection, bopt compress.BudgetOptions, reselect func(compress.BudgetOptions) (*compress.Selection, error), tries int,
 ) (*compress.Selection, float64, error) {
 	best, bestSel, bestBudget := -1, sel, bopt.BudgetMs
@@ -352,26 +387,27 @@ func verifyOnDevice(measure func(*models.Graph, []*nn.Param, float64) (timing, e
 		if err != nil {
 			return nil, 0, err
 		}
-		tm, err := measure(pg, pp, sel.PrunedMs)
+		t, err := measure(pg, pp, sel.PrunedMs)
 		if err != nil {
 			return nil, 0, fmt.Errorf("timing a selection on the device: %w", err)
 		}
-		t := VerifyTry{PredictedBudgetMs: round6(bopt.BudgetMs), PredictedMs: round6(sel.PrunedMs), MeasuredMs: round6(tm.MedianMs),
-			ReferenceMs: round6(tm.ReferenceMs), Removed: len(sel.Removed), MetGoal: tm.MedianMs <= ver.GoalMs}
+		t.PredictedBudgetMs, t.PredictedMs, t.Removed = round6(bopt.BudgetMs), round6(sel.PrunedMs), len(sel.Removed)
+		t.MetGoal = t.MeasuredMs <= t.GoalMs
 		ver.Tries = append(ver.Tries, t)
+		fill := t.MeasuredMs / t.GoalMs
 		if t.MetGoal {
 			lo = max(lo, bopt.BudgetMs)
-			if best < 0 || t.MeasuredMs > ver.Tries[best].MeasuredMs {
+			if best < 0 || fill > ver.Tries[best].MeasuredMs/ver.Tries[best].GoalMs {
 				best, bestSel, bestBudget = try, sel, bopt.BudgetMs
 			}
-			if tm.MedianMs >= 0.9*ver.GoalMs {
+			if fill >= 0.9 {
 				break
 			}
 		} else {
 			hi = min(hi, bopt.BudgetMs)
 		}
 		next := bopt
-		next.BudgetMs = bopt.BudgetMs * ver.GoalMs / tm.MedianMs
+		next.BudgetMs = bopt.BudgetMs / fill
 		var ns *compress.Selection
 		for _, halve := range []bool{false, true} {
 			if halve || !(next.BudgetMs > lo && next.BudgetMs < hi) {
@@ -395,9 +431,9 @@ func verifyOnDevice(measure func(*models.Graph, []*nn.Param, float64) (timing, e
 	if best < 0 {
 		last := ver.Tries[len(ver.Tries)-1]
 		return nil, 0, Mark(ErrBudget, fmt.Errorf("compress: no selection measures under the budget on %s: the last, %d groups removed, measured %.4f ms (predicted %.4f ms) against %.4f ms (the budget less a %.0f %% margin for the device's noise); nothing written",
-			ver.Device, last.Removed, last.MeasuredMs, last.PredictedMs, ver.GoalMs, 100*ver.Margin))
+			ver.Device, last.Removed, last.MeasuredMs, last.PredictedMs, last.GoalMs, 100*ver.Margin))
 	}
-	ver.Chosen = best
+	ver.Chosen, ver.GoalMs = best, ver.Tries[best].GoalMs
 	return bestSel, bestBudget, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"bayesnas/compress"
 	"bayesnas/hwprofile"
 	"bayesnas/internal/stats"
 	"bayesnas/models"
@@ -20,6 +21,10 @@ type LatencyOptions struct {
 	Run     string // the compressed run it was exported from (compression.json, arch.json, weights)
 	Profile string
 	Device  DeviceOptions
+	// Unpruned is the trained run the model was compressed from: a
+	// fraction budget is checked against it timed beside the model ("":
+	// against the budget in milliseconds compression.json recorded).
+	Unpruned string
 }
 
 // DeviceOptions select and drive the device a profile describes: its
@@ -110,56 +115,66 @@ func (t *deviceTimer) Close() {
 // machine.
 const minRoundMs = 50
 
-// timeFile times an ONNX model of about expectMs (0: unknown) a round
-// (plug-ins run in a directory of their own: the path is made absolute).
-func (t *deviceTimer) timeFile(ctx context.Context, path string, expectMs float64) (timing, error) {
-	model, err := filepath.Abs(path)
-	if err != nil {
-		return timing{}, err
-	}
-	proto := t.proto
-	if expectMs > 0 {
-		proto.Repeats = max(proto.Repeats, int(minRoundMs/expectMs))
-		proto.Warmup = max(proto.Warmup, proto.Repeats/10)
-	}
-	var medians, p90s, refs []float64
-	var tm timing
-	for range t.rounds {
-		r, err := t.dev.Time(ctx, model, proto)
+// timeFiles times ONNX models of about expectMs each (0: unknown) in
+// interleaved rounds, each round every model once and the reference once,
+// so that a slow spell of a shared machine falls on all of them alike
+// (plug-ins run in a directory of their own: paths are made absolute).
+func (t *deviceTimer) timeFiles(ctx context.Context, paths []string, expectMs []float64) ([]timing, error) {
+	models := make([]string, len(paths))
+	protos := make([]hwprofile.Protocol, len(paths))
+	for i, p := range paths {
+		abs, err := filepath.Abs(p)
 		if err != nil {
-			return timing{}, fmt.Errorf("timing %s: %w", path, err)
+			return nil, err
 		}
-		medians, p90s = append(medians, r.MedianMs), append(p90s, r.P90Ms)
-		tm.Repeats += r.Repeats
+		models[i], protos[i] = abs, t.proto
+		if expectMs[i] > 0 {
+			protos[i].Repeats = max(t.proto.Repeats, int(minRoundMs/expectMs[i]))
+			protos[i].Warmup = max(t.proto.Warmup, protos[i].Repeats/10)
+		}
+	}
+	medians := make([][]float64, len(paths))
+	p90s := make([][]float64, len(paths))
+	var refs []float64
+	out := make([]timing, len(paths))
+	for range t.rounds {
+		for i, m := range models {
+			r, err := t.dev.Time(ctx, m, protos[i])
+			if err != nil {
+				return nil, fmt.Errorf("timing %s: %w", paths[i], err)
+			}
+			medians[i], p90s[i] = append(medians[i], r.MedianMs), append(p90s[i], r.P90Ms)
+			out[i].Repeats += r.Repeats
+		}
 		ref, err := t.dev.Time(ctx, t.ref, t.proto)
 		if err != nil {
-			return timing{}, fmt.Errorf("timing the reference network: %w", err)
+			return nil, fmt.Errorf("timing the reference network: %w", err)
 		}
 		refs = append(refs, ref.MedianMs)
 	}
-	tm.MedianMs, tm.P90Ms, tm.ReferenceMs = stats.Median(medians), stats.Median(p90s), stats.Median(refs)
-	return tm, nil
+	for i := range out {
+		out[i].MedianMs, out[i].P90Ms, out[i].ReferenceMs = stats.Median(medians[i]), stats.Median(p90s[i]), stats.Median(refs)
+	}
+	return out, nil
 }
 
-// timeNetwork exports a network as the export stage would and times it.
-func (t *deviceTimer) timeNetwork(ctx context.Context, g *models.Graph, params []*nn.Param, expectMs float64) (timing, error) {
+// writeNetwork exports a network as the export stage would, to be timed.
+func (t *deviceTimer) writeNetwork(g *models.Graph, params []*nn.Param) (string, error) {
 	m, err := hwprofile.Network(g, params)
 	if err != nil {
-		return timing{}, fmt.Errorf("exporting %s to time it: %w", g.Name, err)
+		return "", fmt.Errorf("exporting %s to time it: %w", g.Name, err)
 	}
 	t.n++
 	path := filepath.Join(t.dir, fmt.Sprintf("network-%d.onnx", t.n))
-	if err := os.WriteFile(path, m.Marshal(), 0o644); err != nil {
-		return timing{}, err
-	}
-	defer os.Remove(path)
-	return t.timeFile(ctx, path, expectMs)
+	return path, os.WriteFile(path, m.Marshal(), 0o644)
 }
 
 // MeasureLatency times the model on the profile's device (its runtime at its
 // thread count and optimisation level, or its plug-in) in rounds, the
 // profile's reference network in each round beside it, and sets the verdict
-// against the budget recorded in the run's compression.json.
+// against the budget recorded in the run's compression.json. A fraction
+// budget (0.5x) is of the unpruned network of opt.Unpruned timed in the same
+// rounds, when given: a slow spell of a shared device moves both alike.
 func MeasureLatency(ctx context.Context, opt LatencyOptions) (*hwprofile.LatencyReport, error) {
 	prof, err := hwprofile.Read(opt.Profile)
 	if err != nil {
@@ -177,18 +192,41 @@ func MeasureLatency(ctx context.Context, opt LatencyOptions) (*hwprofile.Latency
 	if err != nil {
 		return nil, fmt.Errorf("predicting the exported network on %s: %w", opt.Profile, err)
 	}
+	var budget compress.Budget
+	if crep.Budget != "" {
+		if budget, err = compress.ParseBudget(crep.Budget); err != nil {
+			return nil, fmt.Errorf("reading %s: %w", filepath.Join(opt.Run, CompressionFile), err)
+		}
+	}
 	t, err := openTimer(ctx, prof, opt.Profile, opt.Device)
 	if err != nil {
 		return nil, err
 	}
 	defer t.Close()
-	tm, err := t.timeFile(ctx, opt.Model, pred.TotalMs)
+	paths, expect := []string{opt.Model}, []float64{pred.TotalMs}
+	if budget.Fraction > 0 && opt.Unpruned != "" {
+		r, err := loadTrainedRun(opt.Unpruned)
+		if err != nil {
+			return nil, fmt.Errorf("the unpruned network a %s budget is of: %w", crep.Budget, err)
+		}
+		path, err := t.writeNetwork(r.g, r.params)
+		if err != nil {
+			return nil, err
+		}
+		paths, expect = append(paths, path), append(expect, crep.Before.PredictedMs)
+	}
+	tms, err := t.timeFiles(ctx, paths, expect)
 	if err != nil {
 		return nil, err
 	}
-	rep := &hwprofile.LatencyReport{Profile: opt.Profile, Device: t.name, BudgetMs: round6(crep.BudgetMs),
+	tm := tms[0]
+	rep := &hwprofile.LatencyReport{Profile: opt.Profile, Device: t.name, Budget: crep.Budget, BudgetMs: round6(crep.BudgetMs),
 		PredictedMs: round6(pred.TotalMs), Rounds: t.rounds, Batch: t.proto.Batch, ProfileReferenceMs: prof.ReferenceMs,
 		MeasuredMs: round6(tm.MedianMs), P90Ms: round6(tm.P90Ms), ReferenceMs: round6(tm.ReferenceMs), Repeats: tm.Repeats}
+	if len(tms) > 1 {
+		rep.UnprunedMs = round6(tms[1].MedianMs)
+		rep.BudgetMs = round6(budget.Of(tms[1].MedianMs))
+	}
 	rep.Verdict = "pass"
 	if rep.MeasuredMs > rep.BudgetMs {
 		rep.Verdict = "fail"

@@ -402,7 +402,7 @@ func (p *pipelineRun) export(ctx context.Context) error {
 		return err
 	}
 	lat, err := MeasureLatency(ctx, LatencyOptions{Model: model, Run: p.dir(CompressDir), Profile: p.cfg.Device.Profile,
-		Device: p.deviceOptions()})
+		Device: p.deviceOptions(), Unpruned: p.dir(TrainDir)})
 	if err != nil {
 		return err
 	}

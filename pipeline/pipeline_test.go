@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -175,6 +176,18 @@ func TestPipeline(t *testing.T) {
 	}
 	if lat, err := MeasureLatency(ctx, LatencyOptions{Model: filepath.Join(run, ExportDir, ModelFile), Run: tight, Profile: prof, Device: DeviceOptions{Rounds: 1, Repeats: 3}}); err != nil || lat.Verdict != "fail" {
 		t.Errorf("latency over the budget: %+v, %v", lat, err)
+	}
+	// A fraction budget is checked against the unpruned network timed in
+	// the same rounds: a budget of 0.001x of it fails whatever the device's
+	// speed now, and the milliseconds follow the unpruned network's.
+	crep.Budget = "0.001x"
+	if err := writeJSON(filepath.Join(tight, CompressionFile), crep); err != nil {
+		t.Fatal(err)
+	}
+	if lat, err := MeasureLatency(ctx, LatencyOptions{Model: filepath.Join(run, ExportDir, ModelFile), Run: tight, Profile: prof,
+		Device: DeviceOptions{Rounds: 1, Repeats: 3}, Unpruned: filepath.Join(run, TrainDir)}); err != nil || lat.Verdict != "fail" ||
+		!(lat.UnprunedMs > 0) || math.Abs(lat.BudgetMs-0.001*lat.UnprunedMs) > 1e-6 || lat.Budget != "0.001x" {
+		t.Errorf("a fraction budget: %+v, %v", lat, err)
 	}
 
 	lock, err := runlock.Acquire(run)

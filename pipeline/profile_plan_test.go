@@ -17,15 +17,20 @@ import (
 )
 
 // defaultPlan is the plan of `bayesnas profile measure --space pyramidnet
-// --space proxy --space tree` with the default flags, the one the
-// committed profiles were measured with. Nothing is timed.
+// --space proxy --space tree --arch profiles/networks/...` with the default
+// flags, the one the committed profiles were measured with (bench/profiles.sh).
+// Nothing is timed.
 var defaultPlan = sync.OnceValues(func() ([]hwprofile.Job, error) {
 	sp, err := NamedSpaces(hwprofile.Spaces)
 	if err != nil {
 		return nil, err
 	}
+	archs, err := filepath.Glob("../profiles/networks/*.json")
+	if err != nil || len(archs) == 0 {
+		return nil, fmt.Errorf("profiles/networks: no architecture (%v)", err)
+	}
 	return PlanProfile(ProfileMeasureOptions{
-		Networks: ProfileNetworks{Spaces: sp, Samples: DefaultProfileSamples, SampleSeed: DefaultProfileSampleSeed},
+		Networks: ProfileNetworks{Spaces: sp, Samples: DefaultProfileSamples, SampleSeed: DefaultProfileSampleSeed, Archs: archs},
 		GridStep: DefaultProfileGridStep, Calibrate: DefaultProfileCalibrate})
 })
 

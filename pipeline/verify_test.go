@@ -61,12 +61,18 @@ func TestVerifyOnDevice(t *testing.T) {
 		name        string
 		scale, plus float64
 	}{{"under-predicts", 1.4, 0.02 * base}, {"over-predicts", 0.6, 0}} {
-		device := func(g *models.Graph, p []*nn.Param, _ float64) (timing, error) {
-			ms, err := lat.LatencyMs(g, p)
-			return timing{MedianMs: tc.scale*ms + tc.plus}, err
-		}
 		baseMeasured := tc.scale*base + tc.plus
 		ver := &Verification{BaseMeasuredMs: baseMeasured, BasePredictedMs: base, Margin: 0.05, GoalMs: 0.5 * baseMeasured * 0.95}
+		// A fraction budget's goal follows the unpruned network timed
+		// beside each selection: the device runs every other call 1.5x
+		// slower, both networks alike.
+		calls := 0
+		device := func(g *models.Graph, p []*nn.Param, _ float64) (VerifyTry, error) {
+			ms, err := lat.LatencyMs(g, p)
+			calls++
+			slow := 1 + 0.5*float64(calls%2)
+			return VerifyTry{MeasuredMs: slow * (tc.scale*ms + tc.plus), BaseMs: slow * baseMeasured, GoalMs: slow * ver.GoalMs}, err
+		}
 		// The first target is the goal itself, as if the profile's error
 		// on the unpruned network told nothing (the fixed cost makes it
 		// wrong on smaller ones anyway).
@@ -88,26 +94,26 @@ func TestVerifyOnDevice(t *testing.T) {
 		}
 		got := ver.Tries[ver.Chosen]
 		pred, _ := lat.LatencyMs(g, params) // sanity: the graph itself is untouched
-		if pred != base || !got.MetGoal || got.MeasuredMs > ver.GoalMs || math.Abs(budget-got.PredictedBudgetMs) > 1e-6 || len(chosen.Removed) != got.Removed {
+		if pred != base || !got.MetGoal || got.MeasuredMs > got.GoalMs || got.GoalMs != ver.GoalMs || math.Abs(budget-got.PredictedBudgetMs) > 1e-6 || len(chosen.Removed) != got.Removed {
 			t.Fatalf("%s: chosen %+v, budget %v, goal %v, removed %d", tc.name, got, budget, ver.GoalMs, len(chosen.Removed))
 		}
 		// The chosen network is the slowest one under the goal.
 		for _, tr := range ver.Tries {
-			if tr.MetGoal && tr.MeasuredMs > got.MeasuredMs {
+			if tr.MetGoal && tr.MeasuredMs/tr.GoalMs > got.MeasuredMs/got.GoalMs {
 				t.Fatalf("%s: chose %+v over %+v", tc.name, got, tr)
 			}
 		}
 		if tc.scale > 1 && ver.Tries[0].MetGoal {
 			t.Fatalf("%s: the first selection met the goal on a device 1.4x slower than predicted: %+v", tc.name, ver.Tries[0])
 		}
-		if tc.scale < 1 && got.MeasuredMs < 0.8*ver.GoalMs {
+		if tc.scale < 1 && got.MeasuredMs < 0.8*got.GoalMs {
 			t.Fatalf("%s: the selection was not loosened toward the goal: %+v (goal %.4f, tries %+v)", tc.name, got, ver.GoalMs, ver.Tries)
 		}
 		t.Logf("%s: %d tries, chosen measured %.4f against goal %.4f", tc.name, len(ver.Tries), got.MeasuredMs, ver.GoalMs)
 	}
 	// A device far slower than any selection can make up for.
-	slow := func(g *models.Graph, p []*nn.Param, _ float64) (timing, error) {
-		return timing{MedianMs: 10 * base}, nil
+	slow := func(g *models.Graph, p []*nn.Param, _ float64) (VerifyTry, error) {
+		return VerifyTry{MeasuredMs: 10 * base, GoalMs: base}, nil
 	}
 	ver := &Verification{GoalMs: base, Margin: 0.05}
 	bopt := compress.BudgetOptions{Latency: lat, BudgetMs: 0.5 * base, Multiple: 4, Groups: compress.GroupOptions{ProtectStem: true}}

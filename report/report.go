@@ -200,8 +200,12 @@ func (in *inputs) sections() ([]section, error) {
 		s.Notes = append(s.Notes, validationLine(v))
 	}
 	if l := in.latency; l != nil {
+		budget := ms(l.BudgetMs)
+		if l.UnprunedMs > 0 {
+			budget = fmt.Sprintf("%s (%s of the unpruned network, %s timed in the same rounds)", budget, l.Budget, ms(l.UnprunedMs))
+		}
 		s.Notes = append(s.Notes, fmt.Sprintf("Measured on %s (profile %s), %d repeats: median %s, p90 %s; predicted %s; budget %s: %s.",
-			l.Device, l.Profile, l.Repeats, ms(l.MeasuredMs), ms(l.P90Ms), ms(l.PredictedMs), ms(l.BudgetMs), l.Verdict))
+			l.Device, l.Profile, l.Repeats, ms(l.MeasuredMs), ms(l.P90Ms), ms(l.PredictedMs), budget, l.Verdict))
 	}
 	if len(in.baselines) == 0 {
 		s.Notes = append(s.Notes, "No baselines (compare.json is absent): the accuracy-latency plot shows this run's networks only.")

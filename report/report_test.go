@@ -174,7 +174,7 @@ func fakeRun(t *testing.T, run string, tree bool) {
 	if err := v.WriteJSON(filepath.Join(exp, onnxrt.ReportFile)); err != nil {
 		t.Fatal(err)
 	}
-	lat := hwprofile.LatencyReport{Device: "native-1t", Profile: "profiles/native-1t.yaml", BudgetMs: 1.8, PredictedMs: 1.74,
+	lat := hwprofile.LatencyReport{Device: "native-1t", Profile: "profiles/native-1t.yaml", Budget: "0.6x", UnprunedMs: 3.1, BudgetMs: 1.86, PredictedMs: 1.74,
 		MeasuredMs: 1.69, P90Ms: 1.81, Repeats: 50, Verdict: "within budget"}
 	for _, l := range layers {
 		if l.Op == models.OpConv {
@@ -296,7 +296,7 @@ func TestWriteFullRun(t *testing.T) {
 					t.Errorf("%s: %d coloured pixels: an empty plot?", f, n)
 				}
 			}
-			for _, s := range []string{"87.10 %", "241 000", "1.690 ms", "within budget", "passed", "uniform 0.6x", "measured while compressing", "3.200 ms", "2 selection(s) timed"} {
+			for _, s := range []string{"87.10 %", "241 000", "1.690 ms", "within budget", "passed", "uniform 0.6x", "measured while compressing", "3.200 ms", "2 selection(s) timed", "0.6x of the unpruned network, 3.100 ms"} {
 				if !strings.Contains(string(md), s) {
 					t.Errorf("report.md lacks %q", s)
 				}
