@@ -253,7 +253,7 @@ func PipelineDefaults() map[string]any {
 		"compress.verify_tries":              4,
 		"export.opset":                       0,
 		"export.test_images":                 0,
-		"export.rounds":                      3,
+		"export.rounds":                      7,
 		"export.warmup":                      10,
 		"export.repeats":                     100,
 	}
