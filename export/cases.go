@@ -118,6 +118,25 @@ func Cases() ([]Case, error) {
 	return cases, nil
 }
 
+// RandomParams allocates the parameters of g (no gradients) filled by
+// RandomizeParams: a network to export or time without training it.
+func RandomParams(g *models.Graph, seed uint64) ([]*nn.Param, error) {
+	specs, err := g.ParamSpecs()
+	if err != nil {
+		return nil, err
+	}
+	params := make([]*nn.Param, len(specs))
+	for i, s := range specs {
+		n := 1
+		for _, d := range s.Shape {
+			n *= d
+		}
+		params[i] = &nn.Param{Name: s.Name, Shape: s.Shape, Kind: s.Kind, Data: make([]float32, n)}
+	}
+	RandomizeParams(params, seed)
+	return params, nil
+}
+
 // RandomizeParams fills every parameter of a network compiled from g with
 // values that make each exported op matter: He-scaled weights, non-zero
 // biases, BN scales in [0.5, 1.5], shifts and running means around 0,

@@ -52,18 +52,10 @@ func gridded(kind string) bool {
 // deterministic stand-in values otherwise.
 func Network(g *models.Graph, params []*nn.Param) (*export.Model, error) {
 	if params == nil {
-		specs, err := g.ParamSpecs()
-		if err != nil {
+		var err error
+		if params, err = export.RandomParams(g, 1); err != nil {
 			return nil, err
 		}
-		for _, s := range specs {
-			n := 1
-			for _, d := range s.Shape {
-				n *= d
-			}
-			params = append(params, &nn.Param{Name: s.Name, Shape: s.Shape, Kind: s.Kind, Data: make([]float32, n)})
-		}
-		export.RandomizeParams(params, 1)
 	}
 	return export.Build(g, params, export.Options{})
 }

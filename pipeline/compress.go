@@ -63,7 +63,7 @@ type CompressOptions struct {
 	// Nil: the profile's predictions alone.
 	Verify       *DeviceOptions
 	VerifyMargin float64 // fraction of the budget kept free for the device's noise (0.05)
-	VerifyTries  int     // networks timed at most, the unpruned one excluded (4)
+	VerifyTries  int     // networks timed at most, the unpruned one excluded (6)
 }
 
 // Verification is compression.json's record of the networks timed on the
@@ -220,6 +220,16 @@ func Compress(ctx context.Context, opt CompressOptions) (*CompressionReport, err
 		// target: the first guess, which the timings below correct.
 		bopt.BudgetMs = ver.GoalMs * base / ver.BaseMeasuredMs
 	}
+	if ver != nil {
+		// A target the profile prices below the smallest network the graph
+		// allows may still be met on the device (the profile over-predicts
+		// narrow networks here by a third): aim at the smallest network and
+		// let the timings decide.
+		// Twice over is not the profile's error: fail as without timings.
+		if probe, perr := compress.Greedy(run.g, run.params, nil, "l1", bopt); perr == nil && !probe.MetBudget && probe.PrunedMs <= 2*bopt.BudgetMs {
+			bopt.BudgetMs = probe.PrunedMs
+		}
+	}
 	dataCfg := run.cfg.Data
 	if opt.DataLimit > 0 {
 		dataCfg.Limit = opt.DataLimit
@@ -250,7 +260,7 @@ func Compress(ctx context.Context, opt CompressOptions) (*CompressionReport, err
 	if err != nil {
 		return nil, err
 	}
-	if !sel.MetBudget {
+	if !sel.MetBudget && (ver == nil || sel.PrunedMs > 2*bopt.BudgetMs) {
 		return nil, Mark(ErrBudget, fmt.Errorf("compress: budget %s (%.4f ms) is below the smallest network %s reaches from %s: %.4f ms predicted on %s (unpruned %.4f ms); nothing written",
 			opt.Budget, bopt.BudgetMs, opt.Method, opt.Run, sel.PrunedMs, opt.Profile, base))
 	}
@@ -280,14 +290,37 @@ func Compress(ctx context.Context, opt CompressOptions) (*CompressionReport, err
 			if err != nil {
 				return VerifyTry{}, err
 			}
-			t := VerifyTry{MeasuredMs: round6(tms[0].MedianMs), ReferenceMs: round6(tms[0].ReferenceMs), GoalMs: ver.GoalMs}
+			goal := func() float64 {
+				if opt.Budget.Fraction > 0 {
+					return opt.Budget.Of(tms[1].MedianMs) * (1 - ver.Margin)
+				}
+				return ver.GoalMs
+			}
+			// Within 10 % of the goal the verdict is the device's noise
+			// (the demo's network times 0.81-0.91 of the unpruned one from
+			// one set of rounds to the next): time it as many rounds again
+			// and take the mean of the two.
+			if f := tms[0].MedianMs / goal(); f > 0.9 && f < 1.1 {
+				again, err := timer.timeFiles(ctx, paths, expect)
+				if err != nil {
+					return VerifyTry{}, err
+				}
+				for i := range tms {
+					tms[i].MedianMs = (tms[i].MedianMs + again[i].MedianMs) / 2
+					tms[i].ReferenceMs = (tms[i].ReferenceMs + again[i].ReferenceMs) / 2
+				}
+			}
+			t := VerifyTry{MeasuredMs: round6(tms[0].MedianMs), ReferenceMs: round6(tms[0].ReferenceMs), GoalMs: round6(goal())}
 			if opt.Budget.Fraction > 0 {
 				t.BaseMs = round6(tms[1].MedianMs)
-				t.GoalMs = round6(opt.Budget.Of(tms[1].MedianMs) * (1 - ver.Margin))
+			}
+			if opt.Train.Log != nil {
+				opt.Train.Log.Info("timed on the device", "predicted_ms", round4(expectMs), "measured_ms", t.MeasuredMs,
+					"unpruned_ms", t.BaseMs, "goal_ms", t.GoalMs)
 			}
 			return t, nil
 		}
-		if sel, bopt.BudgetMs, err = verifyOnDevice(measure, ver, run.g, params, sel, bopt, reselect, cmp.Or(opt.VerifyTries, 4)); err != nil {
+		if sel, bopt.BudgetMs, err = verifyOnDevice(measure, ver, run.g, params, sel, bopt, reselect, cmp.Or(opt.VerifyTries, 6)); err != nil {
 			return nil, err
 		}
 		if t := ver.Tries[ver.Chosen]; t.BaseMs > 0 {

@@ -66,13 +66,17 @@ func TestCompressToBudget(t *testing.T) {
 	}
 	tiny, _ := compress.ParseBudget("0.001x")
 	out := filepath.Join(dir, "impossible")
-	for _, method := range []string{"l1", "bayes"} {
-		if _, err := Compress(context.Background(), CompressOptions{Run: cfg.RunDir, Out: out, Profile: prof, Budget: tiny, Method: method}); err == nil ||
-			!strings.Contains(err.Error(), "below the smallest network") || ExitCode(err) != ExitBudget {
-			t.Fatalf("%s, impossible budget: %v (exit %d, want %d)", method, err, ExitCode(err), ExitBudget)
-		}
-		if _, err := os.Stat(out); !os.IsNotExist(err) {
-			t.Fatalf("%s: an impossible budget left %s behind", method, out)
+	// Timed on the device too: a budget far below the smallest network is
+	// not the profile's error, and fails before any training.
+	for _, verify := range []*DeviceOptions{nil, {Rounds: 1, Repeats: 5}} {
+		for _, method := range []string{"l1", "bayes"} {
+			if _, err := Compress(context.Background(), CompressOptions{Run: cfg.RunDir, Out: out, Profile: prof, Budget: tiny, Method: method, Verify: verify}); err == nil ||
+				!strings.Contains(err.Error(), "below the smallest network") || ExitCode(err) != ExitBudget {
+				t.Fatalf("%s (verify %v), impossible budget: %v (exit %d, want %d)", method, verify != nil, err, ExitCode(err), ExitBudget)
+			}
+			if _, err := os.Stat(out); !os.IsNotExist(err) {
+				t.Fatalf("%s: an impossible budget left %s behind", method, out)
+			}
 		}
 	}
 	other, err := hwprofile.Read(prof)

@@ -250,7 +250,7 @@ func PipelineDefaults() map[string]any {
 		"compress.data_limit":                0,
 		"compress.verify":                    true,
 		"compress.verify_margin":             0.05,
-		"compress.verify_tries":              4,
+		"compress.verify_tries":              6,
 		"export.opset":                       0,
 		"export.test_images":                 0,
 		"export.rounds":                      7,

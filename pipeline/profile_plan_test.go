@@ -168,19 +168,10 @@ func prunableLayers(t *testing.T, g *models.Graph) []*layer {
 // has no smaller multiple), as compression leaves them.
 func randomPrune(t *testing.T, g *models.Graph, r *rand.Rand) (*models.Graph, []*nn.Param) {
 	t.Helper()
-	specs, err := g.ParamSpecs()
+	params, err := export.RandomParams(g, r.Uint64())
 	if err != nil {
 		t.Fatal(err)
 	}
-	var params []*nn.Param
-	for _, s := range specs {
-		n := 1
-		for _, d := range s.Shape {
-			n *= d
-		}
-		params = append(params, &nn.Param{Name: s.Name, Shape: s.Shape, Kind: s.Kind, Data: make([]float32, n)})
-	}
-	export.RandomizeParams(params, r.Uint64())
 	var remove []int
 	for _, l := range prunableLayers(t, g) {
 		keeps := []int{l.width}

@@ -22,24 +22,6 @@ func (macsLatency) LatencyMs(g *models.Graph, _ []*nn.Param) (float64, error) {
 	return float64(n.MACs) / 1e6, nil
 }
 
-func paramsOf(t *testing.T, g *models.Graph) []*nn.Param {
-	t.Helper()
-	specs, err := g.ParamSpecs()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ps []*nn.Param
-	for _, s := range specs {
-		n := 1
-		for _, d := range s.Shape {
-			n *= d
-		}
-		ps = append(ps, &nn.Param{Name: s.Name, Shape: s.Shape, Kind: s.Kind, Data: make([]float32, n)})
-	}
-	export.RandomizeParams(ps, 1)
-	return ps
-}
-
 // Verification on a device the profile under-predicts (measured = 1.4 x
 // predicted + a fixed cost): the first selection misses, the re-selections
 // converge to one under the goal, and every try is recorded; a device no
@@ -51,7 +33,10 @@ func TestVerifyOnDevice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	params := paramsOf(t, g)
+	params, err := export.RandomParams(g, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
 	lat := macsLatency{}
 	base, err := lat.LatencyMs(g, params)
 	if err != nil {

@@ -115,7 +115,7 @@ globally ranked).`,
 	f.Bool("resume", false, "continue an interrupted fine-tuning in --out")
 	f.Bool("verify", true, "time the unpruned network and each selection on the profile's device (a fraction budget is of the measured latency) and re-select until one measures under the budget; false: the profile's predictions alone")
 	f.Float64("verify-margin", 0.05, "fraction of the budget a verified selection leaves free for the device's noise")
-	f.Int("verify-tries", 4, "selections timed at most when verifying")
+	f.Int("verify-tries", 6, "selections timed at most when verifying")
 	f.Int("rounds", 7, "verifying: loads of each network timed, interleaved (10 warm-up and at least 100 timed inferences each)")
 	f.String("plugin", "", "a device plug-in command line instead of the profile's own")
 	f.Int("threads", 0, "built-in ONNX Runtime threads (0: the profile's)")
