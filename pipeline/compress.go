@@ -219,13 +219,11 @@ func Compress(ctx context.Context, opt CompressOptions) (*CompressionReport, err
 		// The profile's error on the unpruned network, carried to the
 		// target: the first guess, which the timings below correct.
 		bopt.BudgetMs = ver.GoalMs * base / ver.BaseMeasuredMs
-	}
-	if ver != nil {
 		// A target the profile prices below the smallest network the graph
 		// allows may still be met on the device (the profile over-predicts
-		// narrow networks here by a third): aim at the smallest network and
-		// let the timings decide.
-		// Twice over is not the profile's error: fail as without timings.
+		// pruned networks here by up to 60 %): aim at the smallest network
+		// and let the timings decide. Twice over is not the profile's
+		// error: that fails as without timings.
 		if probe, perr := compress.Greedy(run.g, run.params, nil, "l1", bopt); perr == nil && !probe.MetBudget && probe.PrunedMs <= 2*bopt.BudgetMs {
 			bopt.BudgetMs = probe.PrunedMs
 		}
