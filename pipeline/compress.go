@@ -202,9 +202,7 @@ func Compress(ctx context.Context, opt CompressOptions) (*CompressionReport, err
 		// measurement: three times the rounds (a network's latency moves
 		// by a quarter from one loaded session to the next on a shared
 		// machine; the median of many sessions does not).
-		timer.rounds *= 3
-		tms, err := timer.timeFiles(ctx, []string{basePath}, []float64{base})
-		timer.rounds /= 3
+		tms, err := timer.timeFiles(ctx, []string{basePath}, []float64{base}, 3*timer.rounds)
 		if err != nil {
 			return nil, fmt.Errorf("timing the unpruned network of %s: %w", opt.Run, err)
 		}
@@ -284,7 +282,7 @@ func Compress(ctx context.Context, opt CompressOptions) (*CompressionReport, err
 			if opt.Budget.Fraction > 0 {
 				paths, expect = append(paths, basePath), append(expect, base)
 			}
-			tms, err := timer.timeFiles(ctx, paths, expect)
+			tms, err := timer.timeFiles(ctx, paths, expect, timer.rounds)
 			if err != nil {
 				return VerifyTry{}, err
 			}
@@ -299,7 +297,7 @@ func Compress(ctx context.Context, opt CompressOptions) (*CompressionReport, err
 			// one set of rounds to the next): time it as many rounds again
 			// and take the mean of the two.
 			if f := tms[0].MedianMs / goal(); f > 0.9 && f < 1.1 {
-				again, err := timer.timeFiles(ctx, paths, expect)
+				again, err := timer.timeFiles(ctx, paths, expect, timer.rounds)
 				if err != nil {
 					return VerifyTry{}, err
 				}

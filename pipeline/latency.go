@@ -69,9 +69,12 @@ type deviceTimer struct {
 	n      int // networks written so far
 }
 
-// timing is one model's latency over the rounds.
-type timing struct {
+// Timing is one model's latency over interleaved rounds: MedianMs the
+// median of the rounds' medians (RoundMs), P90Ms of their 90th
+// percentiles, ReferenceMs of the reference network's medians.
+type Timing struct {
 	MedianMs, P90Ms, ReferenceMs float64
+	RoundMs                      []float64
 	Repeats                      int
 }
 
@@ -115,11 +118,11 @@ func (t *deviceTimer) Close() {
 // machine.
 const minRoundMs = 50
 
-// timeFiles times ONNX models of about expectMs each (0: unknown) in
-// interleaved rounds, each round every model once and the reference once,
+// timeFiles times ONNX models of about expectMs each (0: unknown) in the
+// given number of interleaved rounds, each round every model once and the reference once,
 // so that a slow spell of a shared machine falls on all of them alike
 // (plug-ins run in a directory of their own: paths are made absolute).
-func (t *deviceTimer) timeFiles(ctx context.Context, paths []string, expectMs []float64) ([]timing, error) {
+func (t *deviceTimer) timeFiles(ctx context.Context, paths []string, expectMs []float64, rounds int) ([]Timing, error) {
 	models := make([]string, len(paths))
 	protos := make([]hwprofile.Protocol, len(paths))
 	for i, p := range paths {
@@ -136,8 +139,8 @@ func (t *deviceTimer) timeFiles(ctx context.Context, paths []string, expectMs []
 	medians := make([][]float64, len(paths))
 	p90s := make([][]float64, len(paths))
 	var refs []float64
-	out := make([]timing, len(paths))
-	for range t.rounds {
+	out := make([]Timing, len(paths))
+	for range rounds {
 		for i, m := range models {
 			r, err := t.dev.Time(ctx, m, protos[i])
 			if err != nil {
@@ -154,8 +157,25 @@ func (t *deviceTimer) timeFiles(ctx context.Context, paths []string, expectMs []
 	}
 	for i := range out {
 		out[i].MedianMs, out[i].P90Ms, out[i].ReferenceMs = stats.Median(medians[i]), stats.Median(p90s[i]), stats.Median(refs)
+		out[i].RoundMs = medians[i]
 	}
 	return out, nil
+}
+
+// TimeModels times ONNX models on the device of the profile at
+// profilePath as o says, in o.Rounds interleaved rounds (o.Repeats timed
+// runs each): for benchmarks that compare models already exported.
+func TimeModels(ctx context.Context, profilePath string, o DeviceOptions, paths []string) ([]Timing, error) {
+	prof, err := hwprofile.Read(profilePath)
+	if err != nil {
+		return nil, err
+	}
+	t, err := openTimer(ctx, prof, profilePath, o)
+	if err != nil {
+		return nil, err
+	}
+	defer t.Close()
+	return t.timeFiles(ctx, paths, make([]float64, len(paths)), t.rounds)
 }
 
 // writeNetwork exports a network as the export stage would, to be timed.
@@ -215,7 +235,7 @@ func MeasureLatency(ctx context.Context, opt LatencyOptions) (*hwprofile.Latency
 		}
 		paths, expect = append(paths, path), append(expect, crep.Before.PredictedMs)
 	}
-	tms, err := t.timeFiles(ctx, paths, expect)
+	tms, err := t.timeFiles(ctx, paths, expect, t.rounds)
 	if err != nil {
 		return nil, err
 	}

@@ -1,8 +1,6 @@
 package pipeline
 
 import (
-	"bayesnas/hwprofile"
-	"bayesnas/report"
 	"context"
 	"errors"
 	"fmt"
@@ -15,8 +13,10 @@ import (
 	"time"
 
 	"bayesnas/compress"
+	"bayesnas/hwprofile"
 	"bayesnas/internal/runlock"
 	"bayesnas/onnxrt"
+	"bayesnas/report"
 )
 
 // Directories of a pipeline run directory, one per stage: a contract that

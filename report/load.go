@@ -1,7 +1,6 @@
 package report
 
 import (
-	"bayesnas/hwprofile"
 	"bufio"
 	"bytes"
 	"encoding/json"
@@ -12,6 +11,7 @@ import (
 	"path/filepath"
 
 	"bayesnas/compress"
+	"bayesnas/hwprofile"
 	"bayesnas/onnxrt"
 	"bayesnas/search"
 )

@@ -30,8 +30,6 @@ import (
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
 
-	"bayesnas/hwprofile"
-	"bayesnas/internal/stats"
 	"bayesnas/onnxrt"
 	"bayesnas/pipeline"
 )
@@ -247,45 +245,25 @@ func pointers(rows []row) []*row {
 // remeasure times each row's model.onnx on measureWith's device, all of
 // them once per round, and sets measMs to the median of the rounds.
 func remeasure(rows []*row, base, dir string) error {
-	ctx := context.Background()
-	prof, err := hwprofile.Read(measureWith)
-	if err != nil {
-		return err
-	}
-	spec := pipeline.DeviceSpec{Plugin: prof.Plugin, Threads: prof.Runtime.IntraOpThreads, Optimization: prof.Runtime.GraphOptimization}
-	if len(spec.Plugin) > 0 {
-		spec.Optimization = ""
-	}
-	dev, err := pipeline.OpenDevice(ctx, spec)
-	if err != nil {
-		return err
-	}
-	defer dev.Close()
-	proto := hwprofile.Protocol{Batch: 1, Warmup: 10, Repeats: 200}
-	meds := make([][]float64, len(rows))
-	for range measureRounds {
-		for i, r := range rows {
-			path := filepath.Join(dir, r.dir, "model.onnx")
-			if r.method == "unpruned" {
-				path = filepath.Join(base, "model.onnx")
-			}
-			abs, err := filepath.Abs(path)
-			if err != nil {
-				return err
-			}
-			t, err := dev.Time(ctx, abs, proto)
-			if err != nil {
-				return fmt.Errorf("timing %s: %w", path, err)
-			}
-			meds[i] = append(meds[i], t.MedianMs)
+	paths := make([]string, len(rows))
+	for i, r := range rows {
+		paths[i] = filepath.Join(dir, r.dir, "model.onnx")
+		if r.method == "unpruned" {
+			paths[i] = filepath.Join(base, "model.onnx")
 		}
 	}
-	for i, r := range rows {
-		r.measMs = stats.Median(meds[i])
+	const repeats = 200
+	tms, err := pipeline.TimeModels(context.Background(), measureWith,
+		pipeline.DeviceOptions{Rounds: measureRounds, Warmup: 10, Repeats: repeats}, paths)
+	if err != nil {
+		return err
 	}
-	u := meds[0]
+	for i, r := range rows {
+		r.measMs = tms[i].MedianMs
+	}
+	u := tms[0].RoundMs
 	fmt.Printf("measured on %s: %d rounds of %d timed runs per network, interleaved; unpruned network's round medians %.3f-%.3f ms (median %.3f)\n\n",
-		measureWith, measureRounds, proto.Repeats, slices.Min(u), slices.Max(u), rows[0].measMs)
+		measureWith, measureRounds, repeats, slices.Min(u), slices.Max(u), rows[0].measMs)
 	return nil
 }
 

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bayesnas/hwprofile"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -10,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"bayesnas/hwprofile"
 	"bayesnas/pipeline"
 )
 
