@@ -268,7 +268,8 @@ func TestCalibrate(t *testing.T) {
 	if math.Abs(c.Scale-1.2) > 1e-6 || math.Abs(c.PerKernelMs-0.003) > 1e-6 || c.Networks != 12 {
 		t.Fatalf("calibration %+v, want scale 1.2, 0.003 ms per kernel", c)
 	}
-	// Noisy: the least-squares fit is no worse than any grid point.
+	// Noisy: the least-squares fit of the relative error is no worse than
+	// any grid point.
 	for i := range meas {
 		meas[i] *= 1 + 0.05*math.Sin(float64(7*i))
 	}
@@ -281,7 +282,7 @@ func TestCalibrate(t *testing.T) {
 	sse := func(s, k float64) float64 {
 		v := 0.0
 		for i, pr := range preds {
-			d := p.OverheadMs + s*pr.KernelsMs + k*float64(len(pr.Nodes)) - meas[i]
+			d := (p.OverheadMs + s*pr.KernelsMs + k*float64(len(pr.Nodes)) - meas[i]) / meas[i]
 			v += d * d
 		}
 		return v
@@ -294,6 +295,18 @@ func TestCalibrate(t *testing.T) {
 				t.Fatalf("grid point (%v, %v) fits better (%v) than the least squares %+v (%v)", s, k, v, c, best)
 			}
 		}
+	}
+	// Every network with the same kernel count (PyramidNets at any width):
+	// the scale alone, however well an intercept would fit these.
+	for i := range preds {
+		preds[i].Nodes = make([]NodePrice, 54)
+		meas[i] = p.OverheadMs + 0.7*preds[i].KernelsMs + 0.25
+	}
+	if err := p.Calibrate("pyramidnet", preds, meas); err != nil {
+		t.Fatal(err)
+	}
+	if c := p.calibration("pyramidnet"); c.PerKernelMs != 0 || c.Scale <= 0.7 {
+		t.Fatalf("calibration %+v on networks of 54 kernels each: want the scale alone", c)
 	}
 	// Too few networks: an error, the calibration unchanged.
 	if err := p.Calibrate("proxy", preds[:2], meas[:2]); err == nil {

@@ -215,9 +215,15 @@ func (p *Profile) calibration(space string) *Calibration {
 
 // Calibrate fits the profile's calibration for a space ("" for the
 // profile-wide one) to networks whose predictions (their uncalibrated kernel
-// sums and kernel counts) and measured latencies are given: least squares
-// for Scale and PerKernelMs; when that makes either negative (too few or
-// too alike networks), Scale alone. It replaces the space's calibration.
+// sums and kernel counts) and measured latencies are given: least squares on
+// the relative error (a 10 % miss on a pruned network counts as much as on
+// the unpruned one) for Scale and PerKernelMs. PerKernelMs is fitted only
+// where the kernel counts differ by at least 10 % between networks: where
+// they barely do (every PyramidNet has the same kernels at any width), it
+// is an intercept in disguise, fitted on mid-sized networks, and it priced
+// the smallest pruned PyramidNet at twice its measured latency. When the
+// fit makes either negative (too few or too alike networks), Scale alone.
+// It replaces the space's calibration.
 func (p *Profile) Calibrate(space string, preds []*Prediction, measuredMs []float64) error {
 	if len(preds) != len(measuredMs) || len(preds) < 3 {
 		return fmt.Errorf("calibration: %d networks, want at least 3", len(preds))
@@ -225,13 +231,26 @@ func (p *Profile) Calibrate(space string, preds []*Prediction, measuredMs []floa
 	y := make([]float64, len(preds))
 	both := make([][]float64, len(preds))
 	sumOnly := make([][]float64, len(preds))
+	lo, hi := math.Inf(1), 0.0
 	for i, pr := range preds {
-		y[i] = measuredMs[i] - p.OverheadMs
-		both[i] = []float64{pr.KernelsMs, float64(len(pr.Nodes))}
-		sumOnly[i] = []float64{pr.KernelsMs}
+		if measuredMs[i] <= p.OverheadMs || math.IsNaN(measuredMs[i]) {
+			return fmt.Errorf("calibration: network %d measured %v ms, at most the overhead %v ms", i, measuredMs[i], p.OverheadMs)
+		}
+		// Each row divided by the measurement: least squares on the
+		// relative error.
+		w := 1 / measuredMs[i]
+		y[i] = (measuredMs[i] - p.OverheadMs) * w
+		n := float64(len(pr.Nodes))
+		both[i] = []float64{pr.KernelsMs * w, n * w}
+		sumOnly[i] = []float64{pr.KernelsMs * w}
+		lo, hi = min(lo, n), max(hi, n)
 	}
-	b, err := leastSquares(both, y)
-	if err != nil || b[0] <= 0 || b[1] < 0 {
+	var b []float64
+	var err error
+	if hi >= 1.1*lo {
+		b, err = leastSquares(both, y)
+	}
+	if b == nil || err != nil || b[0] <= 0 || b[1] < 0 {
 		if b, err = leastSquares(sumOnly, y); err != nil || b[0] <= 0 {
 			return fmt.Errorf("calibration: no positive scale fits these %d networks", len(preds))
 		}

@@ -2,6 +2,7 @@ package hwprofile
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"strings"
 
@@ -197,12 +198,19 @@ func randomTreeCell(r *rand.Rand, ops []string) models.TreeCell {
 
 // randomWidths rewrites the default PyramidNet's bottleneck widths: in
 // every block, conv1's output channels and the grouped conv2 that maps them
-// to themselves (the coupled channels compression prunes together).
+// to themselves (the coupled channels compression prunes together). A
+// network keeps a fraction f of the widths, uniform in [0.1, 1], and each
+// block about f of its width (times a factor uniform in [0.6, 1.4]): the
+// range compression leaves from the tightest budget to none, with blocks
+// pruned unevenly. Uniform widths per block instead bunch every network
+// around half the default's latency, and a calibration fitted there missed
+// the pruned networks compression produces.
 func randomWidths(r *rand.Rand) (*models.Graph, error) {
 	g, err := models.PyramidNet(models.PyramidNetDefault())
 	if err != nil {
 		return nil, err
 	}
+	f := 0.1 + 0.9*r.Float64()
 	width := map[string]int{}
 	for _, n := range g.Nodes {
 		if n.Op != models.OpConv {
@@ -215,7 +223,8 @@ func randomWidths(r *rand.Rand) (*models.Graph, error) {
 		switch conv {
 		case "conv1":
 			top := (n.Attrs.OutChannels + 7) / 8
-			w := 8 * (1 + r.IntN(top))
+			k := int(math.Round(f * (0.6 + 0.8*r.Float64()) * float64(top)))
+			w := 8 * min(max(k, 1), top)
 			width[block] = w
 			n.Attrs.OutChannels = w
 		case "conv2":
