@@ -12,12 +12,15 @@ import (
 )
 
 // gateNet is a tiny conv network whose channel gates are its batch norm
-// scales: conv-BN-ReLU twice, global pooling, a linear classifier.
+// scales, conv-BN-ReLU twice, and a channel scale (a 1x1 depthwise conv,
+// compression's gate for a conv no batch norm follows) on a third conv;
+// then global pooling and a linear classifier.
 func gateNet(t *testing.T, batch int) *nn.Network {
 	t.Helper()
 	b := models.NewGraphBuilder("gates", "x", [3]int{2, 5, 5})
 	x := b.ReLU("r1", b.BN("bn1", b.Conv("c1", "x", 4, 3, 1, 1)))
 	x = b.ReLU("r2", b.BN("bn2", b.Conv("c2", x, 3, 3, 1, 1)))
+	x = b.ReLU("r3", b.Conv("s3", b.Conv("c3", x, 3, 3, 1, 1), 3, 1, 1, 3))
 	x = b.Node("gap", models.OpGAP, models.Attrs{}, x)
 	x = b.Node("fc", models.OpLinear, models.Attrs{OutChannels: 3, Bias: true}, x)
 	g, err := b.Finish(x, nil)
@@ -32,7 +35,7 @@ func gateNet(t *testing.T, batch int) *nn.Network {
 	return net
 }
 
-// The empirical Fisher of every BN scale equals the mean over samples of
+// The empirical Fisher of every BN scale and channel scale equals the mean over samples of
 // the squared per-sample loss gradient, each taken by central differences
 // of that sample's loss alone (float64 accumulation of float32 losses, step
 // 1e-3: the loss is smooth away from ReLU kinks, which random inputs avoid
@@ -55,8 +58,8 @@ func TestBNScaleCurvatureAgainstFiniteDifferences(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := c.Diagonal()
-	if len(h) != 4+3 {
-		t.Fatalf("%d variables, want the 7 BN scales", len(h))
+	if len(h) != 4+3+3 {
+		t.Fatalf("%d variables, want the 7 BN scales and 3 channel scales", len(h))
 	}
 	// Loss of sample i alone, in evaluation mode.
 	per := net.Input.PerSample()
@@ -89,15 +92,16 @@ func TestBNScaleCurvatureAgainstFiniteDifferences(t *testing.T) {
 		}
 		checked++
 	}
-	if checked != 7 {
+	if checked != 10 {
 		t.Fatalf("checked %d", checked)
 	}
-	// Training mode couples the samples: per-sample scale gradients refuse.
+	// Training mode couples a batch norm's samples: its per-sample scale
+	// gradients refuse (a channel scale's do not need to).
 	net.SetBatch(n)
 	net.Forward(true)
 	buf := make([]float64, 64)
 	for _, l := range net.Layers {
-		if _, ok, err := nn.PerSampleScaleGrads(l, buf); ok && err == nil {
+		if _, ok, err := nn.PerSampleScaleGrads(l, buf); ok && err == nil && !nn.IsChannelScale(l) {
 			t.Errorf("per-sample scale gradients after a training-mode forward: no error")
 		}
 	}

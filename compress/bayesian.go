@@ -120,7 +120,10 @@ type BayesResult struct {
 	Updates []BayesUpdate  `json:"updates"`
 	Groups  []GateDecision `json:"groups"`
 	Ungated int            `json:"ungated_groups"` // prunable groups without a gate: kept
-	Seconds float64        `json:"seconds"`
+	// Gated is how many convs trained with a channel scale as their gate
+	// (no batch norm alone reads them; see withGates).
+	Gated   int     `json:"gated_convs"`
+	Seconds float64 `json:"seconds"`
 }
 
 // gateSet is compression's family of groups: independent, no hierarchy.
@@ -130,8 +133,8 @@ func (s *gateSet) Priors() []*bayes.Group { return s.groups }
 func (s *gateSet) ApplyDependency()       { bayes.Independent(s.groups) }
 
 // Gates lists, for every group of groups, its gates: the scale of the
-// batch norm that alone reads a conv or linear producing one of the
-// group's channels (that channel's entry). Zeroing a group's gates leaves
+// batch norm (or the channel scale withGates adds) that alone reads a conv
+// or linear producing one of the group's channels (that channel's entry). Zeroing a group's gates leaves
 // its channels constant (their BN shift), which Prune folds forward, so the
 // network with zero gates is the pruned one. A group with no such batch
 // norm has no gates.
@@ -153,7 +156,7 @@ func Gates(g *models.Graph, groups []Group, params []*nn.Param) [][]bayes.Var {
 				continue
 			}
 			cs := consumers[m.Node]
-			if len(cs) != 1 || cs[0].Op != models.OpBN || m.Node == g.Output {
+			if len(cs) != 1 || (cs[0].Op != models.OpBN && !isGate(cs[0])) || m.Node == g.Output {
 				continue
 			}
 			if p := byName[cs[0].Name+".weight"]; p != nil && m.Index < len(p.Data) {
@@ -212,14 +215,34 @@ func Bayesian(ctx context.Context, g *models.Graph, params []*nn.Param, train, c
 	if err != nil {
 		return nil, err
 	}
-	net, err := models.Compile(g, nn.NewCPU(nn.DefaultGemm(), opt.Workers), opt.Batch)
+	// The network trains with a gate on every prunable conv (withGates);
+	// orig are its parameters that g has, which pricing reads.
+	gg, gated := withGates(g, groups, ls)
+	net, err := models.Compile(gg, nn.NewCPU(nn.DefaultGemm(), opt.Workers), opt.Batch)
 	if err != nil {
 		return nil, fmt.Errorf("bayes: %w", err)
 	}
-	if err := copyParams(net.Params, params); err != nil {
+	names := make([]string, len(params))
+	for i, p := range params {
+		names[i] = p.Name
+	}
+	byName := paramsByName(net.Params)
+	orig := make([]*nn.Param, 0, len(params))
+	for _, name := range names {
+		if p := byName[name]; p != nil {
+			orig = append(orig, p)
+		}
+	}
+	if len(orig)+len(gated) != len(net.Params) {
+		return nil, fmt.Errorf("bayes: the gated network has %d parameters, want %d and %d gates", len(net.Params), len(params), len(gated))
+	}
+	if err := copyParams(orig, params); err != nil {
 		return nil, err
 	}
-	marg, err := marginalMs(g, net.Params, ls, bo, base)
+	if err := initGates(net.Params, gated); err != nil {
+		return nil, err
+	}
+	marg, err := marginalMs(g, orig, ls, bo, base)
 	if err != nil {
 		return nil, err
 	}
@@ -233,7 +256,7 @@ func Bayesian(ctx context.Context, g *models.Graph, params []*nn.Param, train, c
 	if !(meanMs > 0) {
 		return nil, fmt.Errorf("bayes: no prunable layer of %s saves latency on the device when narrowed", g.Name)
 	}
-	gates := Gates(g, groups, net.Params)
+	gates := Gates(gg, groups, net.Params)
 	res := &BayesResult{}
 	set := &gateSet{}
 	weight := map[*bayes.Group]float64{} // lambda_g / lambda
@@ -347,7 +370,7 @@ func Bayesian(ctx context.Context, g *models.Graph, params []*nn.Param, train, c
 		}
 		to := *bo
 		to.BudgetMs = pace()
-		sel, err := Greedy(g, net.Params, thr, "pace", to)
+		sel, err := Greedy(g, orig, thr, "pace", to)
 		if err != nil {
 			return err
 		}
@@ -390,7 +413,7 @@ func Bayesian(ctx context.Context, g *models.Graph, params []*nn.Param, train, c
 		if len(rm) > 0 {
 			// A set the graph cannot lose at once (it would empty a value)
 			// is priced as not meeting the budget.
-			ms, err := bo.predict(g, net.Params, rm)
+			ms, err := bo.predict(g, orig, rm)
 			var structural errStructure
 			switch {
 			case err == nil:
@@ -460,7 +483,7 @@ func Bayesian(ctx context.Context, g *models.Graph, params []*nn.Param, train, c
 	for gi, bg := range byGroup {
 		scores[gi] = bg.Norm() / math.Sqrt(float64(len(bg.Vars))) / weight[bg]
 	}
-	sel, err := Greedy(g, net.Params, scores, "bayes", *bo)
+	sel, err := Greedy(g, orig, scores, "bayes", *bo)
 	if err != nil {
 		return nil, err
 	}
@@ -483,7 +506,12 @@ func Bayesian(ctx context.Context, g *models.Graph, params []*nn.Param, train, c
 		}
 	}
 	slices.SortFunc(res.Groups, func(a, b GateDecision) int { return a.Group - b.Group })
-	res.Selection, res.Params, res.Scores, res.Seconds = sel, net.Params, scores, time.Since(t0).Seconds()
+	folded, err := foldGates(net.Params, names, gated)
+	if err != nil {
+		return nil, err
+	}
+	res.Gated = len(gated)
+	res.Selection, res.Params, res.Scores, res.Seconds = sel, folded, scores, time.Since(t0).Seconds()
 	return res, nil
 }
 

@@ -181,8 +181,10 @@ func hasProducer(gr Group, node string) bool {
 	return false
 }
 
-// A network without batch norm gates is refused with a clear error.
-func TestBayesianNeedsGates(t *testing.T) {
+// A network without batch norms trains with a channel scale as the gate
+// of every prunable conv: no group is left ungated, the budget is met,
+// and the result holds the input's parameters (the gates folded in).
+func TestBayesianGatesConvsWithoutBatchNorm(t *testing.T) {
 	b := models.NewGraphBuilder("nogates", "x", [3]int{1, 8, 8})
 	x := b.ReLU("r0", b.Conv("stem", "x", 8, 3, 1, 1))
 	x = b.ReLU("r1", b.Conv("a", x, 16, 3, 1, 1))
@@ -197,8 +199,89 @@ func TestBayesianNeedsGates(t *testing.T) {
 	export.RandomizeParams(net.Params, 7)
 	opt := DefaultBayesOptions()
 	opt.Budget = BudgetOptions{Latency: widthLatency{1, 1}, BudgetMs: 20, Multiple: 2, Groups: GroupOptions{ProtectStem: true}}
-	_, err = Bayesian(context.Background(), g, net.Params, teacherData(40, 1), teacherData(40, 2), opt)
-	if err == nil || !strings.Contains(err.Error(), "batch norm gate") {
-		t.Fatalf("error %v", err)
+	res, err := Bayesian(context.Background(), g, net.Params, teacherData(40, 1), teacherData(40, 2), opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Ungated != 0 || res.Gated != 2 {
+		t.Fatalf("%d groups ungated, %d convs gated: want 0 and 2 (a, b)", res.Ungated, res.Gated)
+	}
+	if !res.Selection.MetBudget {
+		t.Fatalf("budget not met: %+v", res.Selection)
+	}
+	if len(res.Params) != len(net.Params) {
+		t.Fatalf("%d parameters back, want the input's %d", len(res.Params), len(net.Params))
+	}
+	for i, p := range res.Params {
+		if p.Name != net.Params[i].Name || len(p.Data) != len(net.Params[i].Data) {
+			t.Fatalf("parameter %d: %s[%d], want %s[%d]", i, p.Name, len(p.Data), net.Params[i].Name, len(net.Params[i].Data))
+		}
+	}
+}
+
+// The gated network with any gates computes what the original network
+// computes with the gates folded into its convs (weights and bias).
+func TestGatesFoldExactly(t *testing.T) {
+	b := models.NewGraphBuilder("fold", "x", [3]int{2, 6, 6})
+	stem := b.ReLU("r0", b.BN("bn0", b.Conv("stem", "x", 8, 3, 1, 1)))
+	p := b.Node("p", models.OpConv, models.Attrs{OutChannels: 8, Kernel: 1, Stride: 1, Dilation: 1, Groups: 1, Bias: true}, stem)
+	q := b.Conv("q", stem, 8, 3, 1, 1)
+	x := b.Node("sum", models.OpAdd, models.Attrs{}, p, q)
+	x = b.ReLU("r1", b.BN("bn1", b.Conv("c", b.ReLU("r", x), 8, 3, 1, 1)))
+	x = b.Node("gap", models.OpGAP, models.Attrs{}, x)
+	x = b.Node("fc", models.OpLinear, models.Attrs{OutChannels: 3, Bias: true}, x)
+	g, err := b.Finish(x, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	groups, err := ChannelGroups(g, DefaultGroupOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls, err := layers(g, groups)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gg, gated := withGates(g, groups, ls)
+	if strings.Join(gated, ",") != "p,q" {
+		t.Fatalf("gated %v, want p,q (the sum's producers; stem and c have a batch norm)", gated)
+	}
+	if err := gg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	gnet, err := models.Compile(gg, backend(), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	export.RandomizeParams(gnet.Params, 3) // gates included: random, some negative
+	in := make([]float32, len(gnet.Input.Data))
+	r := rand.New(rand.NewPCG(1, 1))
+	for i := range in {
+		in[i] = float32(r.NormFloat64())
+	}
+	copy(gnet.Input.Data, in)
+	gnet.Forward(false)
+	want := append([]float32(nil), gnet.Output.Data...)
+	net, err := models.Compile(g, backend(), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, p := range net.Params {
+		names = append(names, p.Name)
+	}
+	folded, err := foldGates(gnet.Params, names, gated)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := copyParams(net.Params, folded); err != nil {
+		t.Fatal(err)
+	}
+	copy(net.Input.Data, in)
+	net.Forward(false)
+	for i, v := range net.Output.Data {
+		if math.Abs(float64(v-want[i])) > 1e-4*(1+math.Abs(float64(want[i]))) {
+			t.Fatalf("output %d: folded %g, gated %g", i, v, want[i])
+		}
 	}
 }

@@ -27,7 +27,15 @@ func PerSampleWeightGrads(l Layer) (w []*Param, g []float64, ok bool) {
 // In training mode the batch statistics couple the samples, so per-sample
 // gradients are not gradients of per-sample losses: err then. ok is false
 // for layers that are not batch norms of this backend.
+//
+// A channel scale (IsChannelScale: a 1x1 depthwise convolution without
+// bias, y[b,c] = w_c x[b,c]) counts too, with g[b*C+c] = sum over
+// positions of dy[b,c] * x[b,c]: compression puts one after a conv whose
+// channels no batch norm scales, as that conv's gate.
 func PerSampleScaleGrads(l Layer, g []float64) (gamma *Param, ok bool, err error) {
+	if cv, isConv := l.(*conv); isConv && cv.isChannelScale() {
+		return cv.perSampleScaleGrads(g)
+	}
 	bn, ok := l.(*bnLayer)
 	if !ok {
 		return nil, false, nil
@@ -53,4 +61,36 @@ func PerSampleScaleGrads(l Layer, g []float64) (gamma *Param, ok bool, err error
 		}
 	}
 	return bn.gamma, true, nil
+}
+
+// IsChannelScale reports whether l multiplies each channel by its own
+// weight and does nothing else: a 1x1 depthwise convolution, stride 1, no
+// padding, no bias.
+func IsChannelScale(l Layer) bool {
+	cv, ok := l.(*conv)
+	return ok && cv.isChannelScale()
+}
+
+func (l *conv) isChannelScale() bool {
+	return l.mode == convDepthwise && l.k == 1 && l.stride == 1 && l.pad == 0 && l.b == nil &&
+		l.groups == l.inC && l.outC == l.inC
+}
+
+func (l *conv) perSampleScaleGrads(g []float64) (*Param, bool, error) {
+	n, c, hw := l.y.N(), l.outC, l.spatial
+	if len(g) < n*c {
+		return l.w, true, fmt.Errorf("channel scale %s: %d slots for %d samples x %d channels", l.w.Name, len(g), n, c)
+	}
+	x, dy := l.x.Data, l.y.Grad
+	for b := range n {
+		for ch := range c {
+			off := (b*c + ch) * hw
+			var s float64
+			for i, v := range x[off : off+hw] {
+				s += float64(dy[off+i]) * float64(v)
+			}
+			g[b*c+ch] = s
+		}
+	}
+	return l.w, true, nil
 }
