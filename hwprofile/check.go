@@ -44,9 +44,8 @@ type CheckRow struct {
 	Name        string  `json:"name"`
 	MACs        int64   `json:"macs"`
 	PredictedMs float64 `json:"predicted_ms"`
-	// MeasuredMs is the first measurement (median of the protocol's
-	// repeats); RepeatMs the second, taken after every network was measured
-	// once, so the two are minutes apart.
+	// MeasuredMs is the first measurement, RepeatMs the second, from
+	// alternate rounds (each the quietest of its rounds: StatisticQuietest).
 	MeasuredMs float64 `json:"measured_ms"`
 	RepeatMs   float64 `json:"repeat_ms"`
 	MACsFitMs  float64 `json:"macs_fit_ms"`
@@ -102,10 +101,9 @@ type SpaceAccuracy struct {
 }
 
 // Check predicts every network with p, measures each twice on dev, and
-// compares. Each measurement is the median of sessions loads of the model
-// (a runtime lays a model out in memory anew in each session, and on small
-// networks that alone moves the median by several percent), each timed with
-// proto.
+// compares. Each measurement is the quietest of sessions loads of the
+// model (a runtime lays a model out in memory anew in each session), each
+// timed with proto; see StatisticQuietest.
 func Check(ctx context.Context, dev Device, p *Profile, nets []CheckNet, proto Protocol, sessions int, progress func(done, total int)) (*CheckReport, error) {
 	di, ri, err := dev.Describe(ctx)
 	if err != nil {
@@ -150,7 +148,7 @@ func Check(ctx context.Context, dev Device, p *Profile, nets []CheckNet, proto P
 	if err != nil {
 		return nil, err
 	}
-	rep.ReferenceMs = stats.Median(times[len(nets)])
+	rep.ReferenceMs = Quietest(times[len(nets)])
 	times = times[:len(nets)]
 	speed := 1.0
 	if p.ReferenceMs > 0 {
@@ -166,7 +164,7 @@ func Check(ctx context.Context, dev Device, p *Profile, nets []CheckNet, proto P
 				b = append(b, t)
 			}
 		}
-		rep.Rows[i].MeasuredMs, rep.Rows[i].RepeatMs = stats.Median(a), stats.Median(b)
+		rep.Rows[i].MeasuredMs, rep.Rows[i].RepeatMs = Quietest(a), Quietest(b)
 	}
 	var macs, meas, pred, rep2 []float64
 	for _, r := range rep.Rows {

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"bayesnas/export"
-	"bayesnas/internal/stats"
 	"bayesnas/models"
 	"bayesnas/nn"
 )
@@ -446,7 +445,7 @@ type MeasureOptions struct {
 	Save      func(*Profile) error
 	SaveEvery int
 	// Rounds times every kernel this many times, in turn with the others of
-	// its SaveEvery chunk, keeping the median (1 when 0).
+	// its SaveEvery chunk, keeping the quietest round (1 when 0).
 	Rounds int
 	Tool   string
 	Input  []int
@@ -474,7 +473,7 @@ func Measure(ctx context.Context, dev Device, jobs []Job, p *Profile, opts Measu
 	}
 	if p == nil {
 		p = &Profile{Schema: Schema, Device: di, Runtime: ri, Plugin: opts.Plugin, Fusions: slices.Clone(FusionRules),
-			Protocol: MeasureProtocol{Protocol: opts.Protocol, Statistic: "median", Input: opts.Input,
+			Protocol: MeasureProtocol{Protocol: opts.Protocol, Statistic: StatisticQuietest, Input: opts.Input,
 				Date: time.Now().UTC().Format("2006-01-02"), Tool: opts.Tool}}
 	} else {
 		if p.Runtime != ri {
@@ -554,7 +553,7 @@ func Measure(ctx context.Context, dev Device, jobs []Job, p *Profile, opts Measu
 		reps := make([]int, len(part))
 		// Rounds go over the whole chunk in turn, so that a slow spell of
 		// the machine (tens of seconds on a shared one) lands in one round
-		// of a kernel, not in all of them, and the median drops it. Spells
+		// of a kernel, not in all of them, and the quietest round drops it. Spells
 		// last longer than a chunk too: the reference network, timed in
 		// every round, says how fast the machine ran the chunk, and the
 		// chunk's entries are scaled to the profile's ReferenceMs.
@@ -587,13 +586,13 @@ func Measure(ctx context.Context, dev Device, jobs []Job, p *Profile, opts Measu
 		speed := 1.0
 		if ref != nil {
 			if p.ReferenceMs == 0 {
-				p.ReferenceMs = roundNs(stats.Median(refs))
+				p.ReferenceMs = roundNs(Quietest(refs))
 			}
-			speed = p.ReferenceMs / stats.Median(refs)
+			speed = p.ReferenceMs / Quietest(refs)
 		}
 		for i, j := range part {
-			med := max(roundNs(speed*(stats.Median(meds[i])-p.OverheadMs)), minKernelMs)
-			p90 := max(roundNs(speed*(stats.Median(p90s[i])-p.OverheadMs)), med)
+			med := max(roundNs(speed*(Quietest(meds[i])-p.OverheadMs)), minKernelMs)
+			p90 := max(roundNs(speed*(Quietest(p90s[i])-p.OverheadMs)), med)
 			p.Entries = append(p.Entries, Entry{Key: j.Key, MedianMs: med, P90Ms: p90, Repeats: reps[i]})
 		}
 		p.idx = nil

@@ -65,7 +65,9 @@ type Profile struct {
 // MeasureProtocol records how the entries were timed.
 type MeasureProtocol struct {
 	Protocol `yaml:",inline"`
-	// Statistic is what an entry's latency is: "median" of Repeats runs.
+	// Statistic is what an entry's latency is: StatisticQuietest, or in
+	// profiles measured before it "median" (the median over rounds of the
+	// median of Repeats runs).
 	Statistic string `yaml:"statistic"`
 	// Input is the network input (C,H,W) the profile was measured for.
 	Input []int  `yaml:"input,flow"`
@@ -214,7 +216,7 @@ func Parse(b []byte) (*Profile, error) {
 		{"runtime.version", p.Runtime.Version != ""},
 		{"protocol.batch", p.Protocol.Batch > 0},
 		{"protocol.repeats", p.Protocol.Repeats > 0},
-		{"protocol.statistic", p.Protocol.Statistic == "median"},
+		{"protocol.statistic", p.Protocol.Statistic == StatisticQuietest || p.Protocol.Statistic == "median"},
 		{"protocol.input", len(p.Protocol.Input) == 3 && p.Protocol.Input[0] > 0 && p.Protocol.Input[1] > 0 && p.Protocol.Input[2] > 0},
 		{"overhead_ms", finitePositive(p.OverheadMs) || p.OverheadMs == 0},
 		{"reference_ms", finitePositive(p.ReferenceMs) || p.ReferenceMs == 0},

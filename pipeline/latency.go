@@ -70,8 +70,9 @@ type deviceTimer struct {
 }
 
 // Timing is one model's latency over interleaved rounds: MedianMs the
-// median of the rounds' medians (RoundMs), P90Ms of their 90th
-// percentiles, ReferenceMs of the reference network's medians.
+// lowest of the rounds' medians (RoundMs; hwprofile.StatisticQuietest),
+// P90Ms the median of their 90th percentiles, ReferenceMs the reference
+// network's quietest round.
 type Timing struct {
 	MedianMs, P90Ms, ReferenceMs float64
 	RoundMs                      []float64
@@ -156,7 +157,7 @@ func (t *deviceTimer) timeFiles(ctx context.Context, paths []string, expectMs []
 		refs = append(refs, ref.MedianMs)
 	}
 	for i := range out {
-		out[i].MedianMs, out[i].P90Ms, out[i].ReferenceMs = stats.Median(medians[i]), stats.Median(p90s[i]), stats.Median(refs)
+		out[i].MedianMs, out[i].P90Ms, out[i].ReferenceMs = hwprofile.Quietest(medians[i]), stats.Median(p90s[i]), hwprofile.Quietest(refs)
 		out[i].RoundMs = medians[i]
 	}
 	return out, nil

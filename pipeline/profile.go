@@ -14,7 +14,6 @@ import (
 
 	"bayesnas/export"
 	"bayesnas/hwprofile"
-	"bayesnas/internal/stats"
 	"bayesnas/models"
 	"bayesnas/nn"
 	"bayesnas/onnxrt"
@@ -179,7 +178,8 @@ type ProfileMeasureOptions struct {
 	// measured to fit the profile's calibration; 0 leaves it as it is.
 	Calibrate int
 	// Sessions is how many times each calibration network is loaded and
-	// timed (the median is kept); Rounds how many times each kernel is.
+	// timed, Rounds how many times each kernel is (the quietest round is
+	// kept: hwprofile.StatisticQuietest).
 	Sessions    int
 	Rounds      int
 	Device      DeviceSpec
@@ -362,17 +362,14 @@ func calibrate(ctx context.Context, dev hwprofile.Device, prof *hwprofile.Profil
 	if err != nil {
 		return err
 	}
-	// Each round at the speed of the profile's entries (see ReferenceMs).
-	refs := times[len(nets)]
+	// The quietest round of each network, at the speed of the profile's
+	// entries: the reference's quietest round against ReferenceMs.
+	speed := prof.ReferenceMs / hwprofile.Quietest(times[len(nets)])
 	for i, n := range nets {
 		if _, ok := preds[n.Space]; !ok {
 			spaces = append(spaces, n.Space)
 		}
-		scaled := make([]float64, len(refs))
-		for r, t := range times[i] {
-			scaled[r] = t * prof.ReferenceMs / refs[r]
-		}
-		ms := stats.Median(scaled)
+		ms := hwprofile.Quietest(times[i]) * speed
 		for _, sp := range []string{n.Space, ""} {
 			preds[sp], meas[sp] = append(preds[sp], all[i]), append(meas[sp], ms)
 		}
@@ -424,7 +421,7 @@ type ProfileCheckOptions struct {
 	N        int    // networks per space
 	Seed     uint64 // their seed; keep it apart from the measurement's
 	Protocol hwprofile.Protocol
-	Sessions int // loads per network and pass; the median is kept
+	Sessions int // loads per network and measurement; the quietest is kept
 	Device   DeviceSpec
 	Progress io.Writer
 	TTY      bool

@@ -37,8 +37,8 @@ func addDeviceFlags(cmd *cobra.Command) {
 	f.String("onnxruntime-lib", "", "path to libonnxruntime.so.1 (default: $ONNXRUNTIME_LIB, then the set-up cache)")
 	f.Int("batch", 1, "batch size of every timed inference")
 	f.Int("warmup", 10, "untimed runs before timing")
-	f.Int("repeats", 100, "timed runs; the median is kept")
-	f.Int("sessions", 3, "loads of each whole network (calibration, check), each timed with --repeats; the median of their medians is kept")
+	f.Int("repeats", 100, "timed runs of a round; its median is kept")
+	f.Int("sessions", 6, "rounds of each whole network (calibration, check; each a fresh load timed with --repeats), in turn with the others; the quietest is kept")
 }
 
 func deviceFlags(cmd *cobra.Command) (pipeline.DeviceSpec, hwprofile.Protocol) {
@@ -125,7 +125,7 @@ time only what it lacks (also how an existing profile is extended).`,
 	f.Int("samples", pipeline.DefaultProfileSamples, "random networks per space besides its base network")
 	f.Uint64("sample-seed", pipeline.DefaultProfileSampleSeed, "seed of those networks (profile check uses another)")
 	f.Int("grid-step", pipeline.DefaultProfileGridStep, "channel grid step for the kernels compression resizes, 0 = no grids")
-	f.Int("rounds", 3, "times each kernel is timed (with --repeats), in turn with 500 others; the median is kept")
+	f.Int("rounds", 3, "rounds of each kernel (each timed with --repeats), in turn with 500 others; the quietest is kept")
 	f.Bool("missing-only", false, "extend an existing --out: time only the kernels it lacks")
 	f.Int("calibrate", pipeline.DefaultProfileCalibrate, "whole networks per --space (seed --sample-seed+1) measured to calibrate kernel sums to network latency; 0 = none")
 	return cmd
