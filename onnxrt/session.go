@@ -59,6 +59,14 @@ type SessionOptions struct {
 	// with the x86 NCHWc layout rewrite), "extended" (fusions, no layout
 	// rewrite), "basic" or "disabled".
 	Optimization string
+	// OptimizedModelPath, when set, is where ONNX Runtime writes the model
+	// as it runs it (after fusions and the NCHWc rewrite), to see which
+	// kernels a network really runs.
+	OptimizedModelPath string
+	// ProfilePrefix, when set, turns on ONNX Runtime's profiler: every
+	// node's time in every run goes to a JSON file named from the prefix
+	// when the session closes (Session.ProfilePath).
+	ProfilePrefix string
 }
 
 // optimizationLevels maps the names profiles and reports use to ONNX
@@ -138,6 +146,16 @@ func Open(modelPath string, opts SessionOptions) (*Session, error) {
 	}
 	if err := so.SetGraphOptimizationLevel(level); err != nil {
 		return nil, fmt.Errorf("opening %s: %w", modelPath, err)
+	}
+	if opts.OptimizedModelPath != "" {
+		if err := so.SetOptimizedModelFilePath(opts.OptimizedModelPath); err != nil {
+			return nil, fmt.Errorf("opening %s: optimized model path: %w", modelPath, err)
+		}
+	}
+	if opts.ProfilePrefix != "" {
+		if err := so.EnableProfiling(opts.ProfilePrefix); err != nil {
+			return nil, fmt.Errorf("opening %s: profiling: %w", modelPath, err)
+		}
 	}
 	s, err := ort.NewDynamicAdvancedSession(modelPath, []string{ins[0].Name}, []string{outs[0].Name}, so)
 	if err != nil {
