@@ -307,7 +307,11 @@ type point struct {
 func (in *inputs) accLatencyPoints() []point {
 	var pts []point
 	if in.train != nil && in.compression != nil {
-		if v := in.compression.Verify; v != nil && v.BaseMeasuredMs > 0 {
+		// The unpruned network where the export stage timed it beside the
+		// compressed one (the same rounds), else where compress did.
+		if l := in.latency; l != nil && l.UnprunedMs > 0 && l.MeasuredMs > 0 {
+			pts = append(pts, point{name: "unpruned", acc: in.train.TestAcc, ms: l.UnprunedMs, measured: true})
+		} else if v := in.compression.Verify; v != nil && v.BaseMeasuredMs > 0 {
 			pts = append(pts, point{name: "unpruned", acc: in.train.TestAcc, ms: v.BaseMeasuredMs, measured: true})
 		} else {
 			pts = append(pts, point{name: "unpruned (predicted)", acc: in.train.TestAcc, ms: in.compression.Before.PredictedMs})
