@@ -10,13 +10,16 @@
 #
 # Env: PROFILE (profiles/native-1t.yaml), BUDGETS ("0.7x 0.5x 0.3x 0.2x"),
 # SEEDS ("1"), SEEDS2_AT (budgets with a second seed: "0.5x 0.3x"), FT (2),
-# SPARSITY (1), DATA_LIMIT (0: all training images), METHODS.
+# SPARSITY (1), DATA_LIMIT (0: all training images), METHODS, VERIFY (true:
+# time selections on the device while compressing; false: the profile alone,
+# for accuracy runs on a busy machine, timed together afterwards).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROFILE=${PROFILE:-profiles/native-1t.yaml}
 BUDGETS=${BUDGETS:-"0.7x 0.5x 0.3x 0.2x"}
 SEEDS2_AT=${SEEDS2_AT:-"0.5x 0.3x"}
 METHODS=${METHODS:-"bayes l1 uniform"}
+VERIFY=${VERIFY:-true}
 FT=${FT:-2}
 SPARSITY=${SPARSITY:-1}
 DATA_LIMIT=${DATA_LIMIT:-0}
@@ -40,7 +43,7 @@ train)
 				fi
 				echo "== $dir"
 				/usr/bin/time -f "$dir: %e s" "$bin" compress --run "$base" --profile "$PROFILE" --budget "$b" \
-					--method "$m" --seed "$s" --epochs "$epochs" --data-limit "$DATA_LIMIT" --out "$dir" "${extra[@]}" \
+					--method "$m" --seed "$s" --epochs "$epochs" --data-limit "$DATA_LIMIT" --verify="$VERIFY" --out "$dir" "${extra[@]}" \
 					>"$dir.log" 2>&1 || { echo "FAILED: $dir (see $dir.log)"; tail -3 "$dir.log"; }
 			done
 		done
