@@ -3,6 +3,7 @@ package dataset
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -17,7 +18,49 @@ const (
 	cifarPixels  = 3 * cifarSide * cifarSide
 	cifarRecord  = 1 + cifarPixels
 	cifarClasses = 10
+	// cifarMaxRecords bounds one batch file: CIFAR-10's hold 10,000 records
+	// each; a file may hold the whole 60,000 (184 MB), not more.
+	cifarMaxRecords = 60_000
 )
+
+// readCIFARFile returns the content of a batch file after checking its
+// length against the record size and cifarMaxRecords, before anything is
+// allocated (a file that is not regular, such as a pipe, is read at most
+// one byte past the bound).
+func readCIFARFile(p string) ([]byte, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", p, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", p, err)
+	}
+	if st.IsDir() {
+		return nil, fmt.Errorf("reading %s: is a directory, not a CIFAR-10 batch file", p)
+	}
+	const max = cifarMaxRecords * cifarRecord
+	tooLong := func(size int64) error {
+		return fmt.Errorf("reading %s: length %d is more than %d CIFAR-10 records (%d bytes), the most one batch file may hold", p, size, cifarMaxRecords, int64(max))
+	}
+	if st.Mode().IsRegular() {
+		if st.Size() > max {
+			return nil, tooLong(st.Size())
+		}
+		if st.Size() == 0 || st.Size()%cifarRecord != 0 {
+			return nil, fmt.Errorf("reading %s: length %d is not a positive multiple of the %d-byte CIFAR-10 record (1 label + 3x32x32 pixels)", p, st.Size(), cifarRecord)
+		}
+	}
+	data, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", p, err)
+	}
+	if len(data) > max {
+		return nil, tooLong(int64(len(data)))
+	}
+	return data, nil
+}
 
 // CIFAR10Classes are the CIFAR-10 class names by label, used when the
 // directory has no batches.meta.txt.
@@ -30,9 +73,9 @@ var CIFAR10Classes = []string{
 func readCIFARBatches(name string, paths []string) (*Set, error) {
 	s := &Set{Name: name, C: 3, H: cifarSide, W: cifarSide, Classes: cifarClasses}
 	for _, p := range paths {
-		data, err := os.ReadFile(p)
+		data, err := readCIFARFile(p)
 		if err != nil {
-			return nil, fmt.Errorf("reading %s: %w", p, err)
+			return nil, err
 		}
 		if len(data) == 0 || len(data)%cifarRecord != 0 {
 			return nil, fmt.Errorf("reading %s: length %d is not a positive multiple of the %d-byte CIFAR-10 record (1 label + 3x32x32 pixels)", p, len(data), cifarRecord)

@@ -140,3 +140,23 @@ func TestLoadCIFAR10Errors(t *testing.T) {
 		t.Fatalf("cifar10 without directory: %v", err)
 	}
 }
+
+// A batch file longer than any CIFAR-10 batch is refused by its length,
+// before it is read into memory.
+func TestLoadCIFAR10FileTooLong(t *testing.T) {
+	dir := t.TempDir()
+	writeCIFARDir(t, dir, 3)
+	p := filepath.Join(dir, "data_batch_4.bin")
+	// A sparse file of 60,001 all-zero records (label 0): valid records,
+	// one more than a batch file may hold.
+	if err := os.Truncate(p, (cifarMaxRecords+1)*cifarRecord); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	if a := allocated(func() { _, _, err = LoadCIFAR10(dir) }); a > 8<<20 {
+		t.Errorf("loading allocated %d bytes, want under 8 MiB", a)
+	}
+	if err == nil || !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), "the most one batch file may hold") {
+		t.Fatalf("error %v should name %s and its bound", err, p)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -252,4 +253,69 @@ func TestRealFashionMNIST(t *testing.T) {
 		t.Errorf("train std %.5f, want 0.3530", std[0])
 	}
 	t.Logf("Fashion-MNIST train mean %.6f std %.6f", mean[0], std[0])
+}
+
+// allocated returns the bytes f allocates (cumulative, not live).
+func allocated(f func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	f()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
+}
+
+// A small gzip file that inflates far beyond what its header states (a
+// decompression bomb) is refused after reading what the header states, and
+// a header claiming more than the dataset allows, or more than a raw file
+// holds, is refused before its body is allocated.
+func TestReadIDXBoundedByHeader(t *testing.T) {
+	dir := t.TempDir()
+	const n = 100
+	images, labels := tinyIDX(n, 28, 28)
+	lp := writeFile(t, filepath.Join(dir, "labels"), idxBytes(idxLabelsMagic, []uint32{n}, labels))
+
+	// 64 MiB of zeros after a header stating 100 images of 28x28 (78 KB).
+	var bomb bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&bomb, gzip.BestCompression)
+	zw.Write(idxBytes(idxImagesMagic, []uint32{n, 28, 28}, images))
+	zeros := make([]byte, 1<<20)
+	for i := 0; i < 64; i++ {
+		zw.Write(zeros)
+	}
+	zw.Close()
+	bombPath := writeFile(t, filepath.Join(dir, "bomb.gz"), bomb.Bytes())
+	var err error
+	if a := allocated(func() { _, err = ReadIDXLimited(bombPath, lp, MNISTIDXLimits) }); a > 8<<20 {
+		t.Errorf("reading a gzip bomb of %d bytes allocated %d bytes, want under 8 MiB", bomb.Len(), a)
+	}
+	if err == nil || !strings.Contains(err.Error(), bombPath) || !strings.Contains(err.Error(), "trailing bytes") {
+		t.Errorf("gzip bomb: error %v, want trailing bytes naming %s", err, bombPath)
+	}
+
+	cases := []struct {
+		name string
+		data []byte
+		want string
+	}{
+		// A raw file whose header claims a million images but holds 100:
+		// the file's length is checked before 784 MB are allocated.
+		{"raw claims more than it holds", idxBytes(idxImagesMagic, []uint32{1_000_000, 28, 28}, images), "truncated: header says 1000000 images"},
+		{"gzip claims more than allowed", gzipBytes(t, idxBytes(idxImagesMagic, []uint32{4_000_000, 28, 28}, images)), "more than the 1000000 this dataset allows"},
+		{"wrong image size", idxBytes(idxImagesMagic, []uint32{n, 2800, 2800}, nil), "this dataset's are 28x28"},
+	}
+	for _, tc := range cases {
+		p := writeFile(t, filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")), tc.data)
+		if a := allocated(func() { _, err = ReadIDXLimited(p, lp, MNISTIDXLimits) }); a > 8<<20 {
+			t.Errorf("%s: allocated %d bytes, want under 8 MiB", tc.name, a)
+		}
+		if err == nil || !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want %q naming %s", tc.name, err, tc.want, p)
+		}
+	}
+	// Without limits a header's claim is still bounded by DefaultIDXLimits.
+	p := writeFile(t, filepath.Join(dir, "huge.gz"), gzipBytes(t, idxBytes(idxImagesMagic, []uint32{1 << 20, 1 << 10, 1 << 10}, nil)))
+	if _, err := ReadIDX(p, lp); err == nil || !strings.Contains(err.Error(), "more than the 1073741824 bytes") {
+		t.Errorf("a header claiming 1 TiB: error %v", err)
+	}
 }

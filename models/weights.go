@@ -4,7 +4,9 @@ import (
 	"bayesnas/internal/atomicfile"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"slices"
@@ -81,11 +83,16 @@ func SaveWeights(path string, params []*nn.Param, meta map[string]string) error 
 // safetensors file of F32 tensors). The file must hold exactly the given
 // names with the same shapes; nothing is changed when it does not.
 func LoadWeights(path string, params []*nn.Param) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("loading weights: %w", err)
+	var need int64
+	for _, p := range params {
+		need += 4 * int64(len(p.Data))
 	}
-	entries, data, err := parseSafetensors(b)
+	header, data, dataErr := readSafetensors(path, need)
+	var long *dataTooLongError
+	if dataErr != nil && !errors.As(dataErr, &long) {
+		return fmt.Errorf("loading weights %s: %w", path, dataErr)
+	}
+	entries, err := parseSafetensorsHeader(header)
 	if err != nil {
 		return fmt.Errorf("loading weights %s: %w", path, err)
 	}
@@ -112,7 +119,7 @@ func LoadWeights(path string, params []*nn.Param) error {
 		if lo < 0 || hi < lo || hi-lo != 4*int64(len(p.Data)) {
 			return fmt.Errorf("loading weights %s: tensor %q: data offsets [%d, %d) do not hold %d float32 values", path, p.Name, lo, hi, len(p.Data))
 		}
-		if hi > int64(len(data)) {
+		if dataErr == nil && hi > int64(len(data)) {
 			return fmt.Errorf("loading weights %s: tensor %q: data ends at byte %d but the file has %d data bytes (truncated?)", path, p.Name, hi, len(data))
 		}
 	}
@@ -126,6 +133,9 @@ func LoadWeights(path string, params []*nn.Param) error {
 		slices.Sort(extra)
 		return fmt.Errorf("loading weights %s: tensor %q is not a parameter of the network (%d unexpected in all)", path, extra[0], len(extra))
 	}
+	if dataErr != nil {
+		return fmt.Errorf("loading weights %s: %w", path, dataErr)
+	}
 	for _, p := range params {
 		src := data[entries[p.Name].DataOffsets[0]:]
 		for i := range p.Data {
@@ -137,16 +147,12 @@ func LoadWeights(path string, params []*nn.Param) error {
 
 // ReadWeightsMetadata returns the "__metadata__" map of a weights file.
 func ReadWeightsMetadata(path string) (map[string]string, error) {
-	b, err := os.ReadFile(path)
+	header, _, err := readSafetensors(path, -1)
 	if err != nil {
-		return nil, fmt.Errorf("reading weights metadata: %w", err)
-	}
-	hlen, err := headerLen(b)
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", path, err)
+		return nil, fmt.Errorf("reading weights metadata of %s: %w", path, err)
 	}
 	var h map[string]json.RawMessage
-	if err := json.Unmarshal(b[8:8+hlen], &h); err != nil {
+	if err := json.Unmarshal(header, &h); err != nil {
 		return nil, fmt.Errorf("reading %s: header: %w", path, err)
 	}
 	meta := map[string]string{}
@@ -158,45 +164,93 @@ func ReadWeightsMetadata(path string) (map[string]string, error) {
 	return meta, nil
 }
 
-func headerLen(b []byte) (int, error) {
-	if len(b) < 8 {
-		return 0, fmt.Errorf("file of %d bytes is too short for a safetensors header", len(b))
-	}
-	n := binary.LittleEndian.Uint64(b)
-	if n > maxHeader {
-		return 0, fmt.Errorf("header length %d exceeds the %d-byte limit (not a safetensors file?)", n, maxHeader)
-	}
-	if uint64(len(b)-8) < n {
-		return 0, fmt.Errorf("header length %d but only %d bytes follow (truncated?)", n, len(b)-8)
-	}
-	return int(n), nil
-}
-
-func parseSafetensors(b []byte) (map[string]tensorEntry, []byte, error) {
-	hlen, err := headerLen(b)
+// readSafetensors reads a safetensors file's JSON header and, when maxData
+// is not negative, its data, which must not exceed maxData bytes (what the
+// tensors the caller expects occupy). Sizes are checked against the file's
+// length and these bounds before anything is allocated, so a corrupt length
+// field or an oversized file is an error, not an out-of-memory crash.
+func readSafetensors(path string, maxData int64) (header, data []byte, err error) {
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, nil, err
 	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, nil, err
+	}
+	if st.IsDir() {
+		return nil, nil, fmt.Errorf("is a directory, not a safetensors file")
+	}
+	size := int64(-1) // unknown for a pipe or a device
+	if st.Mode().IsRegular() {
+		size = st.Size()
+	}
+	var lb [8]byte
+	if got, err := io.ReadFull(f, lb[:]); err != nil {
+		return nil, nil, fmt.Errorf("file of %d bytes is too short for a safetensors header", got)
+	}
+	n := binary.LittleEndian.Uint64(lb[:])
+	if n > maxHeader {
+		return nil, nil, fmt.Errorf("header length %d exceeds the %d-byte limit (not a safetensors file?)", n, maxHeader)
+	}
+	if size >= 0 && uint64(size-8) < n {
+		return nil, nil, fmt.Errorf("header length %d but only %d bytes follow (truncated?)", n, size-8)
+	}
+	header = make([]byte, n)
+	if got, err := io.ReadFull(f, header); err != nil {
+		return nil, nil, fmt.Errorf("header length %d but only %d bytes follow (truncated?)", n, got)
+	}
+	if maxData < 0 {
+		return header, nil, nil
+	}
+	tooMuch := func(have int64) error { return &dataTooLongError{have, maxData} }
+	if size >= 0 {
+		if have := size - 8 - int64(n); have > maxData {
+			return header, nil, tooMuch(have)
+		}
+	}
+	data, err = io.ReadAll(io.LimitReader(f, maxData+1))
+	if err != nil {
+		return nil, nil, err
+	}
+	if int64(len(data)) > maxData {
+		return header, nil, tooMuch(int64(len(data)))
+	}
+	return header, data, nil
+}
+
+// dataTooLongError is a file with more tensor data than the caller expects
+// (at least: a pipe is read one byte past the bound).
+type dataTooLongError struct{ have, max int64 }
+
+func (e *dataTooLongError) Error() string {
+	return fmt.Sprintf("%d bytes of tensor data, more than the %d bytes the network's tensors occupy", e.have, e.max)
+}
+
+// parseSafetensorsHeader decodes a header's tensor entries (the metadata map
+// is checked and skipped).
+func parseSafetensorsHeader(header []byte) (map[string]tensorEntry, error) {
 	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(b[8:8+hlen], &raw); err != nil {
-		return nil, nil, fmt.Errorf("header: %w", err)
+	if err := json.Unmarshal(header, &raw); err != nil {
+		return nil, fmt.Errorf("header: %w", err)
 	}
 	entries := map[string]tensorEntry{}
 	for name, r := range raw {
 		if name == metadataKey {
 			var meta map[string]string
 			if err := json.Unmarshal(r, &meta); err != nil {
-				return nil, nil, fmt.Errorf("header: %s must map strings to strings: %w", metadataKey, err)
+				return nil, fmt.Errorf("header: %s must map strings to strings: %w", metadataKey, err)
 			}
 			continue
 		}
 		var e tensorEntry
 		if err := json.Unmarshal(r, &e); err != nil {
-			return nil, nil, fmt.Errorf("header: tensor %q: %w", name, err)
+			return nil, fmt.Errorf("header: tensor %q: %w", name, err)
 		}
 		entries[name] = e
 	}
-	return entries, b[8+hlen:], nil
+	return entries, nil
 }
 
 func numel(shape []int) int {

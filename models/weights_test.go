@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -145,4 +146,40 @@ func TestWeightsErrors(t *testing.T) {
 	notDir := filepath.Join(dir, "notdir")
 	os.WriteFile(notDir, []byte("x"), 0o644)
 	check("save dir", SaveWeights(filepath.Join(notDir, "x"), testParams(), nil), "notdir")
+}
+
+// A weights file with more data than the network's tensors occupy is refused
+// by its length before it is read, and reading the metadata reads the header
+// only.
+func TestWeightsFileBoundedBeforeReading(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "w.safetensors")
+	if err := SaveWeights(path, testParams(), map[string]string{"k": "v"}); err != nil {
+		t.Fatal(err)
+	}
+	// 512 MiB of zeros after the tensors (sparse: no disk used).
+	if err := os.Truncate(path, 512<<20); err != nil {
+		t.Fatal(err)
+	}
+	allocated := func(f func()) uint64 {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		f()
+		runtime.ReadMemStats(&after)
+		return after.TotalAlloc - before.TotalAlloc
+	}
+	var err error
+	if a := allocated(func() { err = LoadWeights(path, testParams()) }); a > 8<<20 {
+		t.Errorf("LoadWeights allocated %d bytes, want under 8 MiB", a)
+	}
+	if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "more than the") {
+		t.Errorf("LoadWeights: error %v, want one naming %s and the data bound", err, path)
+	}
+	var meta map[string]string
+	if a := allocated(func() { meta, err = ReadWeightsMetadata(path) }); a > 8<<20 {
+		t.Errorf("ReadWeightsMetadata allocated %d bytes, want under 8 MiB", a)
+	}
+	if err != nil || meta["k"] != "v" {
+		t.Errorf("ReadWeightsMetadata: %v, %v", meta, err)
+	}
 }
