@@ -1,6 +1,7 @@
 package nn
 
 import (
+	"fmt"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -19,12 +20,30 @@ type Pool struct {
 	next    atomic.Int64
 }
 
+// MaxWorkers is the most worker threads any setting may ask for: four per
+// core (runtime.NumCPU), and at least 8. More only costs memory and
+// scheduling: a kernel's work is split in per-worker pieces.
+func MaxWorkers() int { return max(8, 4*runtime.NumCPU()) }
+
+// CheckWorkers checks a thread or worker count read from outside (a flag, a
+// configuration key, an environment variable) named what: 0 means one per
+// core, otherwise 1..MaxWorkers().
+func CheckWorkers(what string, n int) error {
+	if n < 0 || n > MaxWorkers() {
+		return fmt.Errorf("%s = %d: want 0 (one per core) or 1..%d (4 per core on this machine's %d cores, at least 8)", what, n, MaxWorkers(), runtime.NumCPU())
+	}
+	return nil
+}
+
 // NewPool starts workers-1 goroutines (the caller is worker 0);
-// workers <= 0 means runtime.GOMAXPROCS(0).
+// workers <= 0 means runtime.GOMAXPROCS(0). A count above MaxWorkers is
+// held to MaxWorkers (callers check settings with CheckWorkers first, so
+// this only guards against a missed check starting thousands of threads).
 func NewPool(workers int) *Pool {
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
+	workers = min(workers, MaxWorkers())
 	p := &Pool{workers: workers, start: make([]chan struct{}, workers)}
 	for w := 1; w < workers; w++ {
 		p.start[w] = make(chan struct{})

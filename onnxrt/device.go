@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 
 	"bayesnas/hwprofile"
+	"bayesnas/nn"
 )
 
 // Device is ONNX Runtime in this process as a hwprofile.Device: the
@@ -22,6 +23,9 @@ type Device struct {
 
 // NewDevice loads the library (see LibraryPath) and returns the device.
 func NewDevice(configured string, threads int, optimization string) (*Device, error) {
+	if err := nn.CheckWorkers("threads", threads); err != nil {
+		return nil, fmt.Errorf("ONNX Runtime device: %w", err)
+	}
 	lib, err := InitDefault(configured)
 	if err != nil {
 		return nil, err
@@ -66,7 +70,7 @@ func (d *Device) Time(ctx context.Context, modelPath string, p hwprofile.Protoco
 	for i := range in {
 		in[i] = float32(rng.NormFloat64())
 	}
-	med, p90, err := timeRuns(p.Warmup, p.Repeats, r.Run)
+	med, p90, err := timeRuns(ctx, p.Warmup, p.Repeats, r.Run)
 	if err != nil {
 		return hwprofile.Timing{}, fmt.Errorf("timing %s: %w", modelPath, err)
 	}

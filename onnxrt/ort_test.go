@@ -3,6 +3,7 @@
 package onnxrt
 
 import (
+	"context"
 	"errors"
 	"math/rand/v2"
 	"path/filepath"
@@ -207,5 +208,30 @@ func TestPyramidNetStemStride2InORT(t *testing.T) {
 	net := randomNet(t, g, 6)
 	for _, opts := range []export.Options{{}, {NoFold: true}} {
 		compareCase(t, g, net.Params, opts, 3)
+	}
+}
+
+// TestValidateStopsAndBoundsThreads: a thread count beyond nn.MaxWorkers is
+// refused before anything starts, and a cancelled context (Ctrl-C, SIGTERM)
+// stops a validation with its error instead of finishing and passing.
+func TestValidateStopsAndBoundsThreads(t *testing.T) {
+	g := smallPyramidNet(t, 0)
+	net := randomNet(t, g, 7)
+	path := filepath.Join(t.TempDir(), "p.onnx")
+	if err := export.Write(path, g, net.Params, export.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Validate(path, g, net.Params, nil, nil, ValidateOptions{Threads: 100000}); err == nil || !strings.Contains(err.Error(), "threads = 100000") {
+		t.Errorf("100000 threads: %v", err)
+	}
+	if _, err := Open(path, SessionOptions{IntraOpThreads: 100000}); err == nil || !strings.Contains(err.Error(), "intra-op threads = 100000") {
+		t.Errorf("a session of 100000 threads: %v", err)
+	}
+	needORT(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	r, err := Validate(path, g, net.Params, nil, nil, ValidateOptions{Threads: 1, Batch: 4, RandomInputs: 8, Context: ctx})
+	if !errors.Is(err, context.Canceled) || r != nil {
+		t.Errorf("cancelled validation: report %v, error %v; want context.Canceled", r, err)
 	}
 }

@@ -1,6 +1,7 @@
 package onnxrt
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -47,6 +48,9 @@ type ValidateOptions struct {
 	RTol, ATol float64
 	// SkipTiming leaves Latency empty (for quick checks).
 	SkipTiming bool
+	// Context, when set, stops a validation early (Ctrl-C, SIGTERM): Validate
+	// checks it between batches and timed runs and returns its error.
+	Context context.Context
 }
 
 func (o *ValidateOptions) defaults() {
@@ -320,14 +324,20 @@ func softmaxRows(v []float32, per int) {
 
 // timeRuns runs f warmup times, then repeats timed times, and returns the
 // median and the 90th percentile (nearest rank) in milliseconds.
-func timeRuns(warmup, repeats int, f func() error) (median, p90 float64, err error) {
+func timeRuns(ctx context.Context, warmup, repeats int, f func() error) (median, p90 float64, err error) {
 	for i := 0; i < warmup; i++ {
+		if err := ctx.Err(); err != nil {
+			return 0, 0, err
+		}
 		if err := f(); err != nil {
 			return 0, 0, err
 		}
 	}
 	ms := make([]float64, repeats)
 	for i := range ms {
+		if err := ctx.Err(); err != nil {
+			return 0, 0, err
+		}
 		t0 := time.Now()
 		if err := f(); err != nil {
 			return 0, 0, err

@@ -8,6 +8,8 @@ import (
 	"sync"
 
 	ort "github.com/yalue/onnxruntime_go"
+
+	"bayesnas/nn"
 )
 
 var env struct {
@@ -108,6 +110,9 @@ type Session struct {
 // Open loads modelPath in ONNX Runtime (Init must have been called) with the
 // graph optimisations of opts (all of them by default, as a deployment would).
 func Open(modelPath string, opts SessionOptions) (*Session, error) {
+	if err := nn.CheckWorkers("intra-op threads", opts.IntraOpThreads); err != nil {
+		return nil, fmt.Errorf("opening %s: %w", modelPath, err)
+	}
 	ins, outs, err := ort.GetInputOutputInfo(modelPath)
 	if err != nil {
 		return nil, fmt.Errorf("opening %s in ONNX Runtime: %w", modelPath, err)

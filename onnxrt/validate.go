@@ -3,6 +3,7 @@
 package onnxrt
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"time"
@@ -21,6 +22,9 @@ import (
 // is returned together with an error wrapping ErrTolerance.
 func Validate(modelPath string, g *models.Graph, params []*nn.Param, images []float32, labels []int32, opts ValidateOptions) (*Report, error) {
 	opts.defaults()
+	if err := nn.CheckWorkers("threads", opts.Threads); err != nil {
+		return nil, fmt.Errorf("validating %s: %w", modelPath, err)
+	}
 	lib, err := InitDefault(opts.Library)
 	if err != nil {
 		return nil, fmt.Errorf("validating %s: %w", modelPath, err)
@@ -66,14 +70,29 @@ func Validate(modelPath string, g *models.Graph, params []*nn.Param, images []fl
 		GeneratedAt: time.Now().UTC().Truncate(time.Second),
 		Timing:      TimingMethod{Warmup: opts.Warmup, Repeats: opts.Repeats, Clock: "wall, per batch; median and nearest-rank p90"},
 	}
+	ctx := opts.Context
+	if ctx == nil {
+		ctx = context.Background()
+	}
 	compare := func(x []float32, n int, labels []int32) (*Comparison, error) {
-		got, err := sess.RunBatch(x, n, opts.Batch)
-		if err != nil {
-			return nil, err
-		}
-		want, err := eng.Run(x, n)
-		if err != nil {
-			return nil, err
+		// Batch by batch, so that a cancellation stops it within one batch.
+		got := make([]float32, 0, n*outPer)
+		want := make([]float32, 0, n*outPer)
+		for lo := 0; lo < n; lo += opts.Batch {
+			if err := ctx.Err(); err != nil {
+				return nil, fmt.Errorf("stopped: %w", err)
+			}
+			b := min(opts.Batch, n-lo)
+			chunk := x[lo*per : (lo+b)*per]
+			g, err := sess.RunBatch(chunk, b, opts.Batch)
+			if err != nil {
+				return nil, err
+			}
+			w, err := eng.Run(chunk, b)
+			if err != nil {
+				return nil, err
+			}
+			got, want = append(got, g...), append(want, w...)
 		}
 		if softmax {
 			softmaxRows(want, outPer)
@@ -99,7 +118,7 @@ func Validate(modelPath string, g *models.Graph, params []*nn.Param, images []fl
 	}
 
 	if !opts.SkipTiming {
-		if r.Latency, err = timeBoth(sess, eng, x, opts); err != nil {
+		if r.Latency, err = timeBoth(ctx, sess, eng, x, opts); err != nil {
 			return nil, fmt.Errorf("timing %s: %w", modelPath, err)
 		}
 	}
@@ -122,7 +141,7 @@ func Validate(modelPath string, g *models.Graph, params []*nn.Param, images []fl
 
 // timeBoth times ONNX Runtime and the engine at batch 1 and opts.Batch on
 // inputs taken from x (repeated when x is shorter).
-func timeBoth(sess *Session, eng *Engine, x []float32, opts ValidateOptions) ([]Latency, error) {
+func timeBoth(ctx context.Context, sess *Session, eng *Engine, x []float32, opts ValidateOptions) ([]Latency, error) {
 	per := int(prod(sess.InShape))
 	var out []Latency
 	for _, b := range []int{1, opts.Batch} {
@@ -135,7 +154,7 @@ func timeBoth(sess *Session, eng *Engine, x []float32, opts ValidateOptions) ([]
 			return nil, err
 		}
 		copy(run.Input(), in)
-		med, p90, err := timeRuns(opts.Warmup, opts.Repeats, run.Run)
+		med, p90, err := timeRuns(ctx, opts.Warmup, opts.Repeats, run.Run)
 		run.Close()
 		if err != nil {
 			return nil, err
@@ -145,7 +164,7 @@ func timeBoth(sess *Session, eng *Engine, x []float32, opts ValidateOptions) ([]
 
 		eng.Net.SetBatch(b)
 		copy(eng.Net.Input.Data, in)
-		med, p90, err = timeRuns(opts.Warmup, opts.Repeats, func() error { eng.Net.Forward(false); return nil })
+		med, p90, err = timeRuns(ctx, opts.Warmup, opts.Repeats, func() error { eng.Net.Forward(false); return nil })
 		if err != nil {
 			return nil, err
 		}

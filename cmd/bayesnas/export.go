@@ -38,7 +38,7 @@ func exportOptions(cmd *cobra.Command) (pipeline.ExportOptions, error) {
 	n, _ := f.GetInt("test-images")
 	return pipeline.ExportOptions{
 		ToolVersion: versionString(), TestImages: n,
-		Validation: onnxrt.ValidateOptions{Library: lib, Threads: threads, Batch: batch, Repeats: repeats},
+		Validation: onnxrt.ValidateOptions{Library: lib, Threads: threads, Batch: batch, Repeats: repeats, Context: cmd.Context()},
 	}, nil
 }
 

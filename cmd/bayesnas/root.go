@@ -6,11 +6,15 @@ import (
 	"log/slog"
 	"os"
 	"runtime/debug"
+	"strconv"
 	"strings"
 
+	"github.com/spf13/cast"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 
+	"bayesnas/nn"
 	"bayesnas/pipeline"
 )
 
@@ -45,6 +49,10 @@ Start with:  bayesnas train --config configs/demo.yaml`,
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().String("log-format", "text", "log format: text or json")
+	// Every thread or worker count is bounded, whichever command takes it.
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		return checkThreadFlags(cmd)
+	}
 	// A bad flag is a usage error (exit 2), not a failed run.
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return pipeline.Mark(pipeline.ErrUsage, err) })
 	root.AddCommand(newTrainCmd(blasNote), newSearchCmd(blasNote), newDeriveCmd(), newDescribeCmd(), newExportCmd(), newValidateCmd(), newImportCmd(), newProfileCmd(), newCompressCmd(), newPipelineCmd(blasNote), &cobra.Command{
@@ -112,7 +120,53 @@ func newViper(cmd *cobra.Command, defaults map[string]any, binds []flagKey) (*vi
 			}
 		}
 	}
+	if err := checkThreadKeys(v); err != nil {
+		return nil, err
+	}
 	return v, nil
+}
+
+// isThreadSetting says whether a flag or configuration key sets a thread or
+// worker count ("threads", "device.threads", "--threads", ...).
+func isThreadSetting(name string) bool {
+	last := name[strings.LastIndexAny(name, ".-")+1:]
+	return last == "threads" || last == "workers"
+}
+
+// checkThreadFlags bounds every thread or worker flag of cmd (nn.MaxWorkers).
+func checkThreadFlags(cmd *cobra.Command) error {
+	var err error
+	cmd.Flags().VisitAll(func(f *pflag.Flag) {
+		if err != nil || !isThreadSetting(f.Name) {
+			return
+		}
+		n, perr := strconv.Atoi(f.Value.String())
+		if perr != nil {
+			return // not a count: the command reads it as something else
+		}
+		if cerr := nn.CheckWorkers("--"+f.Name, n); cerr != nil {
+			err = pipeline.Mark(pipeline.ErrUsage, cerr)
+		}
+	})
+	return err
+}
+
+// checkThreadKeys bounds every thread or worker count of a resolved
+// configuration, whether from the file, a BAYESNAS_* variable or a flag.
+func checkThreadKeys(v *viper.Viper) error {
+	for _, k := range v.AllKeys() {
+		if !isThreadSetting(k) {
+			continue
+		}
+		n, err := cast.ToIntE(v.Get(k))
+		if err != nil {
+			return pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("config: %s = %v: %w", k, v.Get(k), err))
+		}
+		if err := nn.CheckWorkers("config: "+k, n); err != nil {
+			return pipeline.Mark(pipeline.ErrUsage, err)
+		}
+	}
+	return nil
 }
 
 // unknownKeys lists keys set in the file that no field reads: a typo in a
