@@ -122,6 +122,45 @@ var exportable = map[string]bool{
 	models.OpShuffle: true, models.OpDropout: true, models.OpDropPath: true,
 }
 
+// checkLabelling refuses a normalisation or class-label list a deployment
+// could not use: a std that is zero, negative or not finite (the input
+// would be divided by it), a mean that is not finite, or class labels that
+// do not match the model's outputs one to one (out is the output's shape per
+// sample).
+func checkLabelling(out []int, opts Options) error {
+	for c, m := range opts.Mean {
+		if math.IsNaN(float64(m)) || math.IsInf(float64(m), 0) {
+			return fmt.Errorf("%s[%d] = %g: want a finite number", MetaInputMean, c, m)
+		}
+	}
+	for c, s := range opts.Std {
+		if !(s > 0) || math.IsInf(float64(s), 0) {
+			return fmt.Errorf("%s[%d] = %g: want a positive finite number (the input is divided by it)", MetaInputStd, c, s)
+		}
+	}
+	if len(opts.Classes) == 0 {
+		return nil
+	}
+	n := 1
+	for _, d := range out {
+		n *= d
+	}
+	if len(out) != 1 || len(opts.Classes) != n {
+		return fmt.Errorf("%s: %d class labels for an output of %v per sample, want one label per output", MetaClasses, len(opts.Classes), out)
+	}
+	seen := map[string]int{}
+	for i, c := range opts.Classes {
+		if strings.TrimSpace(c) == "" {
+			return fmt.Errorf("%s: label %d is empty", MetaClasses, i)
+		}
+		if j, ok := seen[c]; ok {
+			return fmt.Errorf("%s: labels %d and %d are both %q", MetaClasses, j, i, c)
+		}
+		seen[c] = i
+	}
+	return nil
+}
+
 // Build converts g and its parameters into an ONNX model.
 func Build(g *models.Graph, params []*nn.Param, opts Options) (*Model, error) {
 	if g == nil {
@@ -146,6 +185,9 @@ func Build(g *models.Graph, params []*nn.Param, opts Options) (*Model, error) {
 	if len(opts.Mean) != len(opts.Std) || (len(opts.Mean) != 0 && len(opts.Mean) != g.Input.Shape[0]) {
 		return nil, fmt.Errorf("export of graph %q: normalisation has %d means and %d stds, want one of each per input channel (%d) or none",
 			g.Name, len(opts.Mean), len(opts.Std), g.Input.Shape[0])
+	}
+	if err := checkLabelling(shapes[g.Output], opts); err != nil {
+		return nil, fmt.Errorf("export of graph %q: %w", g.Name, err)
 	}
 	if opts.Softmax && len(shapes[g.Output]) != 1 {
 		return nil, fmt.Errorf("export of graph %q: softmax needs a flat output, %q is %v per sample", g.Name, g.Output, shapes[g.Output])

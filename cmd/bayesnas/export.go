@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
@@ -40,6 +41,25 @@ func exportOptions(cmd *cobra.Command) (pipeline.ExportOptions, error) {
 		ToolVersion: versionString(), TestImages: n,
 		Validation: onnxrt.ValidateOptions{Library: lib, Threads: threads, Batch: batch, Repeats: repeats, Context: cmd.Context()},
 	}, nil
+}
+
+// checkNormalisation refuses --mean/--std values no deployment could use:
+// a std that is zero, negative or not finite, a mean that is not finite.
+func checkNormalisation(mean, std []float32) error {
+	for i, m := range mean {
+		if math.IsNaN(float64(m)) || math.IsInf(float64(m), 0) {
+			return fmt.Errorf("--mean value %d is %g: want a finite number", i+1, m)
+		}
+	}
+	for i, s := range std {
+		if !(s > 0) || math.IsInf(float64(s), 0) {
+			return fmt.Errorf("--std value %d is %g: want a positive finite number (the input is divided by it)", i+1, s)
+		}
+	}
+	if len(mean) != len(std) {
+		return fmt.Errorf("--mean has %d values but --std has %d: give one of each per input channel", len(mean), len(std))
+	}
+	return nil
 }
 
 func printReport(cmd *cobra.Command, rep *onnxrt.Report, err error) error {
@@ -85,11 +105,16 @@ goes to <run>/validation.json, and the command fails beyond rtol 1e-3, atol 1e-5
 			case dir == "" && arch != "" && weights != "":
 				mean, _ := f.GetFloat32Slice("mean")
 				std, _ := f.GetFloat32Slice("std")
+				if err := checkNormalisation(mean, std); err != nil {
+					return pipeline.Mark(pipeline.ErrUsage, err)
+				}
 				path, rep, err = pipeline.ExportFiles(arch, weights, mean, std, opt)
 			default:
 				return fmt.Errorf("give either --run DIR, or --arch FILE with --weights FILE (and --out)")
 			}
-			if path != "" {
+			// Written means the model is there: a failed validation keeps
+			// it (with its report), a failed export leaves nothing.
+			if path != "" && (err == nil || rep != nil) {
 				fmt.Fprintf(cmd.OutOrStdout(), "wrote %s\n", path)
 			}
 			return printReport(cmd, rep, err)

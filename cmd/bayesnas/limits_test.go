@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/spf13/cobra"
 
+	"bayesnas/models"
 	"bayesnas/nn"
 	"bayesnas/pipeline"
 )
@@ -82,5 +84,77 @@ func TestValidationGetsTheCommandContext(t *testing.T) {
 		if got != ctx {
 			t.Errorf("%s: the validation's context is %v, not the command's", cmd.Name(), got)
 		}
+	}
+}
+
+// writeSmallNet writes a small PyramidNet's arch.json and weights into dir.
+func writeSmallNet(t *testing.T, dir string) (arch, weights string) {
+	t.Helper()
+	g, err := models.PyramidNet(models.PyramidNetConfig{BlocksPerStage: 1, Alpha: 4, Groups: 1, StemChannels: 4,
+		Input: [3]int{1, 8, 8}, Classes: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	net, err := models.Compile(g, nn.NewCPU(nn.DefaultGemm(), 1), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := models.InitParams(net, g, 1); err != nil {
+		t.Fatal(err)
+	}
+	arch, weights = filepath.Join(dir, "arch.json"), filepath.Join(dir, "w.safetensors")
+	if err := g.WriteGraph(arch); err != nil {
+		t.Fatal(err)
+	}
+	if err := models.SaveWeights(weights, net.Params, nil); err != nil {
+		t.Fatal(err)
+	}
+	return arch, weights
+}
+
+// export refuses a normalisation no deployment could use, naming the flag,
+// writes nothing and does not say it wrote the model.
+func TestExportRefusesImpossibleNormalisation(t *testing.T) {
+	dir := t.TempDir()
+	arch, weights := writeSmallNet(t, dir)
+	out := filepath.Join(dir, "m.onnx")
+	for _, c := range []struct{ mean, std, want string }{
+		{"0.3", "0", "--std value 1 is 0"},
+		{"0.3", "-0.35", "--std value 1 is -0.35"},
+		{"0.3", "NaN", "--std value 1 is NaN"},
+		{"0.3", "Inf", "--std value 1 is +Inf"},
+		{"NaN", "0.35", "--mean value 1 is NaN"},
+		{"0.3,0.2", "0.35", "--mean has 2 values but --std has 1"},
+	} {
+		root := newRoot("")
+		var stdout bytes.Buffer
+		root.SetArgs([]string{"export", "--arch", arch, "--weights", weights, "--out", out, "--mean", c.mean, "--std", c.std})
+		root.SetOut(&stdout)
+		root.SetErr(&bytes.Buffer{})
+		err := root.Execute()
+		if err == nil || !strings.Contains(err.Error(), c.want) || pipeline.ExitCode(err) != pipeline.ExitUsage {
+			t.Errorf("--mean %s --std %s: %v (exit %d), want a usage error containing %q", c.mean, c.std, err, pipeline.ExitCode(err), c.want)
+		}
+		if _, serr := os.Stat(out); serr == nil || strings.Contains(stdout.String(), "wrote") {
+			t.Errorf("--mean %s --std %s: the model was written or said to be (%q)", c.mean, c.std, stdout.String())
+		}
+	}
+	// A normalisation with as many values as the input has channels: one too
+	// many is refused by the exporter, and nothing is written either.
+	root := newRoot("")
+	var stdout bytes.Buffer
+	root.SetArgs([]string{"export", "--arch", arch, "--weights", weights, "--out", out, "--mean", "0.3,0.3", "--std", "0.35,0.35"})
+	root.SetOut(&stdout)
+	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "2 means and 2 stds") {
+		t.Errorf("two channels of normalisation for one: %v", err)
+	}
+	if _, serr := os.Stat(out); serr == nil || strings.Contains(stdout.String(), "wrote") {
+		t.Errorf("a failed export wrote %s or said so (%q)", out, stdout.String())
+	}
+	root = newRoot("")
+	root.SetArgs([]string{"export", "--arch", arch, "--weights", weights, "--out", out, "--mean", "0.3", "--std", "0.35"})
+	root.SetOut(&stdout)
+	if err := root.Execute(); err != nil {
+		t.Fatalf("a good normalisation: %v", err)
 	}
 }
