@@ -158,3 +158,36 @@ func TestExportRefusesImpossibleNormalisation(t *testing.T) {
 		t.Fatalf("a good normalisation: %v", err)
 	}
 }
+
+// A BAYESNAS_* variable that no command reads is a usage error naming it and
+// the nearest known variable, for every command that reads configuration;
+// the variables of other commands and the tool's own are accepted.
+func TestUnknownEnvironmentVariable(t *testing.T) {
+	t.Setenv("BAYESNAS_TRAIN_LERNRATE", "0.05")
+	want := "BAYESNAS_TRAIN_LERNRATE is not a setting bayesnas reads; did you mean BAYESNAS_TRAIN_LR (train.lr)?"
+	if _, err := resolve(t, "--config", "../../configs/demo.yaml"); err == nil || !strings.Contains(err.Error(), want) || pipeline.ExitCode(err) != pipeline.ExitUsage {
+		t.Errorf("train: %v, want a usage error containing %q", err, want)
+	}
+	if _, err := resolveSearch(t, "--config", "../../configs/search-proxy.yaml"); err == nil || !strings.Contains(err.Error(), "BAYESNAS_TRAIN_LERNRATE") {
+		t.Errorf("search: %v", err)
+	}
+	if _, err := resolvePipeline(t, "--config", "../../configs/pipeline.yaml", "--profile", "../../profiles/native-1t.yaml"); err == nil || !strings.Contains(err.Error(), "BAYESNAS_TRAIN_LERNRATE") {
+		t.Errorf("pipeline: %v", err)
+	}
+	os.Unsetenv("BAYESNAS_TRAIN_LERNRATE")
+	t.Setenv("BAYESNAS_SEARCH_DERIVE_TRESHOLD", "0.1")
+	if _, err := resolve(t, "--config", "../../configs/demo.yaml"); err == nil || !strings.Contains(err.Error(), "did you mean BAYESNAS_SEARCH_DERIVE_THRESHOLD (search.derive.threshold)") {
+		t.Errorf("a misspelt search variable: %v", err)
+	}
+	os.Unsetenv("BAYESNAS_SEARCH_DERIVE_TRESHOLD")
+	for _, v := range []string{"BAYESNAS_TRAIN_LR", "BAYESNAS_SEARCH_DERIVE_THRESHOLD", "BAYESNAS_BUDGET", "BAYESNAS_DEVICE_THREADS",
+		"BAYESNAS_RUN_DIR", "BAYESNAS_CACHE", "BAYESNAS_MODEL_PARAMS_ALPHA", "BAYESNAS_SEARCH_SPACE_INPUT"} {
+		val := map[string]string{"BAYESNAS_TRAIN_LR": "0.05", "BAYESNAS_SEARCH_DERIVE_THRESHOLD": "0.05", "BAYESNAS_BUDGET": "0.5x",
+			"BAYESNAS_DEVICE_THREADS": "1", "BAYESNAS_RUN_DIR": filepath.Join(t.TempDir(), "r"), "BAYESNAS_CACHE": t.TempDir(),
+			"BAYESNAS_MODEL_PARAMS_ALPHA": "12", "BAYESNAS_SEARCH_SPACE_INPUT": "1,28,28"}[v]
+		t.Setenv(v, val)
+	}
+	if _, err := resolve(t, "--config", "../../configs/demo.yaml"); err != nil {
+		t.Errorf("known variables of every command: %v", err)
+	}
+}

@@ -100,6 +100,9 @@ func loadConfig(cmd *cobra.Command, binds []flagKey) (pipeline.Config, error) {
 // newViper layers defaults < the --config YAML file < BAYESNAS_* environment
 // variables < the flags in binds.
 func newViper(cmd *cobra.Command, defaults map[string]any, binds []flagKey) (*viper.Viper, error) {
+	if err := checkEnvironment(os.Environ()); err != nil {
+		return nil, err
+	}
 	v := viper.New()
 	for k, val := range defaults {
 		v.SetDefault(k, val)
