@@ -67,6 +67,31 @@ func loadCheckpoint(path string, params []*nn.Param, optim nn.Optimizer) (trainS
 	return st, nil
 }
 
+// check refuses a state that training with epochs epochs of stepsPerEpoch
+// batches of batch samples cannot have reached: a resumed run would
+// otherwise skip training (an epoch past the last) or part of an epoch (a
+// batch past the last) and exit 0. Errors name the metadata field.
+func (st trainState) check(path string, epochs, stepsPerEpoch, batch int) error {
+	bad := func(field string, v int, want string) error {
+		return fmt.Errorf("resume: %s: metadata %s = %d: want %s", path, field, v, want)
+	}
+	switch {
+	case st.Epoch < 0 || st.Epoch > epochs:
+		return bad("epoch", st.Epoch, fmt.Sprintf("0..%d (train.epochs)", epochs))
+	case st.Batch < 0 || st.Batch >= stepsPerEpoch || (st.Epoch == epochs && st.Batch != 0):
+		return bad("batch", st.Batch, fmt.Sprintf("0..%d (batches per epoch), 0 once every epoch is done", stepsPerEpoch-1))
+	case st.Step != st.Epoch*stepsPerEpoch+st.Batch:
+		return bad("step", st.Step, fmt.Sprintf("%d (epoch x batches per epoch + batch)", st.Epoch*stepsPerEpoch+st.Batch))
+	case st.Seen < 0 || st.Seen > st.Batch*batch:
+		return bad("seen", st.Seen, fmt.Sprintf("0..%d (batch x batch size)", st.Batch*batch))
+	case st.Correct < 0 || st.Correct > st.Seen:
+		return bad("correct", st.Correct, fmt.Sprintf("0..%d (seen)", st.Seen))
+	case math.IsNaN(st.LossSum) || math.IsInf(st.LossSum, 0) || st.LossSum < 0:
+		return fmt.Errorf("resume: %s: metadata loss_sum = %v: want a finite sum >= 0", path, st.LossSum)
+	}
+	return nil
+}
+
 // configDiff compares two resolved configurations through their JSON form
 // (so maps and nested sections compare by value) and returns the key of the
 // first setting that differs ("search.lr", "data.limit"), or "" when they

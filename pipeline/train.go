@@ -178,6 +178,9 @@ func Train(ctx context.Context, cfg Config, opt Options) (*Summary, error) {
 		if st, err = loadCheckpoint(ckptPath, net.Params, optim); err != nil {
 			return nil, err
 		}
+		if err := st.check(ckptPath, cfg.Train.Epochs, stepsPerEpoch, cfg.Train.Batch); err != nil {
+			return nil, err
+		}
 		// Dropout and drop-path masks are functions of the step: continue the count.
 		for _, l := range net.Layers {
 			if s, ok := l.(nn.Stochastic); ok {
@@ -474,6 +477,12 @@ func loadOrMakeSplit(path string, train *dataset.Set, valCount int, seed uint64)
 		}
 		if err := s.Check(train); err != nil {
 			return s, fmt.Errorf("reading %s: %w", path, err)
+		}
+		// A split left by another configuration (a run that failed before
+		// its first checkpoint, then a new one in the same directory) must
+		// not be taken for this one's.
+		if len(s.Val) != valCount {
+			return s, fmt.Errorf("%s holds %d validation images, the config says data.val_count %d: it was made for another configuration (use a new run directory, or remove the file)", path, len(s.Val), valCount)
 		}
 		return s, nil
 	}

@@ -348,3 +348,49 @@ func TestRunDirectoryLocked(t *testing.T) {
 	}
 	l.Release()
 }
+
+// A checkpoint whose position training cannot have reached is refused,
+// naming the field, instead of resuming to no training or half an epoch.
+func TestCheckpointStateChecked(t *testing.T) {
+	const epochs, steps, batch = 4, 8, 32
+	ok := trainState{Epoch: 1, Batch: 3, Step: 11, LossSum: 2.5, Correct: 40, Seen: 96}
+	if err := ok.check("ckpt", epochs, steps, batch); err != nil {
+		t.Fatalf("a reachable state: %v", err)
+	}
+	if err := (trainState{Epoch: epochs, Step: epochs * steps}).check("ckpt", epochs, steps, batch); err != nil {
+		t.Fatalf("a finished run: %v", err)
+	}
+	for field, st := range map[string]trainState{
+		"epoch":    {Epoch: 9, Step: 72},
+		"batch":    {Epoch: 1, Batch: 8, Step: 16},
+		"step":     {Epoch: 1, Batch: 3, Step: 5},
+		"seen":     {Epoch: 1, Batch: 3, Step: 11, Seen: 97},
+		"correct":  {Epoch: 1, Batch: 3, Step: 11, Seen: 96, Correct: 97},
+		"loss_sum": {Epoch: 1, Batch: 3, Step: 11, Seen: 96, LossSum: -1},
+	} {
+		err := st.check("ckpt", epochs, steps, batch)
+		if err == nil || !strings.Contains(err.Error(), "metadata "+field) {
+			t.Errorf("state %+v: err = %v, want it to name %s", st, err, field)
+		}
+	}
+}
+
+// A split.json made for another validation size (left by a run that failed
+// in this directory) is refused, not silently reused.
+func TestStaleSplitRefused(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Train(&countdown{Context: context.Background(), n: 1}, tinyConfig(dir), Options{}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, SplitFile)); err != nil {
+		t.Fatalf("the interrupted run left no split: %v", err)
+	}
+	for _, name := range []string{CheckpointFile, ConfigFile} {
+		os.Remove(filepath.Join(dir, name)) // as if it had failed before its first checkpoint
+	}
+	cfg := tinyConfig(dir)
+	cfg.Data.ValCount = 32
+	if _, err := Train(context.Background(), cfg, Options{}); err == nil || !strings.Contains(err.Error(), "data.val_count 32") {
+		t.Fatalf("err = %v, want the stale split refused", err)
+	}
+}
