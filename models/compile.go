@@ -28,6 +28,9 @@ func Compile(g *Graph, be nn.Backend, batch int) (*nn.Network, error) {
 	if err != nil {
 		return nil, fmt.Errorf("compiling graph %q: %w", g.Name, err)
 	}
+	if err := CheckMemory(g, batch); err != nil {
+		return nil, fmt.Errorf("compiling: %w", err)
+	}
 	in := be.NewValue(g.Input.Name, append([]int{batch}, g.Input.Shape...), false)
 	net := &nn.Network{Backend: be, Input: in, Values: []*nn.Value{in}}
 	values := map[string]*nn.Value{g.Input.Name: in}

@@ -95,6 +95,9 @@ func loadArchWeights(archPath, weightsPath string) (*models.Graph, []*nn.Param, 
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := models.CheckMemory(g, 1); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", archPath, err)
+	}
 	params := make([]*nn.Param, len(specs))
 	for i, s := range specs {
 		params[i] = nn.NewParam(s.Name, s.Kind, s.Shape...)

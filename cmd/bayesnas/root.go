@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"runtime/debug"
 	"strconv"
@@ -14,6 +15,7 @@ import (
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 
+	"bayesnas/models"
 	"bayesnas/nn"
 	"bayesnas/pipeline"
 )
@@ -50,7 +52,15 @@ Start with:  bayesnas train --config configs/demo.yaml`,
 	}
 	root.PersistentFlags().String("log-format", "text", "log format: text or json")
 	// Every thread or worker count is bounded, whichever command takes it.
+	root.PersistentFlags().Float64("memory-limit-gb", 0, "most memory a network may take when compiled (GiB); 0: 90 % of this machine's")
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		gb, err := cmd.Flags().GetFloat64("memory-limit-gb")
+		if err != nil || gb < 0 || math.IsNaN(gb) || math.IsInf(gb, 0) {
+			return pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("--memory-limit-gb %v: want a size in GiB >= 0", gb))
+		}
+		if gb > 0 {
+			models.SetMemoryLimit(int64(gb * (1 << 30)))
+		}
 		return checkThreadFlags(cmd)
 	}
 	// A bad flag is a usage error (exit 2), not a failed run.
