@@ -356,10 +356,14 @@ func Int64Tensor(name string, dims []int64, data []int64) *Tensor {
 	return &Tensor{Name: name, Dims: dims, DataType: TypeInt64, RawData: raw}
 }
 
-// NumElements is the product of the dims (1 for a scalar).
+// NumElements is the product of the dims (1 for a scalar), or -1 when a
+// dim is negative or the product overflows int64 (a corrupt file).
 func (t *Tensor) NumElements() int64 {
 	n := int64(1)
 	for _, d := range t.Dims {
+		if d < 0 || (d > 0 && n > math.MaxInt64/d) {
+			return -1
+		}
 		n *= d
 	}
 	return n
@@ -371,8 +375,11 @@ func (t *Tensor) Float32s() ([]float32, error) {
 		return nil, fmt.Errorf("tensor %q: data type %d, want float (%d)", t.Name, t.DataType, TypeFloat)
 	}
 	n := t.NumElements()
+	if n < 0 {
+		return nil, fmt.Errorf("tensor %q: dims %v do not give a valid number of elements", t.Name, t.Dims)
+	}
 	if t.RawData != nil {
-		if int64(len(t.RawData)) != 4*n {
+		if int64(len(t.RawData))%4 != 0 || int64(len(t.RawData))/4 != n {
 			return nil, fmt.Errorf("tensor %q: %d raw bytes for %d float values", t.Name, len(t.RawData), n)
 		}
 		out := make([]float32, n)
@@ -393,8 +400,11 @@ func (t *Tensor) Int64s() ([]int64, error) {
 		return nil, fmt.Errorf("tensor %q: data type %d, want int64 (%d)", t.Name, t.DataType, TypeInt64)
 	}
 	n := t.NumElements()
+	if n < 0 {
+		return nil, fmt.Errorf("tensor %q: dims %v do not give a valid number of elements", t.Name, t.Dims)
+	}
 	if t.RawData != nil {
-		if int64(len(t.RawData)) != 8*n {
+		if int64(len(t.RawData))%8 != 0 || int64(len(t.RawData))/8 != n {
 			return nil, fmt.Errorf("tensor %q: %d raw bytes for %d int64 values", t.Name, len(t.RawData), n)
 		}
 		out := make([]int64, n)
