@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"bayesnas/internal/allocs"
 )
 
 // FuzzReadCIFAR reads a CIFAR-10 batch file (readCIFARBatches, the file
@@ -46,7 +48,7 @@ func FuzzReadCIFAR(f *testing.F) {
 		var s *Set
 		var names []string
 		var err, merr error
-		alloc := allocDuring(func() {
+		alloc := allocs.During(func() {
 			s, err = readCIFARBatches("fuzz", paths)
 			names, merr = readCIFARMeta(mp)
 		})

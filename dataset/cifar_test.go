@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"bayesnas/internal/allocs"
 )
 
 // cifarPixel is the value the test writes at channel c, row y, column x of
@@ -153,7 +155,7 @@ func TestLoadCIFAR10FileTooLong(t *testing.T) {
 		t.Fatal(err)
 	}
 	var err error
-	if a := allocated(func() { _, _, err = LoadCIFAR10(dir) }); a > 8<<20 {
+	if a := allocs.During(func() { _, _, err = LoadCIFAR10(dir) }); a > 8<<20 {
 		t.Errorf("loading allocated %d bytes, want under 8 MiB", a)
 	}
 	if err == nil || !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), "the most one batch file may hold") {

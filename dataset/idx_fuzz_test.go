@@ -7,18 +7,10 @@ import (
 	"math/bits"
 	"os"
 	"path/filepath"
-	"runtime"
 	"testing"
-)
 
-// allocDuring returns the bytes f allocates (runtime.MemStats.TotalAlloc).
-func allocDuring(f func()) uint64 {
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	f()
-	runtime.ReadMemStats(&after)
-	return after.TotalAlloc - before.TotalAlloc
-}
+	"bayesnas/internal/allocs"
+)
 
 // idxFuzzLimits keeps the fuzzer's gzip inputs, whose claims are bounded by
 // the limits rather than by the file, from allocating much per input.
@@ -88,7 +80,7 @@ func FuzzReadIDX(f *testing.F) {
 		}
 		var s *Set
 		var err error
-		alloc := allocDuring(func() { s, err = ReadIDXLimited(ip, lp, idxFuzzLimits) })
+		alloc := allocs.During(func() { s, err = ReadIDXLimited(ip, lp, idxFuzzLimits) })
 		if bound := 4*uint64(len(images)+len(labels)) + claim + 1<<20; alloc > bound {
 			t.Fatalf("allocated %d bytes for %d + %d input bytes (header claims %d): bound %d", alloc, len(images), len(labels), claim, bound)
 		}

@@ -6,10 +6,10 @@ import (
 	"encoding/binary"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 
+	"bayesnas/internal/allocs"
 	"bayesnas/internal/testenv"
 )
 
@@ -255,16 +255,6 @@ func TestRealFashionMNIST(t *testing.T) {
 	t.Logf("Fashion-MNIST train mean %.6f std %.6f", mean[0], std[0])
 }
 
-// allocated returns the bytes f allocates (cumulative, not live).
-func allocated(f func()) uint64 {
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-	f()
-	runtime.ReadMemStats(&after)
-	return after.TotalAlloc - before.TotalAlloc
-}
-
 // A small gzip file that inflates far beyond what its header states (a
 // decompression bomb) is refused after reading what the header states, and
 // a header claiming more than the dataset allows, or more than a raw file
@@ -286,7 +276,7 @@ func TestReadIDXBoundedByHeader(t *testing.T) {
 	zw.Close()
 	bombPath := writeFile(t, filepath.Join(dir, "bomb.gz"), bomb.Bytes())
 	var err error
-	if a := allocated(func() { _, err = ReadIDXLimited(bombPath, lp, MNISTIDXLimits) }); a > 8<<20 {
+	if a := allocs.During(func() { _, err = ReadIDXLimited(bombPath, lp, MNISTIDXLimits) }); a > 8<<20 {
 		t.Errorf("reading a gzip bomb of %d bytes allocated %d bytes, want under 8 MiB", bomb.Len(), a)
 	}
 	if err == nil || !strings.Contains(err.Error(), bombPath) || !strings.Contains(err.Error(), "trailing bytes") {
@@ -306,7 +296,7 @@ func TestReadIDXBoundedByHeader(t *testing.T) {
 	}
 	for _, tc := range cases {
 		p := writeFile(t, filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")), tc.data)
-		if a := allocated(func() { _, err = ReadIDXLimited(p, lp, MNISTIDXLimits) }); a > 8<<20 {
+		if a := allocs.During(func() { _, err = ReadIDXLimited(p, lp, MNISTIDXLimits) }); a > 8<<20 {
 			t.Errorf("%s: allocated %d bytes, want under 8 MiB", tc.name, a)
 		}
 		if err == nil || !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), tc.want) {

@@ -2,18 +2,10 @@ package export
 
 import (
 	"bytes"
-	"runtime"
 	"testing"
-)
 
-// allocDuring returns the bytes f allocates (runtime.MemStats.TotalAlloc).
-func allocDuring(f func()) uint64 {
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	f()
-	runtime.ReadMemStats(&after)
-	return after.TotalAlloc - before.TotalAlloc
-}
+	"bayesnas/internal/allocs"
+)
 
 // fuzzModel is a small model using every message the reader knows.
 func fuzzModel() *Model {
@@ -59,7 +51,7 @@ func FuzzParseModel(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var m *Model
 		var err error
-		alloc := allocDuring(func() {
+		alloc := allocs.During(func() {
 			m, err = ParseModel(b)
 			if tensor, terr := ParseTensor(b); terr == nil {
 				values([]*Tensor{tensor})

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"bayesnas/internal/allocs"
 )
 
 // answerPlugin is a Plugin whose process has already exited and whose
@@ -65,7 +67,7 @@ func FuzzPluginAnswer(f *testing.F) {
 		for _, req := range []string{"describe", "time", "predict"} {
 			p := answerPlugin(t, out)
 			var err error
-			alloc := allocDuring(func() {
+			alloc := allocs.During(func() {
 				switch req {
 				case "describe":
 					var d DeviceInfo

@@ -3,20 +3,12 @@ package hwprofile
 import (
 	"bytes"
 	"reflect"
-	"runtime"
 	"testing"
 
 	"go.yaml.in/yaml/v3"
-)
 
-// allocDuring returns the bytes f allocates (runtime.MemStats.TotalAlloc).
-func allocDuring(f func()) uint64 {
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	f()
-	runtime.ReadMemStats(&after)
-	return after.TotalAlloc - before.TotalAlloc
-}
+	"bayesnas/internal/allocs"
+)
 
 // rehashed decodes b as a profile (strictly, without Parse's checks) and
 // writes it back with a correct hash, so that the fuzzer's mutations reach
@@ -65,7 +57,7 @@ func FuzzParseProfile(f *testing.F) {
 	check := func(t *testing.T, b []byte) {
 		var p *Profile
 		var err error
-		alloc := allocDuring(func() { p, err = Parse(b) })
+		alloc := allocs.During(func() { p, err = Parse(b) })
 		if bound := 2048*uint64(len(b)) + 4<<20; alloc > bound {
 			t.Fatalf("allocated %d bytes for %d input bytes: bound %d", alloc, len(b), bound)
 		}

@@ -4,18 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"reflect"
-	"runtime"
 	"testing"
-)
 
-// allocDuring returns the bytes f allocates (runtime.MemStats.TotalAlloc).
-func allocDuring(f func()) uint64 {
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	f()
-	runtime.ReadMemStats(&after)
-	return after.TotalAlloc - before.TotalAlloc
-}
+	"bayesnas/internal/allocs"
+)
 
 // canonicalGraph is g with its builder parameters compacted: MarshalJSON
 // indents the raw parameters, which changes their bytes but not their value.
@@ -57,7 +49,7 @@ func FuzzParseGraph(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var g *Graph
 		var err error
-		alloc := allocDuring(func() {
+		alloc := allocs.During(func() {
 			if g, err = ParseGraph(b); err == nil {
 				g.Count()
 				g.ParamSpecs()

@@ -1,6 +1,10 @@
 package models
 
-import "testing"
+import (
+	"testing"
+
+	"bayesnas/internal/allocs"
+)
 
 // FuzzImportProxylessNAS imports a ProxylessNAS net.config
 // (ImportProxylessNAS) and reads its tree cells (ProxylessTreeCells).
@@ -19,7 +23,7 @@ func FuzzImportProxylessNAS(f *testing.F) {
 		var g *Graph
 		var cells []TreeCell
 		var err, cerr error
-		alloc := allocDuring(func() {
+		alloc := allocs.During(func() {
 			g, err = ImportProxylessNAS(b, "fuzz.config")
 			cells, cerr = ProxylessTreeCells(b)
 		})

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"testing"
 
+	"bayesnas/internal/allocs"
 	"bayesnas/nn"
 )
 
@@ -78,7 +79,7 @@ func FuzzLoadWeights(f *testing.F) {
 		before := paramData(params)
 		var err, merr error
 		var meta map[string]string
-		alloc := allocDuring(func() {
+		alloc := allocs.During(func() {
 			err = LoadWeights(path, params)
 			meta, merr = ReadWeightsMetadata(path)
 		})
@@ -169,7 +170,7 @@ func FuzzLoadCheckpoint(f *testing.F) {
 		before := state(params, opt)
 		var meta map[string]string
 		var err error
-		alloc := allocDuring(func() { meta, err = LoadCheckpoint(path, "fuzz", params, opts) })
+		alloc := allocs.During(func() { meta, err = LoadCheckpoint(path, "fuzz", params, opts) })
 		if bound := 32*uint64(len(b)) + 1<<20; alloc > bound {
 			t.Fatalf("allocated %d bytes for a file of %d bytes: bound %d", alloc, len(b), bound)
 		}

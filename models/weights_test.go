@@ -6,11 +6,11 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
 
+	"bayesnas/internal/allocs"
 	"bayesnas/nn"
 )
 
@@ -160,23 +160,15 @@ func TestWeightsFileBoundedBeforeReading(t *testing.T) {
 	if err := os.Truncate(path, 512<<20); err != nil {
 		t.Fatal(err)
 	}
-	allocated := func(f func()) uint64 {
-		var before, after runtime.MemStats
-		runtime.GC()
-		runtime.ReadMemStats(&before)
-		f()
-		runtime.ReadMemStats(&after)
-		return after.TotalAlloc - before.TotalAlloc
-	}
 	var err error
-	if a := allocated(func() { err = LoadWeights(path, testParams()) }); a > 8<<20 {
+	if a := allocs.During(func() { err = LoadWeights(path, testParams()) }); a > 8<<20 {
 		t.Errorf("LoadWeights allocated %d bytes, want under 8 MiB", a)
 	}
 	if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "more than the") {
 		t.Errorf("LoadWeights: error %v, want one naming %s and the data bound", err, path)
 	}
 	var meta map[string]string
-	if a := allocated(func() { meta, err = ReadWeightsMetadata(path) }); a > 8<<20 {
+	if a := allocs.During(func() { meta, err = ReadWeightsMetadata(path) }); a > 8<<20 {
 		t.Errorf("ReadWeightsMetadata allocated %d bytes, want under 8 MiB", a)
 	}
 	if err != nil || meta["k"] != "v" {
