@@ -2,6 +2,7 @@ package models
 
 import (
 	"bayesnas/internal/atomicfile"
+	"bayesnas/internal/textpos"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -46,13 +47,14 @@ func ReadGraph(path string) (*Graph, error) {
 	}
 	g, err := ParseGraph(b)
 	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", path, err)
+		return nil, fmt.Errorf("reading %w", textpos.At(path, err))
 	}
 	return g, nil
 }
 
 // ParseGraph decodes and validates a graph. Unknown fields are errors: a
-// misspelt attribute must not silently become a zero.
+// misspelt attribute must not silently become a zero. A syntax or type error
+// is a *textpos.Error holding its line and column in b.
 func ParseGraph(b []byte) (*Graph, error) {
 	var f struct {
 		Format  string            `json:"format"`
@@ -63,7 +65,7 @@ func ParseGraph(b []byte) (*Graph, error) {
 		Builder *BuilderInfo      `json:"builder"`
 	}
 	if err := decodeStrict(b, &f); err != nil {
-		return nil, err
+		return nil, textpos.JSON(b, 0, err)
 	}
 	g := &Graph{Format: f.Format, Name: f.Name, Input: f.Input, Output: f.Output, Builder: f.Builder}
 	for i, raw := range f.Nodes {
@@ -71,7 +73,11 @@ func ParseGraph(b []byte) (*Graph, error) {
 		if err := decodeStrict(raw, n); err != nil {
 			var named struct{ Name string }
 			_ = json.Unmarshal(raw, &named) // best effort, only to name the node in the error
-			return nil, fmt.Errorf("node %d %q: %w", i, named.Name, err)
+			err = fmt.Errorf("node %d %q: %w", i, named.Name, err)
+			if pe, ok := textpos.JSON(b, nodeStart(b, i), err).(*textpos.Error); ok {
+				return nil, pe
+			}
+			return nil, err
 		}
 		g.Nodes = append(g.Nodes, n)
 	}
@@ -91,4 +97,45 @@ func decodeStrict(b []byte, v any) error {
 		return errors.New("unexpected data after the JSON value")
 	}
 	return nil
+}
+
+// nodeStart gives the offset in b of the i-th element of the top-level
+// "nodes" array (b has already decoded once), or 0 if it is not found; only
+// to place an error in a node.
+func nodeStart(b []byte, i int) int64 {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return 0
+	}
+	for dec.More() {
+		key, err := dec.Token()
+		if err != nil {
+			return 0
+		}
+		if key != "nodes" {
+			var skip json.RawMessage
+			if dec.Decode(&skip) != nil {
+				return 0
+			}
+			continue
+		}
+		if t, err := dec.Token(); err != nil || t != json.Delim('[') {
+			return 0
+		}
+		for j := 0; dec.More(); j++ {
+			off := dec.InputOffset() // end of '[' or of the previous element
+			for off < int64(len(b)) && bytes.IndexByte([]byte(" \t\r\n,"), b[off]) >= 0 {
+				off++
+			}
+			if j == i {
+				return off
+			}
+			var skip json.RawMessage
+			if dec.Decode(&skip) != nil {
+				return 0
+			}
+		}
+		return 0
+	}
+	return 0
 }
