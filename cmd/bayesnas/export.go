@@ -27,9 +27,8 @@ func exportOptions(cmd *cobra.Command) (pipeline.ExportOptions, error) {
 	lib, _ := f.GetString("onnxruntime-lib")
 	if path, _ := f.GetString("config"); lib == "" && path != "" {
 		v := viper.New()
-		v.SetConfigFile(path)
-		if err := v.ReadInConfig(); err != nil {
-			return pipeline.ExportOptions{}, fmt.Errorf("reading config %s: %w", path, err)
+		if err := readConfigFile(v, path); err != nil {
+			return pipeline.ExportOptions{}, err
 		}
 		lib = v.GetString("onnxruntime.lib")
 	}

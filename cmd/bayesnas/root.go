@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 
+	"bayesnas/internal/textpos"
 	"bayesnas/models"
 	"bayesnas/nn"
 	"bayesnas/pipeline"
@@ -121,9 +123,8 @@ func newViper(cmd *cobra.Command, defaults map[string]any, binds []flagKey) (*vi
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
 	v.AutomaticEnv()
 	if path, _ := cmd.Flags().GetString("config"); path != "" {
-		v.SetConfigFile(path)
-		if err := v.ReadInConfig(); err != nil {
-			return nil, pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("reading config %s: %w", path, err))
+		if err := readConfigFile(v, path); err != nil {
+			return nil, pipeline.Mark(pipeline.ErrUsage, err)
 		}
 	}
 	for _, b := range binds {
@@ -137,6 +138,32 @@ func newViper(cmd *cobra.Command, defaults map[string]any, binds []flagKey) (*vi
 		return nil, err
 	}
 	return v, nil
+}
+
+// readConfigFile reads the --config file at path into v. The file is YAML
+// whatever its name ends with (viper would pick a decoder by the extension
+// and refuse any other with `Unsupported Config Type ""`); errors name the
+// file and, for a YAML error, FILE:LINE as the YAML decoder reports it.
+func readConfigFile(v *viper.Viper, path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("reading config: %w", err)
+	}
+	if fi.IsDir() {
+		return fmt.Errorf("reading config %s: is a directory, not a YAML file", path)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("reading config: %w", err)
+	}
+	if err := textpos.CheckYAML(b); err != nil {
+		return fmt.Errorf("reading config %w", textpos.At(path, err))
+	}
+	v.SetConfigType("yaml")
+	if err := v.ReadConfig(bytes.NewReader(b)); err != nil {
+		return fmt.Errorf("reading config %s: %w", path, err)
+	}
+	return nil
 }
 
 // isThreadSetting says whether a flag or configuration key sets a thread or
