@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"path/filepath"
 	"reflect"
 	"sort"
 	"strconv"
@@ -113,12 +114,36 @@ func configDiff(saved, now any) (string, error) {
 	return jsonDiff("", a, b), nil
 }
 
+// pathKeys are the settings that are file or directory paths: they compare
+// as cleaned absolute paths, so `runs/x`, `./runs/x/` and /abs/runs/x are
+// one directory.
+var pathKeys = map[string]bool{"run_dir": true, "data.dir": true, "model.arch": true, "model.weights": true}
+
+// samePath says whether a and b name the same path once made absolute
+// (against the working directory) and cleaned.
+func samePath(a, b string) bool {
+	if a == b {
+		return true
+	}
+	if a == "" || b == "" {
+		return false
+	}
+	aa, errA := filepath.Abs(a)
+	ab, errB := filepath.Abs(b)
+	return errA == nil && errB == nil && aa == ab
+}
+
 func jsonDiff(path string, a, b any) string {
 	ma, okA := a.(map[string]any)
 	mb, okB := b.(map[string]any)
 	if !okA || !okB {
 		if reflect.DeepEqual(a, b) {
 			return ""
+		}
+		if sa, ok := a.(string); ok && pathKeys[path] {
+			if sb, ok := b.(string); ok && samePath(sa, sb) {
+				return ""
+			}
 		}
 		return path
 	}
