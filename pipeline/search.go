@@ -58,6 +58,10 @@ func Search(ctx context.Context, cfg SearchConfig, opt Options) (*search.Result,
 		if err := checkResumeConfig(cfgPath, saved, cfg); err != nil {
 			return nil, err
 		}
+		// A kill during a checkpoint write leaves its temporary file.
+		if err := atomicfile.RemoveStale(ckptPath); err != nil {
+			return nil, fmt.Errorf("resume: %w", err)
+		}
 		if _, err := os.Stat(ckptPath); err != nil {
 			return nil, fmt.Errorf("resume: %s holds no search checkpoint: %w", dir, err)
 		}

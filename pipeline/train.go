@@ -115,6 +115,10 @@ func Train(ctx context.Context, cfg Config, opt Options) (*Summary, error) {
 		if err := checkResumeConfig(filepath.Join(dir, ConfigFile), saved, cfg); err != nil {
 			return nil, err
 		}
+		// A kill during a checkpoint write leaves its temporary file.
+		if err := atomicfile.RemoveStale(ckptPath); err != nil {
+			return nil, fmt.Errorf("resume: %w", err)
+		}
 	} else if _, err := os.Stat(ckptPath); err == nil {
 		return nil, fmt.Errorf("%s already holds a checkpoint: use --resume to continue it, or choose another run directory", dir)
 	}
