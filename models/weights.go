@@ -81,7 +81,8 @@ func SaveWeights(path string, params []*nn.Param, meta map[string]string) error 
 
 // LoadWeights fills params from a file written by SaveWeights (or any
 // safetensors file of F32 tensors). The file must hold exactly the given
-// names with the same shapes; nothing is changed when it does not.
+// names with the same shapes, every value finite (no NaN or Inf); nothing is
+// changed when it does not.
 func LoadWeights(path string, params []*nn.Param) error {
 	var need int64
 	for _, p := range params {
@@ -135,6 +136,25 @@ func LoadWeights(path string, params []*nn.Param) error {
 	}
 	if dataErr != nil {
 		return fmt.Errorf("loading weights %s: %w", path, dataErr)
+	}
+	// Every value finite before any is copied: NaN or Inf is a corrupt file
+	// or one saved from a diverged run, and training from it would only
+	// report a NaN loss later.
+	for _, p := range params {
+		e := entries[p.Name]
+		src := data[e.DataOffsets[0]:e.DataOffsets[1]]
+		for i := 0; i < len(src); i += 4 {
+			u := binary.LittleEndian.Uint32(src[i:])
+			if u&0x7f800000 != 0x7f800000 { // exponent not all ones: finite
+				continue
+			}
+			v := math.Float32frombits(u)
+			what := "NaN"
+			if math.IsInf(float64(v), 0) {
+				what = fmt.Sprint(v)
+			}
+			return fmt.Errorf("loading weights %s: tensor %q holds %s at index %d of %d (a corrupt file, or saved from a run that diverged)", path, p.Name, what, i/4, len(p.Data))
+		}
 	}
 	for _, p := range params {
 		src := data[entries[p.Name].DataOffsets[0]:]
