@@ -134,21 +134,14 @@ func (s *gateSet) ApplyDependency()       { bayes.Independent(s.groups) }
 
 // Gates lists, for every group of groups, its gates: the scale of the
 // batch norm (or the channel scale withGates adds) that alone reads a conv
-// or linear producing one of the group's channels (that channel's entry). Zeroing a group's gates leaves
+// or linear producing one of the group's channels (that channel's entry).
+// Zeroing a group's gates leaves
 // its channels constant (their BN shift), which Prune folds forward, so the
 // network with zero gates is the pruned one. A group with no such batch
 // norm has no gates.
 func Gates(g *models.Graph, groups []Group, params []*nn.Param) [][]bayes.Var {
-	byName := map[string]*nn.Param{}
-	for _, p := range params {
-		byName[p.Name] = p
-	}
-	consumers := map[string][]*models.Node{}
-	for _, n := range g.Nodes {
-		for _, in := range n.Inputs {
-			consumers[in] = append(consumers[in], n)
-		}
-	}
+	byName := paramsByName(params)
+	consumers := readersOf(g)
 	out := make([][]bayes.Var, len(groups))
 	for i, gr := range groups {
 		for _, m := range gr.Members {
@@ -518,10 +511,7 @@ func Bayesian(ctx context.Context, g *models.Graph, params []*nn.Param, train, c
 // copyParams copies src into dst by name; every dst param must be there
 // with its size.
 func copyParams(dst, src []*nn.Param) error {
-	byName := map[string]*nn.Param{}
-	for _, p := range src {
-		byName[p.Name] = p
-	}
+	byName := paramsByName(src)
 	for _, p := range dst {
 		s := byName[p.Name]
 		if s == nil || len(s.Data) != len(p.Data) {

@@ -125,10 +125,7 @@ func layers(g *models.Graph, groups []Group) ([]*layer, error) {
 // produce its channels (Li et al. 2017's filter norm, averaged so that
 // layers of different fan-in compare).
 func GroupL1(groups []Group, params []*nn.Param, g *models.Graph) []float64 {
-	byName := map[string]*nn.Param{}
-	for _, p := range params {
-		byName[p.Name] = p
-	}
+	byName := paramsByName(params)
 	scores := make([]float64, len(groups))
 	for i, gr := range groups {
 		var sum float64

@@ -22,12 +22,7 @@ const gateSuffix = ".gate"
 // 0.22). A gate at 1 leaves the network's function unchanged; foldGates
 // multiplies it into its conv.
 func withGates(g *models.Graph, groups []Group, ls []*layer) (*models.Graph, []string) {
-	readers := map[string][]*models.Node{}
-	for _, n := range g.Nodes {
-		for _, in := range n.Inputs {
-			readers[in] = append(readers[in], n)
-		}
-	}
+	readers := readersOf(g)
 	gate := map[string]bool{}
 	for _, l := range ls {
 		for _, gi := range l.groups {
@@ -120,6 +115,17 @@ func foldGates(params []*nn.Param, names []string, gated []string) ([]*nn.Param,
 func isGate(n *models.Node) bool {
 	return n.Op == models.OpConv && strings.HasSuffix(n.Name, gateSuffix) && n.Attrs.Kernel == 1 &&
 		n.Attrs.Groups == n.Attrs.OutChannels && !n.Attrs.Bias
+}
+
+// readersOf maps every value of g to the nodes that read it.
+func readersOf(g *models.Graph) map[string][]*models.Node {
+	readers := map[string][]*models.Node{}
+	for _, n := range g.Nodes {
+		for _, in := range n.Inputs {
+			readers[in] = append(readers[in], n)
+		}
+	}
+	return readers
 }
 
 func paramsByName(ps []*nn.Param) map[string]*nn.Param {

@@ -322,12 +322,7 @@ func (p *pruner) constants() {
 func (p *pruner) fold(rep *Report) (map[string][]float32, error) {
 	a := p.a
 	created := map[string][]float32{}
-	readers := map[string][]*models.Node{}
-	for _, n := range a.g.Nodes {
-		for _, x := range n.Inputs {
-			readers[x] = append(readers[x], n)
-		}
-	}
+	readers := readersOf(a.g)
 	for _, n := range a.g.Nodes {
 		if n.Op != models.OpConv && n.Op != models.OpLinear {
 			continue

@@ -122,21 +122,49 @@ var exportable = map[string]bool{
 	models.OpShuffle: true, models.OpDropout: true, models.OpDropPath: true,
 }
 
-// checkLabelling refuses a normalisation or class-label list a deployment
-// could not use: a std that is zero, negative or not finite (the input
-// would be divided by it), a mean that is not finite, or class labels that
-// do not match the model's outputs one to one (out is the output's shape per
-// sample).
-func checkLabelling(out []int, opts Options) error {
-	for c, m := range opts.Mean {
+// BadNormalisation is a normalisation value no deployment can use: Std
+// says which list (else the means), Index its position.
+type BadNormalisation struct {
+	Std   bool
+	Index int
+	Value float32
+}
+
+// Want says what the value should have been.
+func (b *BadNormalisation) Want() string {
+	if b.Std {
+		return "want a positive finite number (the input is divided by it)"
+	}
+	return "want a finite number"
+}
+
+// CheckNormalisation returns the first mean that is not finite or std that
+// is zero, negative or not finite, or nil. Callers name the value as their
+// input spells it (metadata keys here, flags on the command line).
+func CheckNormalisation(mean, std []float32) *BadNormalisation {
+	for c, m := range mean {
 		if math.IsNaN(float64(m)) || math.IsInf(float64(m), 0) {
-			return fmt.Errorf("%s[%d] = %g: want a finite number", MetaInputMean, c, m)
+			return &BadNormalisation{Index: c, Value: m}
 		}
 	}
-	for c, s := range opts.Std {
+	for c, s := range std {
 		if !(s > 0) || math.IsInf(float64(s), 0) {
-			return fmt.Errorf("%s[%d] = %g: want a positive finite number (the input is divided by it)", MetaInputStd, c, s)
+			return &BadNormalisation{Std: true, Index: c, Value: s}
 		}
+	}
+	return nil
+}
+
+// checkLabelling refuses a normalisation or class-label list a deployment
+// could not use (CheckNormalisation), or class labels that do not match
+// the model's outputs one to one (out is the output's shape per sample).
+func checkLabelling(out []int, opts Options) error {
+	if b := CheckNormalisation(opts.Mean, opts.Std); b != nil {
+		key := MetaInputMean
+		if b.Std {
+			key = MetaInputStd
+		}
+		return fmt.Errorf("%s[%d] = %g: %s", key, b.Index, b.Value, b.Want())
 	}
 	if len(opts.Classes) == 0 {
 		return nil

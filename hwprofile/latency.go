@@ -9,10 +9,11 @@ import "slices"
 // machine other tenants slow it by up to 1.7x for seconds at a time; the
 // median over rounds follows those spells, the quietest round does not.
 // Measured on this project's 2-vCPU VM in a noisy spell (12 networks, 24
-// interleaved rounds of 100 runs): two measurements of 6 rounds agreed
-// within 10 % for 35 % of the pairs with the median over rounds and for
-// 74 % with the quietest round (12 rounds: 17 % and 92 %). On a dedicated
-// device the rounds agree, and it is the median latency.
+// interleaved rounds of 100 runs, `go run ./bench/nodetimes -rounds 24`;
+// BENCHMARKS.md): two measurements of 6 rounds agreed within 10 % for 40 %
+// of the pairs with the median over rounds and for 96 % with the quietest
+// round (12 rounds: 58 % and 100 %). On a dedicated device the rounds
+// agree, and it is the median latency.
 const StatisticQuietest = "median of the quietest round"
 
 // Quietest aggregates a measurement's round medians (see

@@ -28,7 +28,7 @@ func Compile(g *Graph, be nn.Backend, batch int) (*nn.Network, error) {
 	if err != nil {
 		return nil, fmt.Errorf("compiling graph %q: %w", g.Name, err)
 	}
-	if err := CheckMemory(g, batch); err != nil {
+	if err := checkMemory(g, shapes, batch); err != nil {
 		return nil, fmt.Errorf("compiling: %w", err)
 	}
 	in := be.NewValue(g.Input.Name, append([]int{batch}, g.Input.Shape...), false)

@@ -24,11 +24,16 @@ func (f Footprint) Bytes() int64 { return f.ParamBytes + f.ValueBytes + f.Scratc
 // are added in int64 with overflow checked: an architecture file with
 // absurd widths gives an error, not a wrapped number.
 func Estimate(g *Graph, batch int) (Footprint, error) {
-	var f Footprint
 	shapes, err := g.InferShapes()
 	if err != nil {
-		return f, err
+		return Footprint{}, err
 	}
+	return estimate(g, shapes, batch)
+}
+
+// estimate is Estimate with g's inferred shapes.
+func estimate(g *Graph, shapes map[string][]int, batch int) (Footprint, error) {
+	var f Footprint
 	const limit = int64(1) << 60
 	add := func(dst *int64, what string, n ...int) error {
 		v := int64(4)
@@ -105,7 +110,16 @@ func defaultMemoryLimit() int64 {
 // before anything is allocated: an architecture with out_channels 200000
 // would otherwise end in "fatal error: runtime: out of memory".
 func CheckMemory(g *Graph, batch int) error {
-	f, err := Estimate(g, batch)
+	shapes, err := g.InferShapes()
+	if err != nil {
+		return err
+	}
+	return checkMemory(g, shapes, batch)
+}
+
+// checkMemory is CheckMemory with g's inferred shapes (Compile has them).
+func checkMemory(g *Graph, shapes map[string][]int, batch int) error {
+	f, err := estimate(g, shapes, batch)
 	if err != nil {
 		return err
 	}

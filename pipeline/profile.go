@@ -364,7 +364,10 @@ func calibrate(ctx context.Context, dev hwprofile.Device, prof *hwprofile.Profil
 	}
 	// The quietest round of each network, at the speed of the profile's
 	// entries: the reference's quietest round against ReferenceMs.
-	speed := prof.ReferenceMs / hwprofile.Quietest(times[len(nets)])
+	speed := 1.0
+	if prof.ReferenceMs > 0 {
+		speed = prof.ReferenceMs / hwprofile.Quietest(times[len(nets)])
+	}
 	for i, n := range nets {
 		if _, ok := preds[n.Space]; !ok {
 			spaces = append(spaces, n.Space)

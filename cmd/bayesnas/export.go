@@ -2,11 +2,11 @@ package main
 
 import (
 	"fmt"
-	"math"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
 
+	"bayesnas/export"
 	"bayesnas/onnxrt"
 	"bayesnas/pipeline"
 )
@@ -42,18 +42,15 @@ func exportOptions(cmd *cobra.Command) (pipeline.ExportOptions, error) {
 	}, nil
 }
 
-// checkNormalisation refuses --mean/--std values no deployment could use:
-// a std that is zero, negative or not finite, a mean that is not finite.
+// checkNormalisation refuses --mean/--std values no deployment could use
+// (export.CheckNormalisation), naming the flag, before anything is read.
 func checkNormalisation(mean, std []float32) error {
-	for i, m := range mean {
-		if math.IsNaN(float64(m)) || math.IsInf(float64(m), 0) {
-			return fmt.Errorf("--mean value %d is %g: want a finite number", i+1, m)
+	if b := export.CheckNormalisation(mean, std); b != nil {
+		flag := "--mean"
+		if b.Std {
+			flag = "--std"
 		}
-	}
-	for i, s := range std {
-		if !(s > 0) || math.IsInf(float64(s), 0) {
-			return fmt.Errorf("--std value %d is %g: want a positive finite number (the input is divided by it)", i+1, s)
-		}
+		return fmt.Errorf("%s value %d is %g: %s", flag, b.Index+1, b.Value, b.Want())
 	}
 	if len(mean) != len(std) {
 		return fmt.Errorf("--mean has %d values but --std has %d: give one of each per input channel", len(mean), len(std))

@@ -53,7 +53,6 @@ Start with:  bayesnas train --config configs/demo.yaml`,
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().String("log-format", "text", "log format: text or json")
-	// Every thread or worker count is bounded, whichever command takes it.
 	root.PersistentFlags().Float64("memory-limit-gb", 0, "most memory a network may take when compiled (GiB); 0: 90 % of this machine's")
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
 		gb, err := cmd.Flags().GetFloat64("memory-limit-gb")
@@ -63,6 +62,7 @@ Start with:  bayesnas train --config configs/demo.yaml`,
 		if gb > 0 {
 			models.SetMemoryLimit(int64(gb * (1 << 30)))
 		}
+		// Every thread or worker count is bounded, whichever command takes it.
 		return checkThreadFlags(cmd)
 	}
 	// A bad flag is a usage error (exit 2), not a failed run.
