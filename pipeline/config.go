@@ -313,12 +313,28 @@ func (c *PipelineConfig) validate() error {
 		return fmt.Errorf("config: export.rounds = %d, export.repeats = %d, export.warmup = %d: want >= 1, >= 1, >= 0",
 			c.Export.Rounds, c.Export.Repeats, c.Export.Warmup)
 	}
-	s := c.Search
+	s := c.searchConfig()
 	s.Seed, s.Workers = c.Seed, c.Threads
 	if err := s.Validate(); err != nil {
 		return fmt.Errorf("config: search: %w", err)
 	}
 	return nil
+}
+
+// searchConfig is the search section with a latency-aware search's
+// defaults: the device's profile, and the retraining's builder parameters
+// (the network is priced as it will be deployed).
+func (c *PipelineConfig) searchConfig() search.Config {
+	s := c.Search
+	if s.Latency.On() {
+		if s.Latency.Profile == "" {
+			s.Latency.Profile = c.Device.Profile
+		}
+		if s.Latency.Params == nil {
+			s.Latency.Params = c.Retrain.Params
+		}
+	}
+	return s
 }
 
 // retrainConfig is the training run of the search stage's second half.

@@ -263,3 +263,31 @@ func cpuName(d hwprofile.DeviceInfo) string {
 }
 
 func round6(v float64) float64 { return float64(int64(v*1e6+0.5)) / 1e6 }
+
+// timeRun times a trained run's network on the device of the profile at
+// profilePath, as the export stage times (o), expecting about expectMs:
+// the timing and the device's name.
+func timeRun(ctx context.Context, profilePath string, o DeviceOptions, run string, expectMs float64) (Timing, string, error) {
+	prof, err := hwprofile.Read(profilePath)
+	if err != nil {
+		return Timing{}, "", err
+	}
+	r, err := loadTrainedRun(run)
+	if err != nil {
+		return Timing{}, "", err
+	}
+	t, err := openTimer(ctx, prof, profilePath, o)
+	if err != nil {
+		return Timing{}, "", err
+	}
+	defer t.Close()
+	path, err := t.writeNetwork(r.g, r.params)
+	if err != nil {
+		return Timing{}, "", err
+	}
+	tms, err := t.timeFiles(ctx, []string{path}, []float64{expectMs}, t.rounds)
+	if err != nil {
+		return Timing{}, "", err
+	}
+	return tms[0], t.name, nil
+}

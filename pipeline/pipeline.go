@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"bayesnas/internal/runlock"
 	"bayesnas/onnxrt"
 	"bayesnas/report"
+	"bayesnas/search"
 )
 
 // Directories of a pipeline run directory, one per stage: a contract that
@@ -238,13 +240,16 @@ func (p *pipelineRun) configHash(name string) (string, error) {
 	var section any
 	switch name {
 	case "search":
-		section = struct {
-			Seed    uint64
-			Threads int
-			Data    Data
-			Search  any
-			Retrain Retrain
-		}{c.Seed, c.Threads, c.Data, c.Search, c.Retrain}
+		st := searchSettings{Seed: c.Seed, Threads: c.Threads, Data: c.Data, Search: c.Search, Retrain: c.Retrain}
+		if sc := p.cfg.searchConfig(); sc.Latency.On() {
+			h, err := fileHash(sc.Latency.Profile)
+			if err != nil {
+				return "", Mark(ErrUsage, fmt.Errorf("config: search.latency.profile: %w", err))
+			}
+			st.Search, st.ProfileHash = sc, h
+			st.Device, st.Timing = &c.Device, &PipelineExport{Rounds: c.Export.Rounds, Warmup: c.Export.Warmup, Repeats: c.Export.Repeats}
+		}
+		section = st
 	case "compress", "export":
 		prof, err := fileHash(c.Device.Profile)
 		if err != nil {
@@ -274,6 +279,20 @@ func (p *pipelineRun) configHash(name string) (string, error) {
 		}
 	}
 	return hashJSON(section)
+}
+
+// searchSettings are what the search stage reads. A latency-aware search
+// also prices on the profile (its content too) and times the retrained
+// network on the device.
+type searchSettings struct {
+	Seed        uint64
+	Threads     int
+	Data        Data
+	Search      any
+	Retrain     Retrain
+	ProfileHash string          `json:",omitempty"`
+	Device      *PipelineDevice `json:",omitempty"`
+	Timing      *PipelineExport `json:",omitempty"`
 }
 
 func (p *pipelineRun) run(ctx context.Context, name string, resume bool) error {
@@ -307,7 +326,7 @@ func (p *pipelineRun) search(ctx context.Context, resume bool) error {
 				return fmt.Errorf("clearing %s: %w", sdir, err)
 			}
 		}
-		scfg := SearchConfig{RunDir: sdir, Seed: p.cfg.Seed, Threads: p.cfg.Threads, Data: p.cfg.Data, Search: p.cfg.Search}
+		scfg := SearchConfig{RunDir: sdir, Seed: p.cfg.Seed, Threads: p.cfg.Threads, Data: p.cfg.Data, Search: p.cfg.searchConfig()}
 		if _, err := Search(p.stepCtx(ctx, "search"), scfg, p.options(cont)); err != nil {
 			return err
 		}
@@ -316,17 +335,46 @@ func (p *pipelineRun) search(ctx context.Context, resume bool) error {
 			return fmt.Errorf("clearing %s: %w", tdir, err)
 		}
 	}
-	if exists(filepath.Join(tdir, SummaryFile)) {
-		return nil
-	}
-	cont := exists(filepath.Join(tdir, CheckpointFile))
-	if !cont {
-		if err := os.RemoveAll(tdir); err != nil {
-			return fmt.Errorf("clearing %s: %w", tdir, err)
+	if !exists(filepath.Join(tdir, SummaryFile)) {
+		cont := exists(filepath.Join(tdir, CheckpointFile))
+		if !cont {
+			if err := os.RemoveAll(tdir); err != nil {
+				return fmt.Errorf("clearing %s: %w", tdir, err)
+			}
+		}
+		if _, err := Train(p.stepCtx(ctx, "train"), p.cfg.retrainConfig(), p.options(cont)); err != nil {
+			return err
 		}
 	}
-	_, err := Train(p.stepCtx(ctx, "train"), p.cfg.retrainConfig(), p.options(cont))
-	return err
+	return p.measureSearched(ctx)
+}
+
+// measureSearched times the retrained network of a latency-aware search
+// on the device and adds it to the search's latency report beside the
+// search's prediction and target (once: a resumed stage keeps it).
+func (p *pipelineRun) measureSearched(ctx context.Context) error {
+	path := filepath.Join(p.dir(SearchDir), search.LatencyFile)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // not latency-aware
+	}
+	if err != nil {
+		return err
+	}
+	var rep search.LatencyReport
+	if err := json.Unmarshal(b, &rep); err != nil {
+		return fmt.Errorf("reading %s: %w", path, err)
+	}
+	if rep.MeasuredMs > 0 {
+		return nil
+	}
+	tm, device, err := timeRun(ctx, rep.Profile, p.deviceOptions(), p.dir(TrainDir), rep.PredictedMs)
+	if err != nil {
+		return fmt.Errorf("timing the retrained network of the search on its device: %w", err)
+	}
+	rep.MeasuredMs, rep.MeasuredP90Ms, rep.Device, rep.Statistic = round6(tm.MedianMs), round6(tm.P90Ms), device, hwprofile.StatisticQuietest
+	p.log.Info("searched network", "predicted_ms", round4(rep.PredictedMs), "measured_ms", round4(rep.MeasuredMs), "target_ms", rep.TargetMs)
+	return writeJSON(path, rep)
 }
 
 // compress prunes RUN/train to the budget into RUN/compress and fine-tunes

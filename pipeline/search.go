@@ -8,7 +8,10 @@ import (
 	"os"
 	"path/filepath"
 
+	"bayesnas/hwprofile"
 	"bayesnas/internal/atomicfile"
+	"bayesnas/models"
+	"bayesnas/nn"
 	"bayesnas/search"
 )
 
@@ -39,6 +42,10 @@ func Search(ctx context.Context, cfg SearchConfig, opt Options) (*search.Result,
 	cfg.Search.Seed = cfg.Seed
 	cfg.Search.Workers = cfg.Threads
 	if err := cfg.Search.Validate(); err != nil {
+		return nil, err
+	}
+	lat, err := openSearchLatency(&cfg.Search)
+	if err != nil {
 		return nil, err
 	}
 	dir := cfg.RunDir
@@ -101,7 +108,7 @@ func Search(ctx context.Context, cfg SearchConfig, opt Options) (*search.Result,
 	}
 	prog := newProgress(opt.Progress, opt.TTY)
 	res, err := search.RunWith(ctx, cfg.Search, d.trainB, val, search.RunOptions{
-		Log: logw, Checkpoint: ckptPath, Resume: opt.Resume,
+		Log: logw, Checkpoint: ckptPath, Resume: opt.Resume, Latency: lat,
 		Progress: func(p search.Progress) {
 			prog.update(progressStep{Phase: p.Phase, I: p.I, N: p.N, Batch: p.Batch, Batches: p.Batches,
 				HasLoss: p.Training, Loss: p.Loss, Acc: p.Acc, Done: p.Done, Total: p.Total})
@@ -191,7 +198,11 @@ func Rederive(run, out string, derive func(saved search.DeriveConfig) search.Der
 	}
 	defer release()
 	d := derive(cfg.Search.Derive)
-	res, err := search.Rederive(cfg.Search, filepath.Join(run, CheckpointFile), d)
+	lat, err := openSearchLatency(&cfg.Search)
+	if err != nil {
+		return nil, fmt.Errorf("derive from %s: %w", run, err)
+	}
+	res, err := search.Rederive(cfg.Search, filepath.Join(run, CheckpointFile), d, lat)
 	if err != nil {
 		return nil, fmt.Errorf("derive from %s: %w", run, err)
 	}
@@ -212,4 +223,40 @@ func Rederive(run, out string, derive func(saved search.DeriveConfig) search.Der
 		}
 	}
 	return res, nil
+}
+
+// searchLatency prices a latency-aware search's networks on a device
+// profile as they will be retrained: rebuilt with latency.params first.
+type searchLatency struct {
+	prof   *hwprofile.Profile
+	params map[string]any
+}
+
+func (l searchLatency) LatencyMs(g *models.Graph, params []*nn.Param) (float64, error) {
+	if len(l.params) > 0 {
+		r, err := rebuildWith(g, Config{Model: Model{Arch: "(the derived network)", Params: l.params}})
+		if err != nil {
+			return 0, fmt.Errorf("search.latency.params: %w", err)
+		}
+		g, params = r, nil
+	}
+	return profileLatency{l.prof}.LatencyMs(g, params)
+}
+
+// openSearchLatency reads the profile of a latency-aware search (nil, nil
+// for another) and records its content hash in c, so that resuming against
+// a profile that prices differently is refused as another configuration.
+func openSearchLatency(c *search.Config) (search.LatencyModel, error) {
+	if !c.Latency.On() {
+		return nil, nil
+	}
+	if c.Latency.Profile == "" {
+		return nil, Mark(ErrUsage, fmt.Errorf("config: search.latency: weight or target_ms set without a profile (search.latency.profile)"))
+	}
+	prof, err := hwprofile.Read(c.Latency.Profile)
+	if err != nil {
+		return nil, Mark(ErrUsage, fmt.Errorf("config: search.latency.profile: %w", err))
+	}
+	c.Latency.ProfileHash = prof.Hash
+	return searchLatency{prof: prof, params: c.Latency.Params}, nil
 }

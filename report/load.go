@@ -106,6 +106,7 @@ type verification struct {
 // not there, and missing says why, one line per absent input.
 type inputs struct {
 	searchLog   []search.IterationLog
+	searchLat   *search.LatencyReport // a latency-aware search's
 	proxyCells  *search.Derivation
 	treeCells   *search.TreeDerivation
 	train       *trainSummary
@@ -185,6 +186,12 @@ func (in *inputs) loadSearch(dir string) error {
 	if !ok || len(in.searchLog) == 0 {
 		in.miss(sec, "No search log (%s): the search curves are omitted.", p)
 		in.searchLog = nil
+	}
+	var lat search.LatencyReport
+	if ok, err := readJSON(filepath.Join(dir, search.LatencyFile), &lat); err != nil {
+		return err
+	} else if ok {
+		in.searchLat = &lat
 	}
 	p = filepath.Join(dir, decisionsFile)
 	raw, err := os.ReadFile(p)

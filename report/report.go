@@ -23,6 +23,7 @@ import (
 
 	"bayesnas/internal/atomicfile"
 	"bayesnas/onnxrt"
+	"bayesnas/search"
 )
 
 // Output names inside the run directory.
@@ -151,6 +152,9 @@ func (in *inputs) sections() ([]section, error) {
 			return nil, err
 		}
 	}
+	if l := in.searchLat; l != nil {
+		s.Notes = append(s.Notes, searchLatencyLine(l))
+	}
 	gs, left := in.cellGraphs(maxCells)
 	for i, g := range gs {
 		caption := g.title + ": nodes in columns by depth, each arrow labelled with the ops kept on that edge (summed). Gray arrows are fixed structure, not search decisions. " + opLegend
@@ -232,6 +236,24 @@ func (in *inputs) sections() ([]section, error) {
 	}
 	secs = append(secs, s)
 	return secs, nil
+}
+
+// searchLatencyLine describes a latency-aware search's outcome.
+func searchLatencyLine(l *search.LatencyReport) string {
+	line := fmt.Sprintf("Latency-aware on %s: each op's penalty scaled by its latency there (the network with every op: %s).", l.Profile, ms(l.AllOpsMs))
+	if l.TargetMs > 0 {
+		verdict := "met"
+		if !l.Met {
+			verdict = "not met: only ops that cost nothing were left to drop"
+		}
+		line += fmt.Sprintf(" Target %s: the derived network is predicted at %s (%s; %d ops dropped for it).", ms(l.TargetMs), ms(l.PredictedMs), verdict, len(l.Dropped))
+	} else {
+		line += fmt.Sprintf(" The derived network is predicted at %s.", ms(l.PredictedMs))
+	}
+	if l.MeasuredMs > 0 {
+		line += fmt.Sprintf(" Retrained, it measured %s (p90 %s) on %s.", ms(l.MeasuredMs), ms(l.MeasuredP90Ms), l.Device)
+	}
+	return line
 }
 
 // finalAccuracy is the deployed network's test accuracy: the fine-tuned

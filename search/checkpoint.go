@@ -34,6 +34,8 @@ type position struct {
 	// Elapsed is the search's time so far, so a resumed log's elapsed_seconds
 	// continue.
 	Elapsed float64 `json:"elapsed"`
+	// LatencyScale is the op penalties' latency scale (LatencyConfig).
+	LatencyScale float64 `json:"latency_scale,omitempty"`
 }
 
 // exactFloat is a float64 written as its shortest exact decimal string
@@ -174,6 +176,9 @@ func (s *searcher) load(path string) error {
 			s.pr.apply(s.space)
 			break
 		}
+	}
+	if s.cfg.Latency.On() {
+		s.setLambdas() // at the checkpoint's scale
 	}
 	if s.pos.Logged > 0 {
 		if _, err = s.derive(); err != nil {

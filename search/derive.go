@@ -21,11 +21,15 @@ type DeriveConfig struct {
 	// 0/0): edges whose switch is 0.000 in every cell survived a relative
 	// threshold of 0.1. 0 turns the check off.
 	MinSignificance float64 `json:"min_significance,omitempty"`
+	// drop are groups a latency target removed (deriveUnderTarget); a
+	// pointer keeps DeriveConfig comparable.
+	drop *map[*Group]bool
 }
 
-// keeps says whether group g clears tau and the significance floor.
+// keeps says whether group g clears tau and the significance floor (and
+// was not dropped for the latency target).
 func (c DeriveConfig) keeps(g *Group, tau float64) bool {
-	return g.GammaEff > tau && c.significant(g)
+	return g.GammaEff > tau && c.significant(g) && (c.drop == nil || !(*c.drop)[g])
 }
 
 // significant says whether g clears the significance floor (always, before
@@ -107,12 +111,16 @@ type VarDecision struct {
 	Curvature    []float64 `json:"curvature,omitempty"`
 	PosteriorVar []float64 `json:"posterior_var,omitempty"`
 	Frozen       bool      `json:"frozen,omitempty"`
+	// LatencyMs is the op's marginal latency on the device of a
+	// latency-aware search (LatencyConfig), which scaled its Lambda.
+	LatencyMs float64 `json:"latency_ms,omitempty"`
 }
 
 func decision(g *Group, kept bool) VarDecision {
 	z, _ := g.Significance()
 	return VarDecision{Op: g.Op, Kept: kept, Weights: g.Values(), Lambda: g.Lambda, Gamma: g.Gamma,
-		GammaEff: g.GammaEff, Significance: z, Omega: g.Omega, Curvature: g.H, PosteriorVar: g.C, Frozen: g.Frozen}
+		GammaEff: g.GammaEff, Significance: z, Omega: g.Omega, Curvature: g.H, PosteriorVar: g.C, Frozen: g.Frozen,
+		LatencyMs: g.CostMs}
 }
 
 // Derive thresholds gamma_eff: an op is kept iff gamma_eff > tau (and it

@@ -49,6 +49,9 @@ type Group struct {
 	From, To int
 	Edge     string // tree cells only: the edge's name within the cell ("h0.t1.l0")
 	Op       string // "" for a switch
+	// CostMs is an op group's marginal latency on the target device
+	// (LatencyConfig); 0 when the search prices nothing.
+	CostMs float64
 }
 
 // Space is the grouped architecture variables of one supernet. With

@@ -84,6 +84,12 @@ type Config struct {
 	// group whose gamma_eff falls below it after an update; 0 disables.
 	PruneThreshold float64 `json:"prune_threshold"`
 
+	// Latency makes the search device-aware: op penalties scaled by their
+	// latency on a device profile, and an optional latency target
+	// (LatencyConfig). Left out of the JSON when off, so the configuration
+	// of a search without it reads as before.
+	Latency LatencyConfig `json:"latency,omitzero"`
+
 	Workers int `json:"workers"` // 0: one per core
 }
 
@@ -142,6 +148,9 @@ func (c Config) Validate() error {
 	if err := c.Derive.validate(); err != nil {
 		return fmt.Errorf("search config: %w", err)
 	}
+	if err := c.Latency.validate(); err != nil {
+		return fmt.Errorf("search config: %w", err)
+	}
 	return nil
 }
 
@@ -151,23 +160,28 @@ type Batches = nn.Batches
 
 // IterationLog is one line of the search log (JSON lines).
 type IterationLog struct {
-	Iteration     int                `json:"iteration"` // 0: after warm-up
-	Epochs        int                `json:"epochs"`    // epochs trained so far
-	TrainLoss     float64            `json:"train_loss"`
-	TrainAcc      float64            `json:"train_acc"`
-	ValAcc        float64            `json:"val_acc"`
-	Penalty       float64            `json:"penalty"`
-	LiveEdges     map[string]int     `json:"live_edges"` // after derivation, per cell type
-	LiveOps       map[string]int     `json:"live_ops"`
-	Sparsity      float64            `json:"sparsity"`   // 1 - kept ops / candidate ops, all types
-	MeanGamma     map[string]float64 `json:"mean_gamma"` // per op kind ("switch" for switches)
-	Frozen        int                `json:"frozen_groups"`
-	Clamped       int                `json:"clamped_omega"`
-	ActiveLayers  int                `json:"active_layers"`
-	TrainSeconds  float64            `json:"train_seconds"`
-	CurvSeconds   float64            `json:"curvature_seconds"`
-	CurvSamples   int                `json:"curvature_samples"`
-	ElapsedSecond float64            `json:"elapsed_seconds"`
+	Iteration    int                `json:"iteration"` // 0: after warm-up
+	Epochs       int                `json:"epochs"`    // epochs trained so far
+	TrainLoss    float64            `json:"train_loss"`
+	TrainAcc     float64            `json:"train_acc"`
+	ValAcc       float64            `json:"val_acc"`
+	Penalty      float64            `json:"penalty"`
+	LiveEdges    map[string]int     `json:"live_edges"` // after derivation, per cell type
+	LiveOps      map[string]int     `json:"live_ops"`
+	Sparsity     float64            `json:"sparsity"`   // 1 - kept ops / candidate ops, all types
+	MeanGamma    map[string]float64 `json:"mean_gamma"` // per op kind ("switch" for switches)
+	Frozen       int                `json:"frozen_groups"`
+	Clamped      int                `json:"clamped_omega"`
+	ActiveLayers int                `json:"active_layers"`
+	// PredictedMs is the derived network's latency on the device profile
+	// and LatencyScale the latency scale of the op penalties during the
+	// iteration (a latency-aware search only).
+	PredictedMs   float64 `json:"predicted_ms,omitempty"`
+	LatencyScale  float64 `json:"latency_scale,omitempty"`
+	TrainSeconds  float64 `json:"train_seconds"`
+	CurvSeconds   float64 `json:"curvature_seconds"`
+	CurvSamples   int     `json:"curvature_samples"`
+	ElapsedSecond float64 `json:"elapsed_seconds"`
 }
 
 // Result is a finished search.
@@ -181,6 +195,9 @@ type Result struct {
 	TreeDerivation *TreeDerivation
 	Derived        *models.Graph // derived cells at the supernet's size
 	Log            []IterationLog
+	// Latency is the derived network's predicted latency (a latency-aware
+	// search only).
+	Latency *LatencyReport
 }
 
 // RunOptions are the per-invocation settings of a search that do not change
@@ -199,6 +216,10 @@ type RunOptions struct {
 	Resume bool
 	// Progress, when set, is called after every training and curvature batch.
 	Progress func(Progress)
+	// Latency prices networks on the device of Config.Latency (required
+	// when it is on). Its prices shape the result, so the configuration
+	// names the profile behind it (LatencyConfig.ProfileHash).
+	Latency LatencyModel
 }
 
 // Progress is where a search stands, for a progress bar.
@@ -236,7 +257,7 @@ func RunWith(ctx context.Context, cfg Config, train, val Batches, opt RunOptions
 	if opt.Resume && opt.Checkpoint == "" {
 		return nil, errors.New("search: resume without a checkpoint path")
 	}
-	s, err := newSearcher(cfg)
+	s, err := newSearcher(cfg, opt.Latency)
 	if err != nil {
 		return nil, err
 	}
@@ -286,15 +307,16 @@ func RunWith(ctx context.Context, cfg Config, train, val Batches, opt RunOptions
 // another derivation setting, from its checkpoint (written with cfg, the
 // search's configuration): no training, no curvature, the same supernet and
 // gammas. Only Result.Config.Derive and the derivation change, so a user
-// can try thresholds without searching again.
-func Rederive(cfg Config, checkpoint string, d DeriveConfig) (*Result, error) {
+// can try thresholds without searching again. lat prices the derivation of
+// a latency-aware search (nil for another).
+func Rederive(cfg Config, checkpoint string, d DeriveConfig, lat LatencyModel) (*Result, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if err := d.validate(); err != nil {
 		return nil, err
 	}
-	s, err := newSearcher(cfg)
+	s, err := newSearcher(cfg, lat)
 	if err != nil {
 		return nil, err
 	}
@@ -385,14 +407,26 @@ type cellCount struct {
 }
 
 // newSearcher builds the supernet of cfg, its groups, optimizers and
-// curvature sampler: everything a checkpoint restores.
-func newSearcher(cfg Config) (*searcher, error) {
+// curvature sampler: everything a checkpoint restores. A latency-aware
+// search prices its ops on lat here and scales their penalties.
+func newSearcher(cfg Config, lat LatencyModel) (*searcher, error) {
 	g, net, space, err := buildSupernet(&cfg)
 	if err != nil {
 		return nil, err
 	}
 	s := &searcher{ctx: context.Background(), cfg: cfg, net: net, space: space,
 		r: &Result{Config: cfg, Supernet: g, Net: net, Space: space}, pr: newPruner(g, net)}
+	if cfg.Latency.On() {
+		if lat == nil {
+			return nil, fmt.Errorf("search: latency-aware (latency.weight or target_ms set) but no latency model of %s was given", cfg.Latency.Profile)
+		}
+		s.lat = lat
+		if err := s.priceOps(); err != nil {
+			return nil, err
+		}
+		s.pos.LatencyScale = cfg.Latency.startScale()
+		s.setLambdas()
+	}
 	var arch []*nn.Param
 	fixed := map[string]bool{}
 	if !cfg.TrainOpBNAffine {
@@ -428,11 +462,20 @@ func newSearcher(cfg Config) (*searcher, error) {
 }
 
 // derive thresholds the current gammas into the result's derivation and
-// returns the kept edges and ops per cell.
+// returns the kept edges and ops per cell; a latency-aware search prices
+// the derived network and meets its target (deriveUnderTarget).
 func (s *searcher) derive() ([]cellCount, error) {
+	if s.cfg.Latency.On() {
+		return s.deriveUnderTarget(s.cfg.Derive)
+	}
+	return s.deriveWith(s.cfg.Derive)
+}
+
+// deriveWith is derive by the thresholds of cfg alone.
+func (s *searcher) deriveWith(cfg DeriveConfig) ([]cellCount, error) {
 	var counts []cellCount
 	if s.cfg.Kind == KindTree {
-		d, err := s.space.DeriveTree(s.cfg.Derive)
+		d, err := s.space.DeriveTree(cfg)
 		if err != nil {
 			return nil, err
 		}
@@ -442,7 +485,7 @@ func (s *searcher) derive() ([]cellCount, error) {
 		}
 		return counts, nil
 	}
-	d, err := s.space.Derive(s.cfg.Derive)
+	d, err := s.space.Derive(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -487,6 +530,8 @@ type searcher struct {
 	pos         position
 	batches     int // per training epoch; 0 when the source does not say
 	curvBatches int // per curvature pass, likewise
+	lat         LatencyModel
+	allOpsMs    float64 // the network with every op, on lat
 }
 
 // loop runs the search from s.pos to its end: the warm-up's epochs and log
@@ -733,6 +778,14 @@ func (s *searcher) finishLine() error {
 		}
 	}
 	it.ActiveLayers = len(s.net.Layers)
+	if s.r.Latency != nil {
+		it.PredictedMs, it.LatencyScale = s.r.Latency.PredictedMs, s.pos.LatencyScale
+		// After an update that another follows, the target moves the scale
+		// the next iterations' penalties use.
+		if p.Logged >= 1 && p.Logged < s.cfg.Iterations {
+			s.adaptScale(it.PredictedMs)
+		}
+	}
 	if s.val != nil {
 		s.setAux()
 		_, acc, err := nn.Evaluate(s.net, &s.lossFn, s.val)
@@ -834,7 +887,11 @@ func (r *Result) WriteRunDir(dir string) error {
 	if r.TreeDerivation != nil {
 		decisions = r.TreeDerivation
 	}
-	for name, v := range map[string]any{"decisions.json": decisions, "search_config.json": r.Config} {
+	files := map[string]any{"decisions.json": decisions, "search_config.json": r.Config}
+	if r.Latency != nil {
+		files[LatencyFile] = r.Latency
+	}
+	for name, v := range files {
 		b, err := json.MarshalIndent(v, "", "  ")
 		if err != nil {
 			return fmt.Errorf("writing %s: %w", name, err)
