@@ -33,12 +33,16 @@ func TestLatencyAwareSearchStage(t *testing.T) {
 		Protocol: hwprofile.Protocol{Batch: 1, Warmup: 1, Repeats: 3}, Rounds: 1, ToolVersion: "test", Device: DeviceSpec{Threads: 1}}); err != nil {
 		t.Fatal(err)
 	}
-	run := func(name string, lc search.LatencyConfig) search.LatencyReport {
-		t.Helper()
+	config := func(name string, lc search.LatencyConfig) PipelineConfig {
 		cfg := tinyPipelineConfig(filepath.Join(dir, name), prof)
 		cfg.Search.Latency = lc
 		cfg.Search.Derive = search.DeriveConfig{Threshold: 1e-3, Relative: true} // keep convolutions for the target to drop
 		cfg.Export.Rounds, cfg.Export.Repeats = 1, 5
+		return cfg
+	}
+	run := func(name string, lc search.LatencyConfig) search.LatencyReport {
+		t.Helper()
+		cfg := config(name, lc)
 		if _, err := RunPipeline(ctx, cfg, PipelineOptions{Stages: []string{"search"}, ToolVersion: "test"}); err != nil {
 			t.Fatal(err)
 		}
@@ -79,10 +83,7 @@ func TestLatencyAwareSearchStage(t *testing.T) {
 		t.Errorf("report.md lacks the search's latency (%v):\n%s", err, md)
 	}
 	// Unchanged, the stage is current: nothing re-runs, nothing is re-timed.
-	cfg := tinyPipelineConfig(filepath.Join(dir, "target"), prof)
-	cfg.Search.Latency = search.LatencyConfig{TargetMs: target}
-	cfg.Search.Derive = search.DeriveConfig{Threshold: 1e-3, Relative: true}
-	cfg.Export.Rounds, cfg.Export.Repeats = 1, 5
+	cfg := config("target", search.LatencyConfig{TargetMs: target})
 	before, _ := os.Stat(filepath.Join(cfg.RunDir, SearchDir, search.LatencyFile))
 	man, err := RunPipeline(ctx, cfg, PipelineOptions{Stages: []string{"search"}, ToolVersion: "test"})
 	if err != nil {

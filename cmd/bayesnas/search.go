@@ -31,7 +31,10 @@ section whose keys are those of search_config.json in a finished run (space,
 batch, warmup_epochs, iterations, epochs_per_iteration, lr, arch_lr,
 lambda_switch, lambda_op, curvature: empirical|mc|ggn, curvature_batches,
 derive: {threshold, relative, min_significance}, prune_threshold, penalty_step:
-subgradient|proximal, ...). The run directory gets
+subgradient|proximal, latency: {profile, weight, target_ms, params}, ...). With
+search.latency the search is for a device: each op's penalty is scaled by its
+latency on the profile, and with target_ms the derived network is predicted
+under it (search_latency.json). The run directory gets
 arch.json (retrain it with 'bayesnas train --arch'), decisions.json (every edge and
 op with gamma, gamma_eff, omega, curvature, posterior variance), search_log.jsonl,
 the supernet and its weights, and checkpoint.safetensors (after every epoch and
