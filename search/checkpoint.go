@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 
@@ -153,11 +154,11 @@ func (s *searcher) load(path string) error {
 	if len(groups) != len(s.space.Groups) {
 		return fmt.Errorf("resume: %s holds %d groups, the search space has %d", path, len(groups), len(s.space.Groups))
 	}
+	if err := s.checkState(path, groups); err != nil {
+		return err
+	}
 	for i, g := range s.space.Groups {
 		st := groups[i]
-		if st.Name != g.Name {
-			return fmt.Errorf("resume: %s: group %d is %s, the search space's is %s", path, i, st.Name, g.Name)
-		}
 		g.Gamma, g.GammaEff, g.Omega = float64(st.Gamma), float64(st.GammaEff), float64(st.Omega)
 		g.H, g.C, g.Clamped, g.Frozen = floatSlice(st.H), floatSlice(st.C), st.Clamped, st.Frozen
 	}
@@ -167,9 +168,6 @@ func (s *searcher) load(path string) error {
 	}
 	if err := s.curv.SetRNGState(rng); err != nil {
 		return fmt.Errorf("resume: %s: %w", path, err)
-	}
-	if p := s.pos; p.Logged < 0 || p.Logged > s.cfg.Iterations+1 || p.Batch < 0 || len(s.r.Log) != p.Logged {
-		return fmt.Errorf("resume: %s: position %+v does not fit the configuration", path, p)
 	}
 	for _, g := range s.space.Groups {
 		if g.Frozen {
@@ -187,3 +185,101 @@ func (s *searcher) load(path string) error {
 	}
 	return nil
 }
+
+// checkState refuses metadata that the search with this configuration
+// cannot have written (a resumed search would otherwise skip training, skip
+// part of an epoch, or carry NaN into its priors): the position against
+// the configuration's epochs and log lines and the training source's
+// batches (s.batches, when known), the running sums against the batches
+// trained, the latency scale against its bounds, the log lines against the
+// position, and every group's variances and curvature. Errors name the file
+// and the metadata field, as the training checkpoint's do
+// (pipeline.trainState.check).
+func (s *searcher) checkState(path string, groups []groupState) error {
+	cfg, p := s.cfg, s.pos
+	bad := func(field string, v any, want string) error {
+		return fmt.Errorf("resume: %s: metadata %s = %v: want %s", path, field, v, want)
+	}
+	total := cfg.WarmupEpochs + cfg.Iterations*cfg.EpochsPerIteration
+	// Log line t is written once epoch WarmupEpochs + t*EpochsPerIteration
+	// is done, so Logged lines bound the epochs trained both ways.
+	lo, hi := 0, cfg.WarmupEpochs
+	if p.Logged > 0 {
+		lo = cfg.WarmupEpochs + (p.Logged-1)*cfg.EpochsPerIteration
+		hi = min(cfg.WarmupEpochs+p.Logged*cfg.EpochsPerIteration, total)
+	}
+	batches := "the epoch's batches"
+	if s.batches > 0 {
+		batches = fmt.Sprintf("0..%d (batches per epoch)", s.batches)
+	}
+	switch {
+	case p.Logged < 0 || p.Logged > cfg.Iterations+1:
+		return bad("position.logged", p.Logged, fmt.Sprintf("0..%d (iterations + 1 log lines)", cfg.Iterations+1))
+	case len(s.r.Log) != p.Logged:
+		return fmt.Errorf("resume: %s: metadata log holds %d lines, position.logged says %d", path, len(s.r.Log), p.Logged)
+	case p.Epoch < 0 || p.Epoch > total:
+		return bad("position.epoch", p.Epoch, fmt.Sprintf("0..%d (warmup_epochs + iterations x epochs_per_iteration)", total))
+	case p.Epoch < lo || p.Epoch > hi:
+		return bad("position.epoch", p.Epoch, fmt.Sprintf("%d..%d (%d log lines written)", lo, hi, p.Logged))
+	case p.Batch < 0 || (s.batches > 0 && p.Batch > s.batches):
+		return bad("position.batch", p.Batch, batches)
+	case p.Epoch == hi && p.Batch != 0:
+		return bad("position.batch", p.Batch, fmt.Sprintf("0 (epoch %d ends the phase of %d log lines)", hi, p.Logged))
+	case p.Seen < 0 || p.Seen > p.Batch*cfg.Batch:
+		return bad("position.seen", p.Seen, fmt.Sprintf("0..%d (batch x batch size)", p.Batch*cfg.Batch))
+	case p.Correct < 0 || p.Correct > p.Seen:
+		return bad("position.correct", p.Correct, fmt.Sprintf("0..%d (seen)", p.Seen))
+	case !finiteNonNeg(p.LossSum):
+		return bad("position.loss_sum", p.LossSum, "a finite sum >= 0")
+	case !finiteNonNeg(p.Elapsed):
+		return bad("position.elapsed", p.Elapsed, "finite seconds >= 0")
+	}
+	if cfg.Latency.On() {
+		start := cfg.Latency.startScale()
+		if !(p.LatencyScale >= start/scaleSpan && p.LatencyScale <= start*scaleSpan) {
+			return bad("position.latency_scale", p.LatencyScale, fmt.Sprintf("%g..%g (the start %g within a factor %g)", start/scaleSpan, start*scaleSpan, start, float64(scaleSpan)))
+		}
+	} else if p.LatencyScale != 0 {
+		return bad("position.latency_scale", p.LatencyScale, "0 (the search is not latency-aware)")
+	}
+	for i, it := range s.r.Log {
+		if it.Iteration != i {
+			return bad(fmt.Sprintf("log[%d].iteration", i), it.Iteration, strconv.Itoa(i))
+		}
+		if e := cfg.WarmupEpochs + i*cfg.EpochsPerIteration; it.Epochs != e {
+			return bad(fmt.Sprintf("log[%d].epochs", i), it.Epochs, fmt.Sprintf("%d (warmup_epochs + iteration x epochs_per_iteration)", e))
+		}
+	}
+	for i, g := range s.space.Groups {
+		st := groups[i]
+		if st.Name != g.Name {
+			return fmt.Errorf("resume: %s: group %d is %s, the search space's is %s", path, i, st.Name, g.Name)
+		}
+		field := func(f string) string { return fmt.Sprintf("groups[%d] (%s).%s", i, g.Name, f) }
+		for _, v := range []struct {
+			name string
+			x    exactFloat
+		}{{"gamma", st.Gamma}, {"gamma_eff", st.GammaEff}, {"omega", st.Omega}} {
+			if !finiteNonNeg(float64(v.x)) {
+				return bad(field(v.name), float64(v.x), "a finite value >= 0")
+			}
+		}
+		for _, sl := range []struct {
+			name string
+			a    []exactFloat
+		}{{"h", st.H}, {"c", st.C}} {
+			if sl.a != nil && len(sl.a) != len(g.Vars) {
+				return fmt.Errorf("resume: %s: metadata %s holds %d values: want %d (one per variable of the group), or none before its first update",
+					path, field(sl.name), len(sl.a), len(g.Vars))
+			}
+			for j, v := range sl.a {
+				if !finiteNonNeg(float64(v)) {
+					return bad(fmt.Sprintf("%s[%d]", field(sl.name), j), float64(v), "a finite value >= 0")
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func finiteNonNeg(x float64) bool { return x >= 0 && !math.IsInf(x, 1) }

@@ -276,3 +276,116 @@ func BenchmarkCheckpointDefaultSupernet(b *testing.B) {
 		b.ReportMetric(float64(st.Size())/1e6, "MB")
 	}
 }
+
+// rewriteCheckpoint copies the search checkpoint src (written with cfg) to
+// dst with its position, groups and log metadata passed through edit as
+// plain JSON values (lat: the latency model of a latency-aware cfg).
+func rewriteCheckpoint(t *testing.T, cfg Config, lat LatencyModel, src, dst string, edit func(pos map[string]any, groups []any, log []any)) {
+	t.Helper()
+	s, err := newSearcher(cfg, lat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta, err := models.LoadCheckpoint(src, checkpointFormat, s.net.Params, s.optimizers())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		pos          map[string]any
+		groups, logs []any
+	)
+	for k, v := range map[string]any{"position": &pos, "groups": &groups, "log": &logs} {
+		if err := json.Unmarshal([]byte(meta[k]), v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	edit(pos, groups, logs)
+	for k, v := range map[string]any{"position": pos, "groups": groups, "log": logs} {
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		meta[k] = string(b)
+	}
+	if err := models.SaveCheckpoint(dst, s.net.Params, s.optimizers(), meta); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Every field of a search checkpoint's metadata is checked against the
+// configuration before the search resumes (or re-derives) from it: a
+// position the search cannot reach, running sums that do not fit it, a
+// latency scale off its bounds, NaN or negative variances, curvature of the
+// wrong length. The error names the file and the field.
+func TestCheckpointStateChecked(t *testing.T) {
+	cfg := resumeConfig()
+	cfg.Iterations = 1
+	train, val := tinyData(t, cfg.Batch)
+	dir := t.TempDir()
+	done := filepath.Join(dir, "done.safetensors") // finished: 2 epochs, 2 log lines
+	if _, err := RunWith(context.Background(), cfg, train, val, RunOptions{Checkpoint: done}); err != nil {
+		t.Fatal(err)
+	}
+	mid := filepath.Join(dir, "mid.safetensors") // stopped at epoch 1 batch 1 (after the warm-up's line)
+	if _, err := RunWith(&countdown{Context: context.Background(), n: 6}, cfg, train, val, RunOptions{Checkpoint: mid}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("stopped search: err = %v", err)
+	}
+	hasH := func(groups []any) int {
+		for i, g := range groups {
+			if h, _ := g.(map[string]any)["h"].([]any); len(h) > 0 {
+				return i
+			}
+		}
+		t.Fatal("no group of the finished search holds curvature")
+		return 0
+	}
+	group := func(groups []any, i int) map[string]any { return groups[i].(map[string]any) }
+	for _, c := range []struct {
+		name, src, field string
+		edit             func(pos map[string]any, groups, log []any)
+	}{
+		{"unchanged finished", done, "", func(map[string]any, []any, []any) {}},
+		{"unchanged mid-epoch", mid, "", func(map[string]any, []any, []any) {}},
+		{"epoch past the end", done, "position.epoch = 9: want 0..2", func(p map[string]any, _, _ []any) { p["epoch"] = 9 }},
+		{"epoch negative", mid, "position.epoch = -1", func(p map[string]any, _, _ []any) { p["epoch"] = -1 }},
+		{"epoch before the log lines", done, "position.epoch = 0: want 2..2 (2 log lines written)", func(p map[string]any, _, _ []any) { p["epoch"] = 0 }},
+		{"batch past the epoch", mid, "position.batch = 4: want 0..3 (batches per epoch)", func(p map[string]any, _, _ []any) { p["batch"] = 4 }},
+		{"batch negative", mid, "position.batch = -2", func(p map[string]any, _, _ []any) { p["batch"] = -2 }},
+		{"batch after the last epoch", done, "position.batch = 1: want 0", func(p map[string]any, _, _ []any) { p["batch"] = 1 }},
+		{"seen past the batches", mid, "position.seen = 33: want 0..32", func(p map[string]any, _, _ []any) { p["seen"] = 33 }},
+		{"seen negative", mid, "position.seen = -1", func(p map[string]any, _, _ []any) { p["seen"] = -1 }},
+		{"correct past seen", mid, "position.correct = 33: want 0..32 (seen)", func(p map[string]any, _, _ []any) { p["correct"] = 33 }},
+		{"correct negative", mid, "position.correct = -1", func(p map[string]any, _, _ []any) { p["correct"] = -1 }},
+		{"loss sum negative", mid, "position.loss_sum = -1", func(p map[string]any, _, _ []any) { p["loss_sum"] = -1 }},
+		{"elapsed negative", mid, "position.elapsed = -5", func(p map[string]any, _, _ []any) { p["elapsed"] = -5 }},
+		{"logged past the end", done, "position.logged = 3: want 0..2", func(p map[string]any, _, _ []any) { p["logged"] = 3 }},
+		{"latency scale off", done, "position.latency_scale = -1: want 0 (the search is not latency-aware)", func(p map[string]any, _, _ []any) { p["latency_scale"] = -1 }},
+		{"log line's epochs", done, "log[1].epochs = 7: want 2", func(_ map[string]any, _, l []any) { l[1].(map[string]any)["epochs"] = 7 }},
+		{"gamma NaN", done, ".gamma = NaN: want a finite value >= 0", func(_ map[string]any, g, _ []any) { group(g, 0)["gamma"] = "NaN" }},
+		{"gamma negative", done, ".gamma = -0.5", func(_ map[string]any, g, _ []any) { group(g, 0)["gamma"] = "-0.5" }},
+		{"gamma_eff +Inf", done, ".gamma_eff = +Inf", func(_ map[string]any, g, _ []any) { group(g, 1)["gamma_eff"] = "+Inf" }},
+		{"omega negative", done, ".omega = -1", func(_ map[string]any, g, _ []any) { group(g, 2)["omega"] = "-1" }},
+		{"h NaN", done, ".h[0] = NaN", func(_ map[string]any, g, _ []any) { group(g, hasH(g))["h"].([]any)[0] = "NaN" }},
+		{"c negative", done, ".c[0] = -1", func(_ map[string]any, g, _ []any) { group(g, hasH(g))["c"].([]any)[0] = "-1" }},
+		{"h too long", done, ".h holds 2 values: want 1 (one per variable", func(_ map[string]any, g, _ []any) {
+			gr := group(g, hasH(g))
+			gr["h"] = append(gr["h"].([]any), "1")
+		}},
+		{"c too short", done, ".c holds 0 values", func(_ map[string]any, g, _ []any) { group(g, hasH(g))["c"] = []any{} }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ckpt := filepath.Join(t.TempDir(), "checkpoint.safetensors")
+			rewriteCheckpoint(t, cfg, nil, c.src, ckpt, c.edit)
+			_, err := RunWith(context.Background(), cfg, train, val, RunOptions{Checkpoint: ckpt, Resume: true})
+			if c.field == "" {
+				if err != nil {
+					t.Fatalf("an unchanged checkpoint: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), ckpt+": metadata ") || !strings.Contains(err.Error(), c.field) {
+				t.Errorf("err = %v, want it to name %s and %q", err, ckpt, c.field)
+			}
+		})
+	}
+}

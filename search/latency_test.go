@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -191,6 +192,14 @@ func TestLatencyResumeAndErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	compareOutcomes(t, "latency-aware resume", outcomeOf(t, r, log.String()), want)
+	for _, scale := range []float64{-1, 0, 1e9} {
+		bad := filepath.Join(t.TempDir(), "checkpoint.safetensors")
+		rewriteCheckpoint(t, cfg, &macsLatency{}, ckpt, bad, func(p map[string]any, _, _ []any) { p["latency_scale"] = scale })
+		_, err := RunWith(context.Background(), cfg, train, val, RunOptions{Checkpoint: bad, Resume: true, Latency: &macsLatency{}})
+		if want := fmt.Sprintf("%s: metadata position.latency_scale = %v: want 0.001..1000", bad, scale); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("latency scale %g in the checkpoint: err = %v, want %q", scale, err, want)
+		}
+	}
 
 	plain, _ := json.Marshal(tinyRunConfig())
 	if strings.Contains(string(plain), "latency") {
