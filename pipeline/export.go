@@ -4,10 +4,14 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
+	"time"
 
 	"bayesnas/dataset"
 	"bayesnas/export"
@@ -131,11 +135,96 @@ func ExportFiles(archPath, weightsPath string, mean, std []float32, opt ExportOp
 	}
 	rep, verr := onnxrt.Validate(opt.Out, g, params, nil, nil, opt.Validation)
 	if rep != nil {
-		if err := rep.WriteJSON(filepath.Join(filepath.Dir(opt.Out), onnxrt.ReportFile)); err != nil {
-			return opt.Out, rep, err
-		}
+		verr = writeValidation(filepath.Dir(opt.Out), rep, verr)
 	}
 	return opt.Out, rep, verr
+}
+
+// FailedReportFile is where a failing validation's report goes when the
+// directory's validation.json holds a passing one.
+const FailedReportFile = "validation.failed.json"
+
+// writeValidation writes the report of a validation that reached its
+// verdict (verr: Validate's error with it) into dir and returns the error
+// to hand on: a failure to write, else verr, saying where a failing report
+// went. A passing report is
+// validation.json (and an older validation.failed.json goes); a failing one
+// is validation.json too, unless that holds a passing report: a failure
+// (another tolerance, another model file or ONNX Runtime) must not erase the
+// record that the run's model passed, so it goes to validation.failed.json
+// and the error says where. Validations refused or stopped before their
+// verdict have no report and write nothing.
+func writeValidation(dir string, rep *onnxrt.Report, verr error) error {
+	path := filepath.Join(dir, onnxrt.ReportFile)
+	failed := filepath.Join(dir, FailedReportFile)
+	if rep.Passed {
+		if err := rep.WriteJSON(path); err != nil {
+			return err
+		}
+		if err := os.Remove(failed); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("removing the superseded %s: %w", failed, err)
+		}
+		return verr
+	}
+	if verr == nil {
+		verr = fmt.Errorf("validating %s: %w", rep.Model, onnxrt.ErrTolerance)
+	}
+	var old onnxrt.Report
+	if b, err := os.ReadFile(path); err == nil && json.Unmarshal(b, &old) == nil && old.Passed {
+		if err := rep.WriteJSON(failed); err != nil {
+			return err
+		}
+		return fmt.Errorf("%w (report: %s; %s, which passed on %s, is kept)", verr, failed, path, old.GeneratedAt.Format(time.RFC3339))
+	}
+	if err := rep.WriteJSON(path); err != nil {
+		return err
+	}
+	return verr
+}
+
+// ErrOtherNetwork is the error of a validation refused because the model's
+// content hashes say it was exported from another network than the run's.
+var ErrOtherNetwork = errors.New("the model was exported from another network")
+
+// checkSameNetwork refuses, before anything runs, a model whose metadata
+// names another architecture or other weights than the run's: validated, it
+// would only disagree (its input and output shapes may well match). Its
+// hash.arch and hash.weights are the run's file hashes (a run's export) or
+// the content hashes of its graph and parameters (export --arch); a model
+// without them (not exported by bayesnas) is not refused here.
+func checkSameNetwork(modelPath string, r *trainedRun, dir string) error {
+	m, err := export.Read(modelPath)
+	if err != nil {
+		return fmt.Errorf("validating: %w", err)
+	}
+	canon, err := r.g.MarshalJSON()
+	if err != nil {
+		return err
+	}
+	byName := make(map[string]*nn.Param, len(r.params))
+	for _, p := range r.params {
+		byName[p.Name] = p
+	}
+	sum := sha256.Sum256(canon)
+	checks := []struct {
+		key, file, fileHash, contentHash string
+	}{
+		{export.MetaHashArch, ArchFile, r.hashes["arch"], "sha256:" + hex.EncodeToString(sum[:])},
+		{export.MetaHashWeights, WeightsFile, r.hashes["weights"], export.WeightsHash(byName)},
+	}
+	for _, c := range checks {
+		got, ok := m.MetadataValue(c.key)
+		if !ok || got == c.fileHash || got == c.contentHash {
+			continue
+		}
+		want := c.fileHash
+		if strings.HasPrefix(got, "sha256:") {
+			want = c.contentHash
+		}
+		return Mark(ErrUsage, fmt.Errorf("validating %s against run %s: %w: the model's %s is %s, the run's %s has %s (validate it against the run it was exported from)",
+			modelPath, dir, ErrOtherNetwork, c.key, got, filepath.Join(dir, c.file), want))
+	}
+	return nil
 }
 
 func fileHash(path string) (string, error) {
@@ -202,6 +291,9 @@ func ValidateModel(modelPath, dir string, opt ExportOptions) (*onnxrt.Report, er
 }
 
 func validateRun(modelPath string, r *trainedRun, dir string, opt ExportOptions) (*onnxrt.Report, error) {
+	if err := checkSameNetwork(modelPath, r, dir); err != nil {
+		return nil, err
+	}
 	_, test, err := dataset.Load(r.cfg.Data.Name, r.cfg.Data.Dir)
 	if err != nil {
 		return nil, err
@@ -222,9 +314,7 @@ func validateRun(modelPath string, r *trainedRun, dir string, opt ExportOptions)
 	}
 	rep, verr := onnxrt.Validate(modelPath, r.g, r.params, images, labels, opt.Validation)
 	if rep != nil {
-		if err := rep.WriteJSON(filepath.Join(opt.reportDir(dir), onnxrt.ReportFile)); err != nil {
-			return rep, err
-		}
+		verr = writeValidation(opt.reportDir(dir), rep, verr)
 	}
 	return rep, verr
 }

@@ -76,7 +76,9 @@ batch normalisation folded into convolutions where exact, a symbolic batch dimen
 and metadata with the input normalisation, class labels and content hashes.
 With --validate the model runs in ONNX Runtime next to our engine on the run's
 test images and random inputs; the report (errors, agreement, accuracy, latency)
-goes to <run>/validation.json, and the command fails beyond rtol 1e-3, atol 1e-5.`,
+goes to <run>/validation.json, and the command fails beyond rtol 1e-3, atol 1e-5
+(a failing report goes to validation.failed.json instead when validation.json holds
+a passing one, which is kept).`,
 		Example: `  bayesnas export --run runs/demo --validate
   bayesnas export --arch arch.json --weights weights.safetensors --out model.onnx --mean 0.286 --std 0.353`,
 		Args: cobra.NoArgs,
@@ -131,8 +133,14 @@ goes to <run>/validation.json, and the command fails beyond rtol 1e-3, atol 1e-5
 
 func newValidateCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:     "validate MODEL.onnx",
-		Short:   "Check an ONNX model against our engine in ONNX Runtime and time both",
+		Use:   "validate MODEL.onnx",
+		Short: "Check an ONNX model against our engine in ONNX Runtime and time both",
+		Long: `Run MODEL.onnx in ONNX Runtime next to our engine with the network of --run on
+the run's test images and random inputs, and time both. A model whose metadata
+(hash.arch, hash.weights) says it was exported from another network is refused
+before anything runs. The report goes to <run>/validation.json; a failing one goes
+to <run>/validation.failed.json instead when validation.json holds a passing report,
+which is kept. The command fails beyond rtol 1e-3, atol 1e-5.`,
 		Example: `  bayesnas validate runs/demo/model.onnx --run runs/demo`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
