@@ -4,8 +4,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"reflect"
 	"strings"
 )
 
@@ -42,14 +44,17 @@ import (
 //
 // Only relu activations exist in the IR. Fields the format does not have,
 // unknown layer names, channel counts that disagree with the data flow and
-// settings the IR cannot express are errors naming the block and field.
+// settings the IR cannot express are errors naming the block, layer or node
+// by its index and name ("block 3 (ResidualTreeBlock): cell (TreeNode):
+// edges[0] (ConvLayer): field kernel_size: ..."), and a channel count that
+// disagrees names the layer and field that set it as well.
 func ImportProxylessNAS(data []byte, source string) (*Graph, error) {
 	var f struct {
 		Name       string            `json:"name"`
 		Blocks     []json.RawMessage `json:"blocks"`
 		Classifier json.RawMessage   `json:"classifier"`
 	}
-	if err := decodeStrict(data, &f); err != nil {
+	if err := pxDecode(data, &f); err != nil {
 		return nil, fmt.Errorf("importing %s: %w", source, err)
 	}
 	if f.Name != "PyramidTreeNet" {
@@ -58,21 +63,24 @@ func ImportProxylessNAS(data []byte, source string) (*Graph, error) {
 	if len(f.Blocks) == 0 {
 		return nil, fmt.Errorf("importing %s: no blocks", source)
 	}
-	im := &pxImporter{features: map[string]int{}}
-	x, err := im.firstInput(f.Blocks[0])
+	im := &pxImporter{features: map[string]pxFeatures{}}
+	block0 := "block 0" + pxNameOf(f.Blocks[0])
+	x, err := im.firstInput(block0, f.Blocks[0])
 	if err != nil {
-		return nil, fmt.Errorf("importing %s: block 0: %w", source, err)
+		return nil, fmt.Errorf("importing %s: %s: %w", source, block0, err)
 	}
 	for i, raw := range f.Blocks {
-		if x, err = im.block(fmt.Sprintf("block%d", i), raw, x); err != nil {
-			return nil, fmt.Errorf("importing %s: block %d: %w", source, i, err)
+		where := fmt.Sprintf("block %d%s", i, pxNameOf(raw))
+		if x, err = im.block(fmt.Sprintf("block%d", i), where, raw, x); err != nil {
+			return nil, fmt.Errorf("importing %s: %s: %w", source, where, err)
 		}
 	}
 	if len(f.Classifier) == 0 || string(f.Classifier) == "null" {
 		return nil, fmt.Errorf("importing %s: no classifier", source)
 	}
-	if x, err = im.layer("classifier", f.Classifier, x, false); err != nil {
-		return nil, fmt.Errorf("importing %s: classifier: %w", source, err)
+	where := "classifier" + pxNameOf(f.Classifier)
+	if x, err = im.layer("classifier", where, f.Classifier, x, false); err != nil {
+		return nil, fmt.Errorf("importing %s: %s: %w", source, where, err)
 	}
 	sum := sha256.Sum256(data)
 	params, err := json.Marshal(struct {
@@ -92,29 +100,45 @@ func ImportProxylessNAS(data []byte, source string) (*Graph, error) {
 		return nil, fmt.Errorf("importing %s: %w", source, err)
 	}
 	for fc, want := range im.features {
+		shape := shapes[g.Node(fc).Inputs[0]]
 		in := 1
-		for _, d := range shapes[g.Node(fc).Inputs[0]] {
+		for _, d := range shape {
 			in *= d
 		}
-		if in != want {
-			return nil, fmt.Errorf("importing %s: %s: in_features = %d, but %d features reach it (input %v)", source, fc, want, in, g.Input.Shape)
+		if in != want.n {
+			return nil, fmt.Errorf("importing %s: %s: field in_features = %d, but %d features reach it (%v per image at a %v input, the channels set by %s)",
+				source, want.where, want.n, in, shape, g.Input.Shape, want.from)
 		}
 	}
 	return g, nil
 }
 
 // pxValue is a node and its channel count, tracked so that each layer's
-// declared in_channels can be checked where it is read.
+// declared in_channels can be checked where it is read; from names the
+// layer and field that set the count, so that a mismatch names the layer
+// whose out_channels may be the faulty one, not only the layer after it.
 type pxValue struct {
 	name string
 	c    int
+	from string
+}
+
+// pxFeatures is a linear layer's declared in_features, checked against the
+// inferred shape once the graph is complete.
+type pxFeatures struct {
+	n           int
+	where, from string
 }
 
 type pxImporter struct {
-	b *GraphBuilder
-	// features holds each linear node's declared in_features, checked
-	// against the inferred shape once the graph is complete.
-	features map[string]int
+	b        *GraphBuilder
+	features map[string]pxFeatures // by linear node
+}
+
+// mismatch is the error of a layer or node declaring in_channels that its
+// input does not have, naming where the input's count comes from.
+func (x pxValue) mismatch(field string, declared int) error {
+	return fmt.Errorf("field %s = %d, but its input has %d channels (set by %s)", field, declared, x.c, x.from)
 }
 
 // pxLayer is every field a layer of the format may have; which apply
@@ -152,31 +176,111 @@ var pxLayerFields = map[string][]string{
 // pxCommonFields are the fields of every layer type (ProxylessNAS's base layer).
 var pxCommonFields = []string{"name", "use_bn", "act_func", "dropout_rate", "ops_order"}
 
+// pxDecode is decodeStrict with errors in the file's terms: a value of the
+// wrong JSON type names the field and the type wanted, never the Go type
+// it was decoded into ("Go struct field pxLayer.kernel_size of type int").
+func pxDecode(raw []byte, v any) error {
+	return pxJSONError(decodeStrict(raw, v))
+}
+
+// pxJSONError rewrites a decoding error of encoding/json for the user.
+func pxJSONError(err error) error {
+	if err == nil {
+		return nil
+	}
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		got := te.Value
+		switch {
+		case got == "array", got == "object", strings.HasPrefix(got, "number"):
+			got = "an " + got
+			if strings.HasPrefix(te.Value, "number") {
+				got = "a " + te.Value
+			}
+		default:
+			got = "a " + got
+		}
+		if te.Field == "" {
+			return fmt.Errorf("%s, want %s", got, pxJSONKind(te.Type))
+		}
+		return fmt.Errorf("field %s: %s, want %s", te.Field, got, pxJSONKind(te.Type))
+	}
+	return errors.New(strings.TrimPrefix(err.Error(), "json: "))
+}
+
+// pxJSONKind says what JSON value decodes into t.
+func pxJSONKind(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t == reflect.TypeFor[json.RawMessage]() {
+		return "a JSON value"
+	}
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Struct, reflect.Map:
+		return "an object"
+	}
+	return "another JSON value"
+}
+
+// pxNameOf is " (NAME)" for a block, layer or node whose "name" is a
+// string, for error messages; "" otherwise.
+func pxNameOf(raw json.RawMessage) string {
+	var head struct {
+		Name any `json:"name"`
+	}
+	if json.Unmarshal(raw, &head) != nil {
+		return ""
+	}
+	if s, ok := head.Name.(string); ok && s != "" {
+		return " (" + s + ")"
+	}
+	return ""
+}
+
 // firstInput reads the input shape from the first layer of the first
-// block: the file records channels, not the image size, which is CIFAR-10's
-// 32x32 for this network family.
-func (im *pxImporter) firstInput(raw json.RawMessage) (pxValue, error) {
+// block (where names it): the file records channels, not the image size,
+// which is CIFAR-10's 32x32 for this network family.
+func (im *pxImporter) firstInput(where string, raw json.RawMessage) (pxValue, error) {
 	var blk struct {
-		Layers []struct {
-			InChannels int `json:"in_channels"`
-		} `json:"layers"`
+		Layers []json.RawMessage `json:"layers"`
 	}
 	if err := json.Unmarshal(raw, &blk); err != nil {
-		return pxValue{}, err
+		return pxValue{}, pxJSONError(err)
 	}
-	if len(blk.Layers) == 0 || blk.Layers[0].InChannels < 1 {
-		return pxValue{}, fmt.Errorf("the first block must be a TransitionBlock whose first layer has in_channels >= 1")
+	if len(blk.Layers) == 0 {
+		return pxValue{}, fmt.Errorf("the first block must be a TransitionBlock with layers")
 	}
-	c := blk.Layers[0].InChannels
+	var l struct {
+		InChannels *int `json:"in_channels"`
+	}
+	if err := json.Unmarshal(blk.Layers[0], &l); err != nil {
+		return pxValue{}, fmt.Errorf("layers[0]%s: %w", pxNameOf(blk.Layers[0]), pxJSONError(err))
+	}
+	if l.InChannels == nil || *l.InChannels < 1 {
+		return pxValue{}, fmt.Errorf("layers[0]%s: field in_channels missing or < 1: the first layer gives the input's channels", pxNameOf(blk.Layers[0]))
+	}
+	c := *l.InChannels
 	im.b = NewGraphBuilder("proxylessnas", "input", [3]int{c, 32, 32})
-	return pxValue{"input", c}, nil
+	return pxValue{"input", c, fmt.Sprintf("the input, %s layers[0]%s field in_channels", where, pxNameOf(blk.Layers[0]))}, nil
 }
 
 // fields lists the keys of a JSON object, so unknown ones can be named.
 func fields(raw json.RawMessage) ([]string, error) {
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &m); err != nil {
-		return nil, err
+		return nil, pxJSONError(err)
 	}
 	ks := make([]string, 0, len(m))
 	for k := range m {
@@ -204,12 +308,14 @@ func checkFields(raw json.RawMessage, allowed ...[]string) error {
 	return nil
 }
 
-func (im *pxImporter) block(prefix string, raw json.RawMessage, x pxValue) (pxValue, error) {
+// block appends one block; prefix names its nodes, where names it in
+// errors and in the channel counts it sets ("block 3 (ResidualTreeBlock)").
+func (im *pxImporter) block(prefix, where string, raw json.RawMessage, x pxValue) (pxValue, error) {
 	var head struct {
 		Name string `json:"name"`
 	}
 	if err := json.Unmarshal(raw, &head); err != nil {
-		return x, err
+		return x, pxJSONError(err)
 	}
 	switch head.Name {
 	case "TransitionBlock":
@@ -217,23 +323,24 @@ func (im *pxImporter) block(prefix string, raw json.RawMessage, x pxValue) (pxVa
 			Name   string            `json:"name"`
 			Layers []json.RawMessage `json:"layers"`
 		}
-		if err := decodeStrict(raw, &blk); err != nil {
-			return x, fmt.Errorf("TransitionBlock: %w", err)
+		if err := pxDecode(raw, &blk); err != nil {
+			return x, err
 		}
 		for i, l := range blk.Layers {
+			sub := fmt.Sprintf("layers[%d]%s", i, pxNameOf(l))
 			var err error
-			if x, err = im.layer(fmt.Sprintf("%s.l%d", prefix, i), l, x, false); err != nil {
-				return x, fmt.Errorf("layers[%d]: %w", i, err)
+			if x, err = im.layer(fmt.Sprintf("%s.l%d", prefix, i), where+" "+sub, l, x, false); err != nil {
+				return x, fmt.Errorf("%s: %w", sub, err)
 			}
 		}
 		return x, nil
 	case "ResidualTreeBlock":
-		return im.residual(prefix, raw, x)
+		return im.residual(prefix, where, raw, x)
 	}
 	return x, fmt.Errorf("field name: unknown block %q (want TransitionBlock or ResidualTreeBlock)", head.Name)
 }
 
-func (im *pxImporter) residual(prefix string, raw json.RawMessage, x pxValue) (pxValue, error) {
+func (im *pxImporter) residual(prefix, where string, raw json.RawMessage, x pxValue) (pxValue, error) {
 	var blk struct {
 		Name         string          `json:"name"`
 		CellDropRate float64         `json:"cell_drop_rate"`
@@ -243,29 +350,32 @@ func (im *pxImporter) residual(prefix string, raw json.RawMessage, x pxValue) (p
 		OutBottle    json.RawMessage `json:"out_bottle"`
 		Cell         json.RawMessage `json:"cell"`
 	}
-	if err := decodeStrict(raw, &blk); err != nil {
-		return x, fmt.Errorf("ResidualTreeBlock: %w", err)
+	if err := pxDecode(raw, &blk); err != nil {
+		return x, err
 	}
 	if !(blk.CellDropRate >= 0 && blk.CellDropRate < 1) {
-		return x, fmt.Errorf("cell_drop_rate = %g, want in [0, 1)", blk.CellDropRate)
+		return x, fmt.Errorf("field cell_drop_rate = %g, want in [0, 1)", blk.CellDropRate)
 	}
 	isNull := func(r json.RawMessage) bool { return len(r) == 0 || string(r) == "null" }
 	y := x
 	var err error
 	if !isNull(blk.InBottle) {
-		if y, err = im.layer(prefix+".in_bottle", blk.InBottle, y, false); err != nil {
-			return x, fmt.Errorf("in_bottle: %w", err)
+		sub := "in_bottle" + pxNameOf(blk.InBottle)
+		if y, err = im.layer(prefix+".in_bottle", where+" "+sub, blk.InBottle, y, false); err != nil {
+			return x, fmt.Errorf("%s: %w", sub, err)
 		}
 	}
 	if isNull(blk.Cell) {
-		return x, fmt.Errorf("cell: missing")
+		return x, fmt.Errorf("field cell: missing")
 	}
-	if y, err = im.treeNode(prefix+".cell", blk.Cell, y); err != nil {
-		return x, fmt.Errorf("cell: %w", err)
+	sub := "cell" + pxNameOf(blk.Cell)
+	if y, err = im.treeNode(prefix+".cell", where+" "+sub, blk.Cell, y); err != nil {
+		return x, fmt.Errorf("%s: %w", sub, err)
 	}
 	if !isNull(blk.OutBottle) {
-		if y, err = im.layer(prefix+".out_bottle", blk.OutBottle, y, false); err != nil {
-			return x, fmt.Errorf("out_bottle: %w", err)
+		sub := "out_bottle" + pxNameOf(blk.OutBottle)
+		if y, err = im.layer(prefix+".out_bottle", where+" "+sub, blk.OutBottle, y, false); err != nil {
+			return x, fmt.Errorf("%s: %w", sub, err)
 		}
 	}
 	if blk.FinalBN {
@@ -275,26 +385,29 @@ func (im *pxImporter) residual(prefix string, raw json.RawMessage, x pxValue) (p
 		y.name = im.b.Node(prefix+".droppath", OpDropPath, Attrs{P: blk.CellDropRate}, y.name)
 	}
 	if isNull(blk.Shortcut) {
-		return x, fmt.Errorf("shortcut: missing")
+		return x, fmt.Errorf("field shortcut: missing")
 	}
-	s, err := im.layer(prefix+".shortcut", blk.Shortcut, x, false)
+	sub = "shortcut" + pxNameOf(blk.Shortcut)
+	s, err := im.layer(prefix+".shortcut", where+" "+sub, blk.Shortcut, x, false)
 	if err != nil {
-		return x, fmt.Errorf("shortcut: %w", err)
+		return x, fmt.Errorf("%s: %w", sub, err)
 	}
 	switch {
 	case s.c < y.c:
 		s.name = im.b.Node(prefix+".shortcut.pad", OpPadCh, Attrs{OutChannels: y.c}, s.name)
 	case s.c > y.c:
-		return x, fmt.Errorf("shortcut: %d channels, more than the residual branch's %d", s.c, y.c)
+		return x, fmt.Errorf("%s: %d channels (set by %s), more than the residual branch's %d (set by %s)", sub, s.c, s.from, y.c, y.from)
 	}
-	return pxValue{im.b.Node(prefix+".add", OpAdd, Attrs{}, y.name, s.name), y.c}, nil
+	return pxValue{im.b.Node(prefix+".add", OpAdd, Attrs{}, y.name, s.name), y.c, y.from}, nil
 }
 
-// layer appends one layer and returns its output. With inAdd set a
-// ZeroLayer is allowed and returns an empty name: the branch is left out.
-func (im *pxImporter) layer(prefix string, raw json.RawMessage, x pxValue, inAdd bool) (pxValue, error) {
+// layer appends one layer and returns its output; prefix names its nodes,
+// where names it in the channel counts it sets. With inAdd set a ZeroLayer
+// is allowed and returns an empty name: the branch is left out. Errors do
+// not repeat the layer's name: the caller's context names it.
+func (im *pxImporter) layer(prefix, where string, raw json.RawMessage, x pxValue, inAdd bool) (pxValue, error) {
 	var l pxLayer
-	if err := decodeStrict(raw, &l); err != nil {
+	if err := pxDecode(raw, &l); err != nil {
 		return x, err
 	}
 	own, ok := pxLayerFields[l.Name]
@@ -302,41 +415,41 @@ func (im *pxImporter) layer(prefix string, raw json.RawMessage, x pxValue, inAdd
 		return x, fmt.Errorf("field name: unknown layer %q (want one of ConvLayer, DepthConvLayer, PoolingLayer, IdentityLayer, ZeroLayer, LinearLayer)", l.Name)
 	}
 	if err := checkFields(raw, own, pxCommonFields); err != nil {
-		return x, fmt.Errorf("%s: %w", l.Name, err)
+		return x, err
 	}
 	if l.Name == "ZeroLayer" {
 		if !inAdd {
-			return x, fmt.Errorf("ZeroLayer: only a branch of an add merge can be zero")
+			return x, fmt.Errorf("only a branch of an add merge can be a ZeroLayer")
 		}
 		return pxValue{}, nil
 	}
-	in := l.InChannels
+	in, inField := l.InChannels, "in_channels"
 	if l.Name == "LinearLayer" {
-		in = l.InFeatures
+		in, inField = l.InFeatures, "in_features"
 	}
 	if in == nil {
-		return x, fmt.Errorf("%s: missing in_channels/in_features", l.Name)
+		return x, fmt.Errorf("field %s: missing", inField)
 	}
-	if *in != x.c {
-		return x, fmt.Errorf("%s: in_channels/in_features = %d, but its input has %d channels", l.Name, *in, x.c)
+	if *in != x.c && l.Name != "LinearLayer" {
+		return x, x.mismatch(inField, *in)
 	}
-	out := x.c
+	out := x
 	if l.OutChannels != nil {
-		out = *l.OutChannels
+		out.c, out.from = *l.OutChannels, where+" field out_channels"
 	}
 	act := ""
 	if l.ActFunc != nil {
 		act = *l.ActFunc
 	}
 	if act != "" && act != "relu" {
-		return x, fmt.Errorf("%s: field act_func: %q is not supported (only relu or null)", l.Name, act)
+		return x, fmt.Errorf("field act_func: %q is not supported (only relu or null)", act)
 	}
 	if !(l.DropoutRate >= 0 && l.DropoutRate < 1) {
-		return x, fmt.Errorf("%s: field dropout_rate = %g, want in [0, 1)", l.Name, l.DropoutRate)
+		return x, fmt.Errorf("field dropout_rate = %g, want in [0, 1)", l.DropoutRate)
 	}
 	steps := strings.Split(l.OpsOrder, "_")
 	if len(steps) != 3 || !containsAll(steps, "bn", "act", "weight") {
-		return x, fmt.Errorf("%s: field ops_order %q: want a permutation of bn, act, weight joined by _", l.Name, l.OpsOrder)
+		return x, fmt.Errorf("field ops_order %q: want a permutation of bn, act, weight joined by _", l.OpsOrder)
 	}
 	b := im.b
 	cur := x
@@ -355,8 +468,8 @@ func (im *pxImporter) layer(prefix string, raw json.RawMessage, x pxValue, inAdd
 				cur.name = b.Node(prefix+".dropout", OpDropout, Attrs{P: l.DropoutRate}, cur.name)
 			}
 			var err error
-			if cur, err = im.weight(prefix, l, cur, out); err != nil {
-				return x, fmt.Errorf("%s: %w", l.Name, err)
+			if cur, err = im.weight(prefix, where, l, cur, out); err != nil {
+				return x, err
 			}
 		}
 	}
@@ -376,8 +489,9 @@ func containsAll(s []string, want ...string) bool {
 	return true
 }
 
-// weight appends a layer's weight op.
-func (im *pxImporter) weight(prefix string, l pxLayer, x pxValue, out int) (pxValue, error) {
+// weight appends a layer's weight op; out is its output's channel count
+// (out_channels, or its input's when it has none) and where that was set.
+func (im *pxImporter) weight(prefix, where string, l pxLayer, x, out pxValue) (pxValue, error) {
 	b := im.b
 	conv := func(name string, in string, outC, k, stride, dil, groups int, bias bool) string {
 		return b.Node(name, OpConv, Attrs{OutChannels: outC, Kernel: k, Stride: stride, Pad: dil * (k / 2), Dilation: dil, Groups: groups, Bias: bias}, in)
@@ -399,21 +513,21 @@ func (im *pxImporter) weight(prefix string, l pxLayer, x pxValue, out int) (pxVa
 		}
 		var y string
 		if l.Name == "ConvLayer" {
-			y = conv(prefix+".conv", x.name, out, l.KernelSize, l.Stride, l.Dilation, l.Groups, l.Bias)
+			y = conv(prefix+".conv", x.name, out.c, l.KernelSize, l.Stride, l.Dilation, l.Groups, l.Bias)
 		} else {
 			y = conv(prefix+".dw", x.name, x.c, l.KernelSize, l.Stride, l.Dilation, x.c, false)
-			y = conv(prefix+".pw", y, out, 1, 1, 1, l.Groups, l.Bias)
+			y = conv(prefix+".pw", y, out.c, 1, 1, 1, l.Groups, l.Bias)
 		}
 		if l.HasShuffle && l.Groups > 1 {
 			y = b.Node(prefix+".shuffle", OpShuffle, Attrs{Groups: l.Groups}, y)
 		}
-		return pxValue{y, out}, nil
+		return pxValue{y, out.c, out.from}, nil
 	case "PoolingLayer":
 		if err := firstErr(positive("kernel_size", l.KernelSize), positive("stride", l.Stride)); err != nil {
 			return x, err
 		}
-		if out != x.c {
-			return x, fmt.Errorf("field out_channels = %d: a pool keeps its %d channels", out, x.c)
+		if out.c != x.c {
+			return x, fmt.Errorf("field out_channels = %d: a pool keeps its %d channels", out.c, x.c)
 		}
 		pad := 0
 		if l.Stride == 1 {
@@ -430,10 +544,10 @@ func (im *pxImporter) weight(prefix string, l pxLayer, x pxValue, out int) (pxVa
 		default:
 			return x, fmt.Errorf("field pool_type %q: want avg or max", l.PoolType)
 		}
-		return pxValue{b.Node(prefix+".pool", op, Attrs{Kernel: l.KernelSize, Stride: l.Stride, Pad: pad}, x.name), x.c}, nil
+		return pxValue{b.Node(prefix+".pool", op, Attrs{Kernel: l.KernelSize, Stride: l.Stride, Pad: pad}, x.name), x.c, x.from}, nil
 	case "IdentityLayer":
-		if out != x.c {
-			return x, fmt.Errorf("field out_channels = %d: an identity keeps its %d channels", out, x.c)
+		if out.c != x.c {
+			return x, fmt.Errorf("field out_channels = %d: an identity keeps its %d channels", out.c, x.c)
 		}
 		return x, nil
 	case "LinearLayer":
@@ -441,13 +555,15 @@ func (im *pxImporter) weight(prefix string, l pxLayer, x pxValue, out int) (pxVa
 			return x, err
 		}
 		fc := b.Node(prefix+".fc", OpLinear, Attrs{OutChannels: l.OutFeatures, Bias: l.Bias}, x.name)
-		im.features[fc] = *l.InFeatures
-		return pxValue{fc, l.OutFeatures}, nil
+		im.features[fc] = pxFeatures{n: *l.InFeatures, where: where, from: x.from}
+		return pxValue{fc, l.OutFeatures, where + " field out_features"}, nil
 	}
 	return x, fmt.Errorf("no weight op") // unreachable: layer checked the name
 }
 
-func (im *pxImporter) treeNode(prefix string, raw json.RawMessage, x pxValue) (pxValue, error) {
+// treeNode appends a TreeNode and its children; prefix and where as for
+// layer.
+func (im *pxImporter) treeNode(prefix, where string, raw json.RawMessage, x pxValue) (pxValue, error) {
 	var n struct {
 		Name         string            `json:"name"`
 		InChannels   int               `json:"in_channels"`
@@ -459,21 +575,21 @@ func (im *pxImporter) treeNode(prefix string, raw json.RawMessage, x pxValue) (p
 		Edges        []json.RawMessage `json:"edges"`
 		ChildNodes   []json.RawMessage `json:"child_nodes"`
 	}
-	if err := decodeStrict(raw, &n); err != nil {
-		return x, fmt.Errorf("TreeNode: %w", err)
+	if err := pxDecode(raw, &n); err != nil {
+		return x, err
 	}
 	if n.Name != "TreeNode" {
 		return x, fmt.Errorf("field name: %q, want TreeNode", n.Name)
 	}
 	if n.InChannels != x.c {
-		return x, fmt.Errorf("TreeNode: in_channels = %d, but its input has %d channels", n.InChannels, x.c)
+		return x, x.mismatch("in_channels", n.InChannels)
 	}
 	if n.PathDropRate != 0 {
-		return x, fmt.Errorf("TreeNode: field path_drop_rate = %g: path drop is not supported (only 0)", n.PathDropRate)
+		return x, fmt.Errorf("field path_drop_rate = %g: path drop is not supported (only 0)", n.PathDropRate)
 	}
 	k := len(n.Edges)
 	if k == 0 || len(n.ChildNodes) != k {
-		return x, fmt.Errorf("TreeNode: %d edges and %d child_nodes, want as many, at least one", k, len(n.ChildNodes))
+		return x, fmt.Errorf("%d edges and %d child_nodes, want as many, at least one", k, len(n.ChildNodes))
 	}
 	split, merge := "", ""
 	if n.SplitType != nil {
@@ -497,40 +613,43 @@ func (im *pxImporter) treeNode(prefix string, raw json.RawMessage, x pxValue) (p
 				size++
 			}
 			if size < 1 {
-				return x, fmt.Errorf("TreeNode: split of %d channels into %d edges leaves one empty", x.c, k)
+				return x, fmt.Errorf("field split_type split: %d channels into %d edges leaves one empty", x.c, k)
 			}
-			ins[i] = pxValue{im.b.Node(fmt.Sprintf("%s.s%d", prefix, i), OpSlice, Attrs{Start: start, End: start + size}, x.name), size}
+			ins[i] = pxValue{im.b.Node(fmt.Sprintf("%s.s%d", prefix, i), OpSlice, Attrs{Start: start, End: start + size}, x.name), size,
+				fmt.Sprintf("%s field split_type split, part %d of %d of %d channels (set by %s)", where, i, k, x.c, x.from)}
 			start += size
 		}
 	case "":
 		if k != 1 {
-			return x, fmt.Errorf("TreeNode: field split_type null needs one edge, has %d", k)
+			return x, fmt.Errorf("field split_type null needs one edge, has %d", k)
 		}
 		ins[0] = x
 	default:
-		return x, fmt.Errorf("TreeNode: field split_type %q: want copy, split or null", split)
+		return x, fmt.Errorf("field split_type %q: want copy, split or null", split)
 	}
 	if merge != "add" && merge != "concat" && merge != "" {
-		return x, fmt.Errorf("TreeNode: field merge_type %q: want add, concat or null", merge)
+		return x, fmt.Errorf("field merge_type %q: want add, concat or null", merge)
 	}
 	if merge == "" && k != 1 {
-		return x, fmt.Errorf("TreeNode: field merge_type null needs one edge, has %d", k)
+		return x, fmt.Errorf("field merge_type null needs one edge, has %d", k)
 	}
 	var outs []pxValue
 	for i := range k {
+		sub := fmt.Sprintf("edges[%d]%s", i, pxNameOf(n.Edges[i]))
 		if string(n.Edges[i]) == "null" {
-			return x, fmt.Errorf("edges[%d]: null", i)
+			return x, fmt.Errorf("%s: null", sub)
 		}
-		y, err := im.layer(fmt.Sprintf("%s.e%d", prefix, i), n.Edges[i], ins[i], merge == "add")
+		y, err := im.layer(fmt.Sprintf("%s.e%d", prefix, i), where+" "+sub, n.Edges[i], ins[i], merge == "add")
 		if err != nil {
-			return x, fmt.Errorf("edges[%d]: %w", i, err)
+			return x, fmt.Errorf("%s: %w", sub, err)
 		}
 		if y.name == "" { // a ZeroLayer: nothing to add
 			continue
 		}
 		if c := n.ChildNodes[i]; len(c) > 0 && string(c) != "null" {
-			if y, err = im.treeNode(fmt.Sprintf("%s.c%d", prefix, i), c, y); err != nil {
-				return x, fmt.Errorf("child_nodes[%d]: %w", i, err)
+			sub := fmt.Sprintf("child_nodes[%d]%s", i, pxNameOf(c))
+			if y, err = im.treeNode(fmt.Sprintf("%s.c%d", prefix, i), where+" "+sub, c, y); err != nil {
+				return x, fmt.Errorf("%s: %w", sub, err)
 			}
 		}
 		if n.HasBranchBN {
@@ -539,7 +658,7 @@ func (im *pxImporter) treeNode(prefix string, raw json.RawMessage, x pxValue) (p
 		outs = append(outs, y)
 	}
 	if len(outs) == 0 {
-		return x, fmt.Errorf("TreeNode: every edge is a ZeroLayer")
+		return x, fmt.Errorf("every edge is a ZeroLayer")
 	}
 	var y pxValue
 	switch {
@@ -549,11 +668,11 @@ func (im *pxImporter) treeNode(prefix string, raw json.RawMessage, x pxValue) (p
 		names := make([]string, len(outs))
 		for i, o := range outs {
 			if o.c != outs[0].c {
-				return x, fmt.Errorf("TreeNode: merge add of branches with %d and %d channels", outs[0].c, o.c)
+				return x, fmt.Errorf("field merge_type add: branches of %d channels (set by %s) and %d (set by %s)", outs[0].c, outs[0].from, o.c, o.from)
 			}
 			names[i] = o.name
 		}
-		y = pxValue{im.b.Node(prefix+".add", OpAdd, Attrs{}, names...), outs[0].c}
+		y = pxValue{im.b.Node(prefix+".add", OpAdd, Attrs{}, names...), outs[0].c, ""}
 	default: // concat
 		names := make([]string, len(outs))
 		c := 0
@@ -561,11 +680,12 @@ func (im *pxImporter) treeNode(prefix string, raw json.RawMessage, x pxValue) (p
 			names[i] = o.name
 			c += o.c
 		}
-		y = pxValue{im.b.Node(prefix+".concat", OpConcat, Attrs{}, names...), c}
+		y = pxValue{im.b.Node(prefix+".concat", OpConcat, Attrs{}, names...), c, ""}
 	}
 	if y.c != n.OutChannels {
-		return x, fmt.Errorf("TreeNode: out_channels = %d, but its branches give %d", n.OutChannels, y.c)
+		return x, fmt.Errorf("field out_channels = %d, but its branches give %d", n.OutChannels, y.c)
 	}
+	y.from = where + " field out_channels"
 	return y, nil
 }
 
@@ -581,7 +701,7 @@ func ReadProxylessNAS(path string) (*Graph, error) {
 // pxTreeOps maps the published network's edge layers to tree-cell ops.
 func pxTreeOp(raw json.RawMessage) (string, error) {
 	var l pxLayer
-	if err := decodeStrict(raw, &l); err != nil {
+	if err := pxDecode(raw, &l); err != nil {
 		return "", err
 	}
 	switch {
@@ -628,12 +748,12 @@ func ProxylessTreeCells(data []byte) ([]TreeCell, error) {
 		} `json:"blocks"`
 	}
 	if err := json.Unmarshal(data, &f); err != nil {
-		return nil, err
+		return nil, pxJSONError(err)
 	}
 	parse := func(raw json.RawMessage, split string, edges int) (node, error) {
 		var n node
 		if err := json.Unmarshal(raw, &n); err != nil {
-			return n, err
+			return n, pxJSONError(err)
 		}
 		s := ""
 		if n.SplitType != nil {

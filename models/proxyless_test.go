@@ -146,48 +146,106 @@ func TestImportedProxylessTrainsAStep(t *testing.T) {
 	}
 }
 
+// Every malformed input is an error that names the faulty block, layer or
+// node by its index and name, and the field: never a Go type
+// ("Go struct field pxLayer.kernel_size of type int"), and a channel count
+// that disagrees names the layer whose out_channels set it, not only the
+// layer after it that reads it.
 func TestImportProxylessNASErrors(t *testing.T) {
 	data := proxylessFixture(t)
-	var f map[string]any
-	if err := json.Unmarshal(data, &f); err != nil {
-		t.Fatal(err)
-	}
-	edit := func(mod func(blocks []any)) []byte {
+	edit := func(mod func(f map[string]any, blocks []any)) []byte {
 		var g map[string]any
-		_ = json.Unmarshal(data, &g)
-		mod(g["blocks"].([]any))
-		b, _ := json.Marshal(g)
+		if err := json.Unmarshal(data, &g); err != nil {
+			t.Fatal(err)
+		}
+		mod(g, g["blocks"].([]any))
+		b, err := json.Marshal(g)
+		if err != nil {
+			t.Fatal(err)
+		}
 		return b
 	}
-	cell := func(blocks []any, i int) map[string]any { return blocks[i].(map[string]any)["cell"].(map[string]any) }
-	firstEdge := func(blocks []any, i int) map[string]any {
-		return cell(blocks, i)["edges"].([]any)[0].(map[string]any)
-	}
-	for name, c := range map[string]struct {
-		data []byte
+	obj := func(v any) map[string]any { return v.(map[string]any) }
+	block := func(b []any, i int) map[string]any { return obj(b[i]) }
+	layer := func(b []any, i, j int) map[string]any { return obj(block(b, i)["layers"].([]any)[j]) }
+	cell := func(b []any, i int) map[string]any { return obj(block(b, i)["cell"]) }
+	firstEdge := func(b []any, i int) map[string]any { return obj(cell(b, i)["edges"].([]any)[0]) }
+	for _, c := range []struct {
+		name string
+		mod  func(f map[string]any, b []any)
 		want string
 	}{
-		"unknown layer": {edit(func(b []any) { firstEdge(b, 3)["name"] = "MBInvertedConvLayer" }),
-			`block 3: cell: edges[0]: field name: unknown layer "MBInvertedConvLayer"`},
-		"unknown field": {edit(func(b []any) { firstEdge(b, 5)["expand_ratio"] = 6 }),
-			`block 5: cell: edges[0]: json: unknown field "expand_ratio"`},
-		"field of another layer": {edit(func(b []any) { firstEdge(b, 5)["pool_type"] = "max" }),
-			`block 5: cell: edges[0]: ConvLayer: unknown field "pool_type"`},
-		"channels": {edit(func(b []any) { b[2].(map[string]any)["in_bottle"].(map[string]any)["in_channels"] = 71 }),
-			"block 2: in_bottle: ConvLayer: in_channels/in_features = 71, but its input has 72 channels"},
-		"activation": {edit(func(b []any) { firstEdge(b, 7)["act_func"] = "h_swish" }),
-			`block 7: cell: edges[0]: ConvLayer: field act_func: "h_swish" is not supported`},
-		"split type": {edit(func(b []any) { cell(b, 4)["child_nodes"].([]any)[0].(map[string]any)["split_type"] = "halve" }),
-			`block 4: cell: child_nodes[0]: TreeNode: field split_type "halve"`},
-		"unknown block": {edit(func(b []any) { b[9].(map[string]any)["name"] = "MobileInvertedResidualBlock" }),
-			`block 9: field name: unknown block "MobileInvertedResidualBlock"`},
-		"path drop": {edit(func(b []any) { cell(b, 6)["path_drop_rate"] = 0.1 }),
-			"block 6: cell: TreeNode: field path_drop_rate = 0.1"},
-		"not json": {[]byte("{"), "importing net.config"},
+		{"unknown layer", func(_ map[string]any, b []any) { firstEdge(b, 3)["name"] = "MBInvertedConvLayer" },
+			`block 3 (ResidualTreeBlock): cell (TreeNode): edges[0] (MBInvertedConvLayer): field name: unknown layer "MBInvertedConvLayer"`},
+		{"unknown field", func(_ map[string]any, b []any) { firstEdge(b, 5)["expand_ratio"] = 6 },
+			`block 5 (ResidualTreeBlock): cell (TreeNode): edges[0] (ConvLayer): unknown field "expand_ratio"`},
+		{"field of another layer", func(_ map[string]any, b []any) { firstEdge(b, 5)["pool_type"] = "max" },
+			`block 5 (ResidualTreeBlock): cell (TreeNode): edges[0] (ConvLayer): unknown field "pool_type"`},
+		{"activation", func(_ map[string]any, b []any) { firstEdge(b, 7)["act_func"] = "h_swish" },
+			`block 7 (ResidualTreeBlock): cell (TreeNode): edges[0] (ConvLayer): field act_func: "h_swish" is not supported`},
+		{"split type", func(_ map[string]any, b []any) { obj(cell(b, 4)["child_nodes"].([]any)[0])["split_type"] = "halve" },
+			`block 4 (ResidualTreeBlock): cell (TreeNode): child_nodes[0] (TreeNode): field split_type "halve"`},
+		{"unknown block", func(_ map[string]any, b []any) { block(b, 9)["name"] = "MobileInvertedResidualBlock" },
+			`block 9 (MobileInvertedResidualBlock): field name: unknown block "MobileInvertedResidualBlock"`},
+		{"path drop", func(_ map[string]any, b []any) { cell(b, 6)["path_drop_rate"] = 0.1 },
+			"block 6 (ResidualTreeBlock): cell (TreeNode): field path_drop_rate = 0.1"},
+		{"not json", nil, "importing net.config"},
+
+		// Values of the wrong JSON type: the field and the type wanted.
+		{"kernel_size a string", func(_ map[string]any, b []any) { layer(b, 0, 0)["kernel_size"] = "3" },
+			`block 0 (TransitionBlock): layers[0] (ConvLayer): field kernel_size: a string, want an integer`},
+		{"first in_channels a string", func(_ map[string]any, b []any) { layer(b, 0, 0)["in_channels"] = "3" },
+			`block 0 (TransitionBlock): layers[0] (ConvLayer): field in_channels: a string, want an integer`},
+		{"stride a fraction", func(_ map[string]any, b []any) { firstEdge(b, 2)["stride"] = 1.5 },
+			`block 2 (ResidualTreeBlock): cell (TreeNode): edges[0] (ConvLayer): field stride: a number 1.5, want an integer`},
+		{"layers a string", func(_ map[string]any, b []any) { block(b, 0)["layers"] = "conv" },
+			`block 0 (TransitionBlock): field layers: a string, want an array`},
+		{"a layer an array", func(_ map[string]any, b []any) { block(b, 0)["layers"].([]any)[1] = []any{1} },
+			`block 0 (TransitionBlock): layers[1]: an array, want an object`},
+		{"an edge an array", func(_ map[string]any, b []any) { cell(b, 1)["edges"] = []any{[]any{1}} },
+			`block 1 (ResidualTreeBlock): cell (TreeNode): edges[0]: an array, want an object`},
+		{"cell_drop_rate a string", func(_ map[string]any, b []any) { block(b, 1)["cell_drop_rate"] = "0.1" },
+			`block 1 (ResidualTreeBlock): field cell_drop_rate: a string, want a number`},
+		{"block name a number", func(_ map[string]any, b []any) { block(b, 1)["name"] = 3 },
+			`block 1: field name: a number, want a string`},
+		{"block a string", func(_ map[string]any, b []any) { b[1] = "ResidualTreeBlock" },
+			`block 1: a string, want an object`},
+		{"node in_channels a string", func(_ map[string]any, b []any) { cell(b, 1)["in_channels"] = "18" },
+			`block 1 (ResidualTreeBlock): cell (TreeNode): field in_channels: a string, want an integer`},
+		{"classifier a string", func(f map[string]any, _ []any) { f["classifier"] = "LinearLayer" },
+			`classifier: a string, want an object`},
+		{"blocks an object", func(f map[string]any, _ []any) { f["blocks"] = map[string]any{} },
+			`importing net.config: field blocks: an object, want an array`},
+
+		// A channel count that disagrees: the reader and the layer whose
+		// out_channels set the count.
+		{"out_channels of a transition layer", func(_ map[string]any, b []any) { layer(b, 0, 0)["out_channels"] = 17 },
+			"block 0 (TransitionBlock): layers[1] (IdentityLayer): field in_channels = 16, but its input has 17 channels (set by block 0 (TransitionBlock) layers[0] (ConvLayer) field out_channels)"},
+		{"in_channels itself", func(_ map[string]any, b []any) { obj(block(b, 2)["in_bottle"])["in_channels"] = 71 },
+			"block 2 (ResidualTreeBlock): in_bottle (ConvLayer): field in_channels = 71, but its input has 72 channels (set by block 1 (ResidualTreeBlock) out_bottle (ConvLayer) field out_channels)"},
+		{"out_channels of an out_bottle", func(_ map[string]any, b []any) { obj(block(b, 1)["out_bottle"])["out_channels"] = 73 },
+			"block 2 (ResidualTreeBlock): in_bottle (ConvLayer): field in_channels = 72, but its input has 73 channels (set by block 1 (ResidualTreeBlock) out_bottle (ConvLayer) field out_channels)"},
+		{"out_channels of an in_bottle", func(_ map[string]any, b []any) { obj(block(b, 1)["in_bottle"])["out_channels"] = 19 },
+			"block 1 (ResidualTreeBlock): cell (TreeNode): field in_channels = 18, but its input has 19 channels (set by block 1 (ResidualTreeBlock) in_bottle (ConvLayer) field out_channels)"},
+		{"out_channels of an edge", func(_ map[string]any, b []any) { firstEdge(b, 1)["out_channels"] = 37 },
+			"block 1 (ResidualTreeBlock): cell (TreeNode): child_nodes[0] (TreeNode): field in_channels = 36, but its input has 37 channels (set by block 1 (ResidualTreeBlock) cell (TreeNode) edges[0] (ConvLayer) field out_channels)"},
+		{"out_channels of a node", func(_ map[string]any, b []any) { cell(b, 1)["out_channels"] = 19 },
+			"block 1 (ResidualTreeBlock): cell (TreeNode): field out_channels = 19, but its branches give 18"},
+		{"out_channels of a shortcut", func(_ map[string]any, b []any) { obj(block(b, 1)["shortcut"])["out_channels"] = 15 },
+			"block 1 (ResidualTreeBlock): shortcut (IdentityLayer): field out_channels = 15: an identity keeps its 16 channels"},
+		{"in_features", func(f map[string]any, _ []any) { obj(f["classifier"])["in_features"] = 3 },
+			"classifier (LinearLayer): field in_features = 3, but 400 features reach it ([400 1 1] per image at a [3 32 32] input, the channels set by block 54 (ResidualTreeBlock) out_bottle (ConvLayer) field out_channels)"},
 	} {
-		_, err := ImportProxylessNAS(c.data, "net.config")
+		in := []byte("{")
+		if c.mod != nil {
+			in = edit(c.mod)
+		}
+		_, err := ImportProxylessNAS(in, "net.config")
 		if err == nil || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("%s: error %v, want one containing %q", name, err, c.want)
+			t.Errorf("%s: error %v, want one containing %q", c.name, err, c.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "Go ") {
+			t.Errorf("%s: error %v names a Go type", c.name, err)
 		}
 	}
 }

@@ -57,7 +57,7 @@ func TestImportErrors(t *testing.T) {
 		want string
 	}{
 		"missing file": {[]string{"proxylessnas", "nope.config"}, "nope.config"},
-		"bad field":    {[]string{"proxylessnas", bad}, `block 0: layers[0]: json: unknown field "width_mult"`},
+		"bad field":    {[]string{"proxylessnas", bad}, `block 0 (TransitionBlock): layers[0] (ConvLayer): unknown field "width_mult"`},
 		"no file":      {[]string{"proxylessnas"}, "accepts 1 arg"},
 		"bad format":   {[]string{"darts", bad}, `unknown command "darts"`},
 		"no format":    {nil, "give the source format"},
