@@ -16,6 +16,23 @@ type Split struct {
 	Train []int  `json:"train"`
 	Val   []int  `json:"val"`
 	Hash  string `json:"hash"` // hex sha256 of the index lists, see splitHash
+	// MadeBy records what made the split, so that a split left by another
+	// configuration is not taken for this one's; nil in records written
+	// before it existed (unknown, not wrong).
+	MadeBy *SplitOrigin `json:"made_by,omitempty"`
+	// TakenFrom is set in a copy of another run's split (the run
+	// directory): compression's fine-tuning keeps its trained run's
+	// validation images unseen, under a seed of its own.
+	TakenFrom string `json:"taken_from,omitempty"`
+}
+
+// SplitOrigin is everything that decides a split (SplitTrainVal's
+// arguments): the set by name (its size is checked by Check), the
+// validation count and the seed.
+type SplitOrigin struct {
+	Data     string `json:"data"`
+	ValCount int    `json:"val_count"`
+	Seed     uint64 `json:"seed"`
 }
 
 // SplitTrainVal holds out valCount samples of s for validation, stratified
@@ -51,7 +68,8 @@ func SplitTrainVal(s *Set, valCount int, seed uint64) (Split, error) {
 		quota[k]++
 	}
 
-	sp := Split{Seed: seed, Train: make([]int, 0, s.N-valCount), Val: make([]int, 0, valCount)}
+	sp := Split{Seed: seed, Train: make([]int, 0, s.N-valCount), Val: make([]int, 0, valCount),
+		MadeBy: &SplitOrigin{Data: s.Name, ValCount: valCount, Seed: seed}}
 	for k, idx := range byClass {
 		r := derive(tagSplit, seed, uint64(k))
 		perm := slices.Clone(idx)

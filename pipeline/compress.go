@@ -3,6 +3,7 @@ package pipeline
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"os"
@@ -13,7 +14,6 @@ import (
 	"bayesnas/compress"
 	"bayesnas/dataset"
 	"bayesnas/hwprofile"
-	"bayesnas/internal/atomicfile"
 	"bayesnas/models"
 	"bayesnas/nn"
 )
@@ -486,7 +486,7 @@ func compressBayes(ctx context.Context, run *trainedRun, data Data, bopt compres
 	if bo.Momentum == 0 {
 		bo.Momentum = run.cfg.Train.Momentum
 	}
-	d, err := prepareData(opt.Run, data, bo.Seed, bo.Batch, run.cfg.Train.EvalBatch)
+	d, err := prepareData(opt.Run, data, bo.Seed, run.cfg.Seed, bo.Batch, run.cfg.Train.EvalBatch)
 	if err != nil {
 		return nil, err
 	}
@@ -507,16 +507,33 @@ func compressBayes(ctx context.Context, run *trainedRun, data Data, bopt compres
 	return compress.Bayesian(ctx, run.g, run.params, d.trainB, curvB, bo)
 }
 
-// copySplit copies the split of run into out unless out has one (a resumed
-// fine-tuning).
+// copySplit copies the split of run into out, marked as taken from run
+// (the fine-tuning reads it under its own seed), unless out has it already
+// (a resumed fine-tuning). A split in out that is not run's (left by a
+// compression of another run) is refused.
 func copySplit(run, out string) error {
-	dst := filepath.Join(out, SplitFile)
-	if _, err := os.Stat(dst); err == nil {
-		return nil
-	}
-	b, err := os.ReadFile(filepath.Join(run, SplitFile))
+	src := filepath.Join(run, SplitFile)
+	b, err := os.ReadFile(src)
 	if err != nil {
 		return fmt.Errorf("compress: the trained run's split: %w", err)
 	}
-	return atomicfile.Write(dst, b)
+	var s dataset.Split
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("compress: reading %s: %w", src, err)
+	}
+	dst := filepath.Join(out, SplitFile)
+	if old, err := os.ReadFile(dst); err == nil {
+		var o dataset.Split
+		if err := json.Unmarshal(old, &o); err != nil {
+			return fmt.Errorf("compress: reading %s: %w", dst, err)
+		}
+		if o.Hash != s.Hash {
+			return fmt.Errorf("compress: %s is not the split of the trained run (%s, hash %s; it holds %s): it was made for another run (use a new output directory, or remove the file)", dst, src, s.Hash, o.Hash)
+		}
+		return nil
+	}
+	if s.TakenFrom == "" {
+		s.TakenFrom = run
+	}
+	return writeJSON(dst, s)
 }

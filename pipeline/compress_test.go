@@ -2,12 +2,14 @@ package pipeline
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"bayesnas/compress"
+	"bayesnas/dataset"
 	"bayesnas/hwprofile"
 	"bayesnas/internal/testenv"
 	"bayesnas/models"
@@ -37,7 +39,7 @@ func TestCompressToBudget(t *testing.T) {
 	for _, method := range []string{"uniform", "l1", "bayes"} {
 		out := filepath.Join(dir, method)
 		rep, err := Compress(context.Background(), CompressOptions{Run: cfg.RunDir, Out: out, Profile: prof, Budget: half,
-			Method: method, Multiple: 4, Epochs: 1})
+			Method: method, Multiple: 4, Epochs: 1, Seed: 9}) // another seed than the run's: its split is still the run's
 		if err != nil {
 			t.Fatalf("%s: %v", method, err)
 		}
@@ -58,6 +60,19 @@ func TestCompressToBudget(t *testing.T) {
 		}
 		if rep.FineTune == nil {
 			t.Fatalf("%s: no fine-tuning summary", method)
+		}
+		var splits [2]dataset.Split
+		for i, d := range []string{cfg.RunDir, out} {
+			b, err := os.ReadFile(filepath.Join(d, SplitFile))
+			if err == nil {
+				err = json.Unmarshal(b, &splits[i])
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if splits[1].Hash != splits[0].Hash || splits[1].TakenFrom != cfg.RunDir {
+			t.Fatalf("%s: the fine-tuning's split (hash %s, taken from %q) is not the trained run's (%s, %s)", method, splits[1].Hash, splits[1].TakenFrom, splits[0].Hash, cfg.RunDir)
 		}
 		if (rep.Bayes != nil) != (method == "bayes") || method == "bayes" && (len(rep.Bayes.Updates) == 0 || len(rep.Bayes.Groups) == 0) {
 			t.Fatalf("%s: sparsity training record %+v", method, rep.Bayes)

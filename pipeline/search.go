@@ -82,7 +82,7 @@ func Search(ctx context.Context, cfg SearchConfig, opt Options) (*search.Result,
 	if err := writeJSON(filepath.Join(dir, ConfigFile), cfg); err != nil {
 		return nil, err
 	}
-	d, err := prepareData(dir, cfg.Data, cfg.Seed, cfg.Search.Batch, cfg.Search.Batch)
+	d, err := prepareData(dir, cfg.Data, cfg.Seed, cfg.Seed, cfg.Search.Batch, cfg.Search.Batch)
 	if err != nil {
 		return nil, err
 	}

@@ -127,7 +127,7 @@ func Train(ctx context.Context, cfg Config, opt Options) (*Summary, error) {
 	}
 
 	// Data.
-	d, err := prepareData(dir, cfg.Data, cfg.Seed, cfg.Train.Batch, cfg.Train.EvalBatch)
+	d, err := prepareData(dir, cfg.Data, cfg.Seed, cfg.Seed, cfg.Train.Batch, cfg.Train.EvalBatch)
 	if err != nil {
 		return nil, err
 	}
@@ -440,13 +440,17 @@ type runData struct {
 
 // prepareData loads the data of a run, makes (or re-reads) the split
 // recorded in dir, and builds the batchers. Training and search share it.
-func prepareData(dir string, cfg Data, seed uint64, batch, evalBatch int) (*runData, error) {
+//
+// seed orders the batches; splitSeed is the seed the split of dir was made
+// with: the run's own, which is seed, except where compression reads its
+// trained run's split under a seed of its own.
+func prepareData(dir string, cfg Data, seed, splitSeed uint64, batch, evalBatch int) (*runData, error) {
 	d := &runData{}
 	var err error
 	if d.train, d.test, err = dataset.Load(cfg.Name, cfg.Dir); err != nil {
 		return nil, err
 	}
-	if d.split, err = loadOrMakeSplit(filepath.Join(dir, SplitFile), d.train, cfg.ValCount, seed); err != nil {
+	if d.split, err = loadOrMakeSplit(filepath.Join(dir, SplitFile), d.train, cfg.ValCount, splitSeed); err != nil {
 		return nil, err
 	}
 	mean, std := d.train.Stats()
@@ -485,8 +489,23 @@ func loadOrMakeSplit(path string, train *dataset.Set, valCount int, seed uint64)
 		// A split left by another configuration (a run that failed before
 		// its first checkpoint, then a new one in the same directory) must
 		// not be taken for this one's.
+		const other = "it was made for another configuration (use a new run directory, or remove the file)"
 		if len(s.Val) != valCount {
-			return s, fmt.Errorf("%s holds %d validation images, the config says data.val_count %d: it was made for another configuration (use a new run directory, or remove the file)", path, len(s.Val), valCount)
+			return s, fmt.Errorf("%s holds %d validation images, the config says data.val_count %d: %s", path, len(s.Val), valCount, other)
+		}
+		// What made it, where recorded (files written before made_by are
+		// taken as they are). A copy of another run's split (TakenFrom:
+		// compression's fine-tuning) is used under the taker's seed.
+		if m := s.MadeBy; m != nil {
+			if m.Data != train.Name {
+				return s, fmt.Errorf("%s was made for the data set %s, this run's is %s (data.name): %s", path, m.Data, train.Name, other)
+			}
+			if m.ValCount != valCount {
+				return s, fmt.Errorf("%s was made with data.val_count %d, the config says data.val_count %d: %s", path, m.ValCount, valCount, other)
+			}
+			if s.TakenFrom == "" && m.Seed != seed {
+				return s, fmt.Errorf("%s was made with seed %d, the config says seed %d: %s", path, m.Seed, seed, other)
+			}
 		}
 		return s, nil
 	}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"bayesnas/dataset"
 	"bayesnas/internal/fixtures"
 	"bayesnas/internal/runlock"
 	"bayesnas/internal/testenv"
@@ -392,5 +393,85 @@ func TestStaleSplitRefused(t *testing.T) {
 	cfg.Data.ValCount = 32
 	if _, err := Train(context.Background(), cfg, Options{}); err == nil || !strings.Contains(err.Error(), "data.val_count 32") {
 		t.Fatalf("err = %v, want the stale split refused", err)
+	}
+}
+
+// A split.json made with another seed (or for another data set) but the
+// same validation size is refused too; one written before split.json
+// recorded what made it is read as it is; compression's copy of its trained
+// run's split is used under the fine-tuning's seed, and a copy of another
+// run's split in its output directory is refused.
+func TestStaleSplitSeedRefused(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Train(&countdown{Context: context.Background(), n: 1}, tinyConfig(dir), Options{}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v", err)
+	}
+	for _, name := range []string{CheckpointFile, ConfigFile} {
+		os.Remove(filepath.Join(dir, name)) // as if it had failed before its first checkpoint
+	}
+	cfg := tinyConfig(dir)
+	cfg.Seed = 4
+	want := filepath.Join(dir, SplitFile) + " was made with seed 3, the config says seed 4: it was made for another configuration"
+	if _, err := Train(context.Background(), cfg, Options{}); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("err = %v, want %q", err, want)
+	}
+
+	path := filepath.Join(dir, SplitFile)
+	var split dataset.Split
+	b, err := os.ReadFile(path)
+	if err == nil {
+		err = json.Unmarshal(b, &split)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := split.MadeBy; m == nil || *m != (dataset.SplitOrigin{Data: "synthetic-train", ValCount: 64, Seed: 3}) {
+		t.Fatalf("split.json records made_by %+v", m)
+	}
+	train, _, err := dataset.Load("synthetic", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := *train
+	other.Name = "mnist-train"
+	if _, err := loadOrMakeSplit(path, &other, 64, 3); err == nil || !strings.Contains(err.Error(), "was made for the data set synthetic-train, this run's is mnist-train") {
+		t.Errorf("another data set of the same size: err = %v", err)
+	}
+
+	// A split.json from before made_by: unknown, not refused.
+	old := split
+	old.MadeBy = nil
+	if err := writeJSON(path, old); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadOrMakeSplit(path, train, 64, 4); err != nil {
+		t.Errorf("a split.json without made_by: %v", err)
+	}
+
+	// Compression's fine-tuning: the trained run's split, copied and marked,
+	// read under another seed; another run's split in its place is refused.
+	if err := writeJSON(path, split); err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	if err := copySplit(dir, out); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadOrMakeSplit(filepath.Join(out, SplitFile), train, 64, 4); err != nil {
+		t.Errorf("the trained run's split under the fine-tuning's seed: %v", err)
+	}
+	if err := copySplit(dir, out); err != nil {
+		t.Errorf("copying the same split again (a resumed fine-tuning): %v", err)
+	}
+	otherRun := t.TempDir()
+	s5, err := dataset.SplitTrainVal(train, 64, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeJSON(filepath.Join(otherRun, SplitFile), s5); err != nil {
+		t.Fatal(err)
+	}
+	if err := copySplit(otherRun, out); err == nil || !strings.Contains(err.Error(), "is not the split of the trained run") {
+		t.Errorf("another run's split left in the output directory: err = %v", err)
 	}
 }
