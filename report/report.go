@@ -246,7 +246,8 @@ func searchLatencyLine(l *search.LatencyReport) string {
 		if !l.Met {
 			verdict = "not met: only ops that cost nothing were left to drop"
 		}
-		line += fmt.Sprintf(" Target %s: the derived network is predicted at %s (%s; %d ops dropped for it).", ms(l.TargetMs), ms(l.PredictedMs), verdict, len(l.Dropped))
+		line += fmt.Sprintf(" Target %s: the derived network is predicted at %s (%s; the thresholds alone derived %s, %d ops dropped for the target).",
+			ms(l.TargetMs), ms(l.PredictedMs), verdict, ms(l.ThresholdMs), len(l.Dropped))
 	} else {
 		line += fmt.Sprintf(" The derived network is predicted at %s.", ms(l.PredictedMs))
 	}

@@ -90,6 +90,10 @@ type LatencyReport struct {
 	ProfileHash string  `json:"profile_hash"`
 	TargetMs    float64 `json:"target_ms,omitempty"`
 	PredictedMs float64 `json:"predicted_ms"`
+	// ThresholdMs is the prediction of the derivation by the thresholds
+	// alone, before ops were dropped for the target: what the search's
+	// penalties produced, and what moves the scale.
+	ThresholdMs float64 `json:"threshold_ms"`
 	// AllOpsMs is the network with every candidate op on every edge: what
 	// the op costs are marginal to.
 	AllOpsMs float64 `json:"all_ops_ms"`
@@ -206,8 +210,10 @@ func (s *searcher) setLambdas() {
 }
 
 // adaptScale moves the latency scale towards the target after an update:
-// a derived network predicted over the target raises every op's latency
-// penalty, one under it lowers them.
+// a derivation by the thresholds predicted over the target raises every
+// op's latency penalty, one under it lowers them. (The prediction after
+// the ops dropped for the target always meets it and says nothing of
+// whether the penalties are strong enough.)
 func (s *searcher) adaptScale(predictedMs float64) {
 	lc := s.cfg.Latency
 	if lc.TargetMs <= 0 || predictedMs <= 0 {
@@ -273,6 +279,9 @@ func (s *searcher) deriveUnderTarget(cfg DeriveConfig) ([]cellCount, error) {
 		}
 		if rep.PredictedMs, err = s.lat.LatencyMs(g, nil); err != nil {
 			return nil, fmt.Errorf("search: pricing the derived network: %w", err)
+		}
+		if len(rep.Dropped) == 0 {
+			rep.ThresholdMs = rep.PredictedMs
 		}
 		rep.Met = lc.TargetMs <= 0 || rep.PredictedMs <= lc.TargetMs
 		if rep.Met {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -141,9 +142,16 @@ func TestLatencyTargetMet(t *testing.T) {
 			t.Errorf("iteration %d: predicted %g ms, scale %g", it.Iteration, it.PredictedMs, it.LatencyScale)
 		}
 	}
-	// The scale rose after the first update (its network was over target).
-	if r.Log[1].PredictedMs > target && !(r.Log[2].LatencyScale > r.Log[1].LatencyScale) {
-		t.Errorf("scale %g -> %g after a prediction of %g over the target %g", r.Log[1].LatencyScale, r.Log[2].LatencyScale, r.Log[1].PredictedMs, target)
+	// The first update's thresholds derived a network over the target: the
+	// scale rose for the second, and the derivation dropped ops to meet it.
+	if th := r.Log[1].ThresholdMs; !(th > target) || r.Log[1].PredictedMs > target {
+		t.Fatalf("iteration 1: thresholds %g ms, after drops %g, target %g: the test needs the thresholds over it", th, r.Log[1].PredictedMs, target)
+	}
+	if want := min(r.Log[1].ThresholdMs/target, 2); math.Abs(r.Log[2].LatencyScale/r.Log[1].LatencyScale-want) > 1e-12 {
+		t.Errorf("scale %g -> %g after thresholds at %g ms over the target %g: want x%g", r.Log[1].LatencyScale, r.Log[2].LatencyScale, r.Log[1].ThresholdMs, target, want)
+	}
+	if len(rep.Dropped) > 0 && !(rep.ThresholdMs > rep.PredictedMs) {
+		t.Errorf("%d ops dropped, yet the thresholds' network (%g ms) is not costlier than the result (%g)", len(rep.Dropped), rep.ThresholdMs, rep.PredictedMs)
 	}
 	dir := t.TempDir()
 	if err := r.WriteRunDir(dir); err != nil {

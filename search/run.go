@@ -173,10 +173,12 @@ type IterationLog struct {
 	Frozen       int                `json:"frozen_groups"`
 	Clamped      int                `json:"clamped_omega"`
 	ActiveLayers int                `json:"active_layers"`
-	// PredictedMs is the derived network's latency on the device profile
-	// and LatencyScale the latency scale of the op penalties during the
-	// iteration (a latency-aware search only).
+	// PredictedMs is the derived network's latency on the device profile,
+	// ThresholdMs that of the derivation by the thresholds alone (before
+	// ops are dropped for a target), and LatencyScale the latency scale of
+	// the op penalties during the iteration (a latency-aware search only).
 	PredictedMs   float64 `json:"predicted_ms,omitempty"`
+	ThresholdMs   float64 `json:"threshold_ms,omitempty"`
 	LatencyScale  float64 `json:"latency_scale,omitempty"`
 	TrainSeconds  float64 `json:"train_seconds"`
 	CurvSeconds   float64 `json:"curvature_seconds"`
@@ -779,11 +781,11 @@ func (s *searcher) finishLine() error {
 	}
 	it.ActiveLayers = len(s.net.Layers)
 	if s.r.Latency != nil {
-		it.PredictedMs, it.LatencyScale = s.r.Latency.PredictedMs, s.pos.LatencyScale
+		it.PredictedMs, it.ThresholdMs, it.LatencyScale = s.r.Latency.PredictedMs, s.r.Latency.ThresholdMs, s.pos.LatencyScale
 		// After an update that another follows, the target moves the scale
 		// the next iterations' penalties use.
 		if p.Logged >= 1 && p.Logged < s.cfg.Iterations {
-			s.adaptScale(it.PredictedMs)
+			s.adaptScale(s.r.Latency.ThresholdMs)
 		}
 	}
 	if s.val != nil {
