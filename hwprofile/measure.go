@@ -51,6 +51,11 @@ func gridded(kind string) bool {
 // deterministic stand-in values otherwise.
 func Network(g *models.Graph, params []*nn.Param) (*export.Model, error) {
 	if params == nil {
+		// Random parameters are allocated: a network too large for this
+		// machine is refused first, as every compile does (issue 17).
+		if err := models.CheckMemory(g, 1); err != nil {
+			return nil, err
+		}
 		var err error
 		if params, err = export.RandomParams(g, 1); err != nil {
 			return nil, err

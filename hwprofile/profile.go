@@ -16,6 +16,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"bayesnas/internal/atomicfile"
+	"bayesnas/internal/textpos"
 )
 
 // Schema is the version stamp of profile files; a reader refuses any other
@@ -171,7 +172,8 @@ func Read(path string) (*Profile, error) {
 	}
 	p, err := Parse(b)
 	if err != nil {
-		return nil, fmt.Errorf("profile %s: %w", path, err)
+		// One line: a YAML error as FILE:LINE, its first entry only.
+		return nil, fmt.Errorf("profile %w", textpos.At(path, err))
 	}
 	return p, nil
 }
@@ -187,14 +189,14 @@ func Parse(b []byte) (*Profile, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("empty file")
 		}
-		return nil, err
+		return nil, textpos.YAMLDecode(err)
 	}
 	var p Profile
 	// Decode again with KnownFields: yaml.Node.Decode has no strict mode.
 	strict := yaml.NewDecoder(bytes.NewReader(b))
 	strict.KnownFields(true)
 	if err := strict.Decode(&p); err != nil {
-		return nil, err
+		return nil, textpos.YAMLDecode(err)
 	}
 	if p.Schema != Schema {
 		return nil, fmt.Errorf("schema: %q, want %q", p.Schema, Schema)

@@ -125,6 +125,10 @@ func yamlPos(err error) error {
 	return YAML(err)
 }
 
+// YAMLDecode is YAML for an error of a go.yaml.in/yaml/v3 decoder (syntax
+// or type): the first error, at its line.
+func YAMLDecode(err error) error { return yamlPos(err) }
+
 // CheckYAML decodes b as a YAML mapping and returns the decoder's error with
 // its line (see YAML), or nil if b is a valid YAML mapping (or empty).
 func CheckYAML(b []byte) error {
