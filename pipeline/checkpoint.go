@@ -177,7 +177,7 @@ func checkResumeConfig(path string, saved, now any) error {
 		return fmt.Errorf("resume: %w", err)
 	}
 	if key != "" {
-		return fmt.Errorf("resume: setting %s differs from %s; resume with the same settings (or start a new run directory)", key, path)
+		return Mark(ErrUsage, fmt.Errorf("resume: setting %s differs from %s; resume with the same settings (or start a new run directory)", key, path))
 	}
 	return nil
 }

@@ -7,11 +7,15 @@ package pipeline
 import (
 	"encoding/json"
 	"fmt"
-	"os"
+	"math"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"bayesnas/compress"
+	"bayesnas/dataset"
+	"bayesnas/export"
+	"bayesnas/hwprofile"
 	"bayesnas/search"
 )
 
@@ -109,36 +113,81 @@ func Defaults() map[string]any {
 }
 
 // Validate reports the first setting that cannot work, naming its key.
-func (c *Config) Validate() error {
+func (c *Config) Validate() error { return c.validateAs("train") }
+
+// validateAs validates c with its training section named section (train,
+// or the pipeline's retrain) in the messages.
+func (c *Config) validateAs(section string) error {
+	if err := c.validateNumbers(section); err != nil {
+		return err
+	}
 	switch {
 	case c.RunDir == "":
 		return fmt.Errorf("config: run_dir is empty")
 	case c.Threads < 0:
 		return fmt.Errorf("config: threads = %d, want >= 0", c.Threads)
+	case !slices.Contains(dataset.Names, c.Data.Name):
+		return fmt.Errorf("config: data.name %q is not a dataset (known: %s)", c.Data.Name, strings.Join(dataset.Names, ", "))
 	case c.Data.ValCount < 0:
 		return fmt.Errorf("config: data.val_count = %d, want >= 0", c.Data.ValCount)
 	case c.Model.Builder == "" && c.Model.Arch == "":
 		return fmt.Errorf("config: set model.builder or model.arch")
 	case c.Train.Epochs < 1:
-		return fmt.Errorf("config: train.epochs = %d, want >= 1", c.Train.Epochs)
+		return fmt.Errorf("config: %s.epochs = %d, want >= 1", section, c.Train.Epochs)
 	case c.Train.Batch < 1:
-		return fmt.Errorf("config: train.batch = %d, want >= 1", c.Train.Batch)
+		return fmt.Errorf("config: %s.batch = %d, want >= 1", section, c.Train.Batch)
 	case c.Train.EvalBatch < 1:
-		return fmt.Errorf("config: train.eval_batch = %d, want >= 1", c.Train.EvalBatch)
+		return fmt.Errorf("config: %s.eval_batch = %d, want >= 1", section, c.Train.EvalBatch)
 	case c.Train.LR <= 0:
-		return fmt.Errorf("config: train.lr = %g, want > 0", c.Train.LR)
+		return fmt.Errorf("config: %s.lr = %g, want > 0", section, c.Train.LR)
 	case c.Train.LabelSmoothing < 0 || c.Train.LabelSmoothing >= 1:
-		return fmt.Errorf("config: train.label_smoothing = %g, want in [0, 1)", c.Train.LabelSmoothing)
+		return fmt.Errorf("config: %s.label_smoothing = %g, want in [0, 1)", section, c.Train.LabelSmoothing)
 	}
 	switch c.Train.Optimizer {
 	case "sgd", "adam":
 	default:
-		return fmt.Errorf("config: train.optimizer = %q, want sgd or adam", c.Train.Optimizer)
+		return fmt.Errorf("config: %s.optimizer = %q, want sgd or adam", section, c.Train.Optimizer)
 	}
 	switch c.Train.Schedule {
 	case "cosine", "step", "constant":
 	default:
-		return fmt.Errorf("config: train.schedule = %q, want cosine, step or constant", c.Train.Schedule)
+		return fmt.Errorf("config: %s.schedule = %q, want cosine, step or constant", section, c.Train.Schedule)
+	}
+	return nil
+}
+
+// validateNumbers refuses a number no run can use: NaN or infinite
+// settings, negative counts, sizes and rates (a NaN learning rate passed
+// every comparison above and failed only in training, a negative limit
+// panicked in a plot).
+func (c *Config) validateNumbers(section string) error {
+	t := c.Train
+	for _, f := range []struct {
+		key string
+		v   float64
+		max float64 // exclusive
+	}{{"lr", t.LR, math.Inf(1)}, {"min_lr", t.MinLR, math.Inf(1)}, {"momentum", t.Momentum, 1}, {"weight_decay", t.WeightDecay, math.Inf(1)},
+		{"warmup_epochs", t.WarmupEpochs, math.Inf(1)}, {"gamma", t.Gamma, math.Inf(1)}, {"label_smoothing", t.LabelSmoothing, 1}} {
+		if math.IsNaN(f.v) || math.IsInf(f.v, 0) || f.v < 0 || f.v >= f.max {
+			want := "a finite number >= 0"
+			if !math.IsInf(f.max, 1) {
+				want = fmt.Sprintf("a number in [0, %g)", f.max)
+			}
+			return fmt.Errorf("config: %s.%s = %g, want %s", section, f.key, f.v, want)
+		}
+	}
+	for i, m := range t.Milestones {
+		if m < 1 {
+			return fmt.Errorf("config: %s.milestones[%d] = %d, want an epoch >= 1", section, i, m)
+		}
+	}
+	for _, f := range []struct {
+		key string
+		v   int
+	}{{"data.limit", c.Data.Limit}, {"data.augment.crop_pad", c.Data.Augment.CropPad}, {"data.augment.cutout", c.Data.Augment.Cutout}} {
+		if f.v < 0 {
+			return fmt.Errorf("config: %s = %d, want >= 0", f.key, f.v)
+		}
 	}
 	return nil
 }
@@ -278,7 +327,7 @@ func (c *PipelineConfig) Validate() error {
 func (c *PipelineConfig) validate() error {
 	tc := c.retrainConfig()
 	tc.Model.Arch = "search/arch.json" // written by the search stage
-	if err := tc.Validate(); err != nil {
+	if err := tc.validateAs("retrain"); err != nil {
 		return err
 	}
 	if c.Budget == "" {
@@ -290,7 +339,8 @@ func (c *PipelineConfig) validate() error {
 	if c.Device.Profile == "" {
 		return fmt.Errorf("config: device.profile is empty: give the target device's latency profile (profiles/native-1t.yaml)")
 	}
-	if _, err := os.Stat(c.Device.Profile); err != nil {
+	// Read whole now, not at the compress stage after the search.
+	if _, err := hwprofile.Read(c.Device.Profile); err != nil {
 		return fmt.Errorf("config: device.profile: %w (measure one with bayesnas profile measure)", err)
 	}
 	switch c.Compress.Method {
@@ -309,6 +359,17 @@ func (c *PipelineConfig) validate() error {
 		return fmt.Errorf("config: compress.verify_tries = %d, want >= 1", c.Compress.VerifyTries)
 	case c.Device.Threads < 0:
 		return fmt.Errorf("config: device.threads = %d, want >= 0", c.Device.Threads)
+	case math.IsNaN(c.Compress.Lambda) || math.IsInf(c.Compress.Lambda, 0) || c.Compress.Lambda < 0:
+		return fmt.Errorf("config: compress.lambda = %g, want a finite number >= 0", c.Compress.Lambda)
+	case math.IsNaN(c.Compress.LR) || math.IsInf(c.Compress.LR, 0) || c.Compress.LR < 0:
+		return fmt.Errorf("config: compress.lr = %g, want a finite number >= 0 (0: the retraining's / 10)", c.Compress.LR)
+	case c.Compress.SparsityEpochs < 0 || c.Compress.DataLimit < 0 || c.Retrain.DataLimit < 0:
+		return fmt.Errorf("config: compress.sparsity_epochs = %d, compress.data_limit = %d, retrain.data_limit = %d: want >= 0",
+			c.Compress.SparsityEpochs, c.Compress.DataLimit, c.Retrain.DataLimit)
+	case c.Export.Opset != 0 && (c.Export.Opset < export.DefaultOpset || c.Export.Opset > export.MaxOpset):
+		return fmt.Errorf("config: export.opset = %d, want 0 (%d) or %d..%d", c.Export.Opset, export.DefaultOpset, export.DefaultOpset, export.MaxOpset)
+	case c.Export.TestImages < 0:
+		return fmt.Errorf("config: export.test_images = %d, want >= 0 (0: all)", c.Export.TestImages)
 	case c.Export.Rounds < 1 || c.Export.Repeats < 1 || c.Export.Warmup < 0:
 		return fmt.Errorf("config: export.rounds = %d, export.repeats = %d, export.warmup = %d: want >= 1, >= 1, >= 0",
 			c.Export.Rounds, c.Export.Repeats, c.Export.Warmup)

@@ -57,6 +57,15 @@ type trainedRun struct {
 	rawConf []byte
 }
 
+// checkRunDir says that dir is not a training run, as loadTrainedRun would,
+// before anything (a lock) is written into it.
+func checkRunDir(dir string) error {
+	if _, err := os.Stat(filepath.Join(dir, ConfigFile)); err != nil {
+		return fmt.Errorf("run directory %s: %w (is it a finished `bayesnas train` run?)", dir, err)
+	}
+	return nil
+}
+
 func loadTrainedRun(dir string) (*trainedRun, error) {
 	r := &trainedRun{hashes: map[string]string{}}
 	var err error
@@ -248,6 +257,10 @@ func Export(dir string, opt ExportOptions) (string, *onnxrt.Report, error) {
 	if out == "" {
 		out = filepath.Join(dir, ModelFile)
 	}
+	// Not a run: said before the lock would create the directory.
+	if err := checkRunDir(dir); err != nil {
+		return "", nil, err
+	}
 	// The run directory written (model and report) is locked; a model
 	// written elsewhere alone (--out) is a plain file.
 	if rd := opt.reportDir(dir); opt.Validate || filepath.Clean(filepath.Dir(out)) == filepath.Clean(rd) {
@@ -278,6 +291,9 @@ func Export(dir string, opt ExportOptions) (string, *onnxrt.Report, error) {
 
 // ValidateModel checks an ONNX model against the run it was exported from.
 func ValidateModel(modelPath, dir string, opt ExportOptions) (*onnxrt.Report, error) {
+	if err := checkRunDir(dir); err != nil {
+		return nil, err
+	}
 	release, err := lockRun(opt.reportDir(dir), false)
 	if err != nil {
 		return nil, err

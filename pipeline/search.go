@@ -75,7 +75,7 @@ func Search(ctx context.Context, cfg SearchConfig, opt Options) (*search.Result,
 	} else {
 		for _, f := range []string{logPath, ckptPath} {
 			if _, err := os.Stat(f); err == nil {
-				return nil, fmt.Errorf("%s already holds a search (%s): use --resume to continue it, or choose another run directory", dir, filepath.Base(f))
+				return nil, Mark(ErrUsage, fmt.Errorf("%s already holds a search (%s): use --resume to continue it, or choose another run directory", dir, filepath.Base(f)))
 			}
 		}
 	}
@@ -185,18 +185,22 @@ func readSearchConfig(path string) (SearchConfig, error) {
 // search's directory is left as it was.
 func Rederive(run, out string, derive func(saved search.DeriveConfig) search.DeriveConfig) (*search.Result, error) {
 	if filepath.Clean(run) == filepath.Clean(out) {
-		return nil, fmt.Errorf("derive: the output directory is the search's own (%s): choose another, so the search's derivation stays", run)
+		return nil, Mark(ErrUsage, fmt.Errorf("derive: --out is the search's own directory (%s): choose another, so the search's derivation stays", run))
 	}
 	cfgPath := filepath.Join(run, ConfigFile)
 	cfg, err := readSearchConfig(cfgPath)
 	if err != nil {
 		return nil, fmt.Errorf("derive: %w", err)
 	}
-	release, err := lockRun(out, false)
-	if err != nil {
-		return nil, err
+	// Another run is never overwritten: a search's or a training's holds a
+	// checkpoint, or a configuration without decisions (a derivation's
+	// directory, written by this command, may be written again).
+	_, ckErr := os.Stat(filepath.Join(out, CheckpointFile))
+	_, cfErr := os.Stat(filepath.Join(out, ConfigFile))
+	_, deErr := os.Stat(filepath.Join(out, "decisions.json"))
+	if ckErr == nil || (cfErr == nil && deErr != nil) {
+		return nil, Mark(ErrUsage, fmt.Errorf("derive: --out %s holds another run: choose a new directory", out))
 	}
-	defer release()
 	d := derive(cfg.Search.Derive)
 	lat, err := openSearchLatency(&cfg.Search)
 	if err != nil {
@@ -206,6 +210,12 @@ func Rederive(run, out string, derive func(saved search.DeriveConfig) search.Der
 	if err != nil {
 		return nil, fmt.Errorf("derive from %s: %w", run, err)
 	}
+	// Locked only now: a derivation that fails writes nothing.
+	release, err := lockRun(out, false)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	if err := res.WriteRunDir(out); err != nil {
 		return nil, err
 	}

@@ -100,7 +100,25 @@ func Train(ctx context.Context, cfg Config, opt Options) (*Summary, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	// The architecture file is read before the run directory is written:
+	// a bad one leaves nothing behind.
+	if cfg.Model.Arch != "" {
+		g, err := models.ReadGraph(cfg.Model.Arch)
+		if err != nil {
+			return nil, err
+		}
+		if len(cfg.Model.Params) == 0 {
+			if err := models.CheckMemory(g, max(cfg.Train.Batch, cfg.Train.EvalBatch)); err != nil {
+				return nil, fmt.Errorf("%s: %w", cfg.Model.Arch, err)
+			}
+		}
+	} else if _, ok := models.Builders[cfg.Model.Builder]; !ok {
+		return nil, Mark(ErrUsage, fmt.Errorf("config: model.builder %q is not known (known: %v)", cfg.Model.Builder, builderNames()))
+	}
 	dir := cfg.RunDir
+	if _, err := os.Stat(filepath.Join(dir, ConfigFile)); opt.Resume && err != nil {
+		return nil, Mark(ErrUsage, fmt.Errorf("resume: %s holds no run to resume (%w)", dir, err))
+	}
 	release, err := lockRun(dir, opt.locked)
 	if err != nil {
 		return nil, err
@@ -120,7 +138,7 @@ func Train(ctx context.Context, cfg Config, opt Options) (*Summary, error) {
 			return nil, fmt.Errorf("resume: %w", err)
 		}
 	} else if _, err := os.Stat(ckptPath); err == nil {
-		return nil, fmt.Errorf("%s already holds a checkpoint: use --resume to continue it, or choose another run directory", dir)
+		return nil, Mark(ErrUsage, fmt.Errorf("%s already holds a checkpoint: use --resume to continue it, or choose another run directory", dir))
 	}
 	if err := writeJSON(filepath.Join(dir, ConfigFile), cfg); err != nil {
 		return nil, err
@@ -511,7 +529,7 @@ func loadOrMakeSplit(path string, train *dataset.Set, valCount int, seed uint64)
 	}
 	s, err := dataset.SplitTrainVal(train, valCount, seed)
 	if err != nil {
-		return s, fmt.Errorf("config data.val_count: %w", err)
+		return s, Mark(ErrUsage, fmt.Errorf("config data.val_count: %w", err))
 	}
 	return s, writeJSON(path, s)
 }

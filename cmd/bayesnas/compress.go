@@ -60,8 +60,11 @@ globally ranked).`,
 				opt.VerifyTries, _ = f.GetInt("verify-tries")
 			}
 			budget, _ := f.GetString("budget")
-			if opt.Run == "" || opt.Profile == "" || budget == "" {
-				return pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("give --run, --profile and --budget"))
+			if opt.Run == "" || opt.Profile == "" || budget == "" || opt.Out == "" {
+				return pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("give --run, --profile, --budget and --out"))
+			}
+			if err := checkCompressFlags(opt); err != nil {
+				return pipeline.Mark(pipeline.ErrUsage, err)
 			}
 			var err error
 			if opt.Budget, err = compress.ParseBudget(budget); err != nil {

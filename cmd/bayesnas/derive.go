@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/spf13/cobra"
 
@@ -26,7 +27,13 @@ user can compare derivations of one search without searching again.`,
 			run, _ := f.GetString("run")
 			out, _ := f.GetString("out")
 			if run == "" || out == "" {
-				return fmt.Errorf("derive: --run and --out are required")
+				return pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("derive: --run and --out are required"))
+			}
+			for _, name := range []string{"threshold", "min-significance"} {
+				v, _ := f.GetFloat64(name)
+				if err := checkFloat(name, v, 0, math.Inf(1), false); err != nil {
+					return pipeline.Mark(pipeline.ErrUsage, err)
+				}
 			}
 			res, err := pipeline.Rederive(run, out, func(d search.DeriveConfig) search.DeriveConfig {
 				if f.Changed("threshold") {

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"bayesnas/models"
+	"bayesnas/pipeline"
 )
 
 func newDescribeCmd() *cobra.Command {
@@ -31,6 +32,15 @@ func newDescribeCmd() *cobra.Command {
 			showNodes, _ := f.GetBool("nodes")
 			var g *models.Graph
 			var err error
+			given := 0
+			for _, name := range []string{"arch", "preset", "builder"} {
+				if f.Changed(name) {
+					given++
+				}
+			}
+			if given > 1 {
+				return pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("give only one of --preset, --builder or --arch"))
+			}
 			switch {
 			case arch != "":
 				g, err = models.ReadGraph(arch)
@@ -39,22 +49,26 @@ func newDescribeCmd() *cobra.Command {
 				name, p, _ := strings.Cut(preset, "-")
 				b, ok := models.Builders[name]
 				if !ok {
-					return fmt.Errorf("--preset %q: builder %q is not known (known: %s)", preset, name, strings.Join(slices.Sorted(maps.Keys(models.Builders)), ", "))
+					return pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("--preset %q: builder %q is not known (known: %s)", preset, name, strings.Join(slices.Sorted(maps.Keys(models.Builders)), ", ")))
 				}
 				g, err = b(json.RawMessage(fmt.Sprintf(`{"preset":%q}`, p)))
 			case builder != "":
 				b, ok := models.Builders[builder]
 				if !ok {
-					return fmt.Errorf("--builder %q is not known (known: %s)", builder, strings.Join(slices.Sorted(maps.Keys(models.Builders)), ", "))
+					return pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("--builder %q is not known (known: %s)", builder, strings.Join(slices.Sorted(maps.Keys(models.Builders)), ", ")))
 				}
 				if !json.Valid([]byte(params)) {
-					return fmt.Errorf("--params is not valid JSON: %s", params)
+					return pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("--params is not valid JSON: %s", params))
 				}
 				g, err = b(json.RawMessage(params))
 			default:
-				return fmt.Errorf("give one of --preset, --builder or --arch")
+				return pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("give one of --preset, --builder or --arch"))
 			}
 			if err != nil {
+				if arch == "" {
+					// A builder's parameters are flags: --preset, --params.
+					return pipeline.Mark(pipeline.ErrUsage, err)
+				}
 				return err
 			}
 			c, err := g.Count()

@@ -24,11 +24,17 @@ func addValidationFlags(cmd *cobra.Command) {
 
 func exportOptions(cmd *cobra.Command) (pipeline.ExportOptions, error) {
 	f := cmd.Flags()
+	if err := checkIntFlags(cmd, intBound{"batch", 1}, intBound{"repeats", 1}, intBound{"test-images", 0}, intBound{"opset", 0}); err != nil {
+		return pipeline.ExportOptions{}, err
+	}
+	if o, err := f.GetInt("opset"); err == nil && o != 0 && (o < export.DefaultOpset || o > export.MaxOpset) {
+		return pipeline.ExportOptions{}, pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("--opset %d: want %d..%d (0: %d)", o, export.DefaultOpset, export.MaxOpset, export.DefaultOpset))
+	}
 	lib, _ := f.GetString("onnxruntime-lib")
 	if path, _ := f.GetString("config"); lib == "" && path != "" {
 		v := viper.New()
 		if err := readConfigFile(v, path); err != nil {
-			return pipeline.ExportOptions{}, err
+			return pipeline.ExportOptions{}, pipeline.Mark(pipeline.ErrUsage, err)
 		}
 		lib = v.GetString("onnxruntime.lib")
 	}
@@ -99,6 +105,9 @@ a passing one, which is kept).`,
 			var rep *onnxrt.Report
 			switch {
 			case dir != "" && arch == "" && weights == "":
+				if f.Changed("mean") || f.Changed("std") {
+					return pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("--mean and --std go with --arch: a run's normalisation is its summary.json's"))
+				}
 				path, rep, err = pipeline.Export(dir, opt)
 			case dir == "" && arch != "" && weights != "":
 				mean, _ := f.GetFloat32Slice("mean")
@@ -106,9 +115,12 @@ a passing one, which is kept).`,
 				if err := checkNormalisation(mean, std); err != nil {
 					return pipeline.Mark(pipeline.ErrUsage, err)
 				}
+				if opt.Out == "" {
+					return pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("give --out with --arch and --weights"))
+				}
 				path, rep, err = pipeline.ExportFiles(arch, weights, mean, std, opt)
 			default:
-				return fmt.Errorf("give either --run DIR, or --arch FILE with --weights FILE (and --out)")
+				return pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("give either --run DIR, or --arch FILE with --weights FILE (and --out)"))
 			}
 			// Written means the model is there: a failed validation keeps
 			// it (with its report), a failed export leaves nothing.
@@ -145,6 +157,9 @@ which is kept. The command fails beyond rtol 1e-3, atol 1e-5.`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dir, _ := cmd.Flags().GetString("run")
+			if dir == "" {
+				return pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("give --run, the run directory the model was exported from"))
+			}
 			opt, err := exportOptions(cmd)
 			if err != nil {
 				return err
@@ -154,6 +169,5 @@ which is kept. The command fails beyond rtol 1e-3, atol 1e-5.`,
 		},
 	}
 	addValidationFlags(cmd)
-	cmd.MarkFlagRequired("run")
 	return cmd
 }

@@ -6,6 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"bayesnas/models"
+	"bayesnas/pipeline"
 )
 
 func newImportCmd() *cobra.Command {
@@ -19,7 +20,7 @@ derived network.`,
 		// format; a script must see the failure.
 		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			return fmt.Errorf("import: give the source format (proxylessnas)")
+			return pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("import: give the source format (proxylessnas)"))
 		},
 	}
 	px := &cobra.Command{

@@ -113,7 +113,7 @@ func loadPipelineConfig(cmd *cobra.Command) (pipeline.PipelineConfig, error) {
 		return cfg, err
 	}
 	if err := v.Unmarshal(&cfg); err != nil {
-		return cfg, pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("config: %w", err))
+		return cfg, pipeline.Mark(pipeline.ErrUsage, decodeError(err))
 	}
 	if cfg.Search, err = searchSection(v); err != nil {
 		return cfg, err

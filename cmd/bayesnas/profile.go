@@ -76,11 +76,20 @@ time only what it lacks (also how an existing profile is extended).`,
 		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			f := cmd.Flags()
 			var opt pipeline.ProfileMeasureOptions
+			if err := checkDeviceFlags(cmd); err != nil {
+				return err
+			}
 			opt.Device, opt.Protocol = deviceFlags(cmd)
 			opt.Out, _ = f.GetString("out")
+			if opt.Out == "" {
+				return pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("profile measure: give the profile to write (--out)"))
+			}
 			names, _ := f.GetStringArray("space")
 			if opt.Networks.Spaces, err = pipeline.NamedSpaces(names); err != nil {
-				return err
+				return pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("--space: %w", err))
+			}
+			if n, _ := f.GetStringArray("search-config"); len(names)+len(n) == 0 && !f.Changed("arch") && !f.Changed("run") {
+				return pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("profile measure: no networks: give --space, --search-config, --arch or --run"))
 			}
 			configs, _ := f.GetStringArray("search-config")
 			for _, path := range configs {
@@ -156,7 +165,7 @@ func newProfilePredictCmd() *cobra.Command {
 			weights, _ := f.GetString("weights")
 			asJSON, _ := f.GetBool("json")
 			if path == "" || arch == "" {
-				return fmt.Errorf("give --profile and --arch")
+				return pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("give --profile and --arch"))
 			}
 			prof, err := hwprofile.Read(path)
 			if err != nil {
@@ -212,19 +221,22 @@ own noise (the second measurement taken as a prediction of the first).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			f := cmd.Flags()
 			var opt pipeline.ProfileCheckOptions
+			if err := checkDeviceFlags(cmd); err != nil {
+				return err
+			}
 			opt.Device, opt.Protocol = deviceFlags(cmd)
 			opt.Profile, _ = f.GetString("profile")
 			names, _ := f.GetStringArray("space")
 			var err error
 			if opt.Spaces, err = pipeline.NamedSpaces(names); err != nil {
-				return err
+				return pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("--space: %w", err))
 			}
 			opt.N, _ = f.GetInt("n")
 			opt.Seed, _ = f.GetUint64("seed")
 			opt.Sessions, _ = f.GetInt("sessions")
 			out, _ := f.GetString("out")
 			if opt.Profile == "" || len(opt.Spaces) == 0 {
-				return fmt.Errorf("give --profile and at least one --space")
+				return pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("give --profile and at least one --space"))
 			}
 			opt.Progress = cmd.ErrOrStderr()
 			opt.TTY = isTerminal(opt.Progress)

@@ -62,6 +62,14 @@ Start with:  bayesnas train --config configs/demo.yaml`,
 		if gb > 0 {
 			models.SetMemoryLimit(int64(gb * (1 << 30)))
 		}
+		if f := cmd.Flags().Lookup("log-format"); f != nil && f.Value.String() != "text" && f.Value.String() != "json" {
+			return pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("--log-format %q: want text or json", f.Value.String()))
+		}
+		// A misspelt BAYESNAS_* variable fails every command, not only those
+		// that read the configuration (BAYESNAS_CACHE is read by validate).
+		if err := checkEnvironment(os.Environ()); err != nil {
+			return err
+		}
 		// Every thread or worker count is bounded, whichever command takes it.
 		return checkThreadFlags(cmd)
 	}
@@ -75,7 +83,42 @@ Start with:  bayesnas train --config configs/demo.yaml`,
 			fmt.Fprintln(cmd.OutOrStdout(), "bayesnas", versionString())
 		},
 	})
+	markUsage(root)
 	return root
+}
+
+// markUsage makes every argument error a usage error (exit 2): a wrong
+// number of arguments, an unknown subcommand (cobra's own errors carry no
+// kind), and a command that only groups subcommands given none or an
+// unknown one (cobra would print the help and exit 0).
+func markUsage(cmd *cobra.Command) {
+	if cmd.HasSubCommands() && !cmd.Runnable() {
+		cmd.Args = cobra.ArbitraryArgs
+		cmd.RunE = func(c *cobra.Command, args []string) error {
+			var names []string
+			for _, sub := range c.Commands() {
+				if sub.IsAvailableCommand() {
+					names = append(names, sub.Name())
+				}
+			}
+			if len(args) == 0 && !c.HasParent() {
+				return c.Help()
+			}
+			if len(args) == 0 {
+				return pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("%s: give a subcommand: %s", c.CommandPath(), strings.Join(names, ", ")))
+			}
+			hint := ""
+			if s := c.SuggestionsFor(args[0]); len(s) > 0 {
+				hint = fmt.Sprintf(" (did you mean %s?)", strings.Join(s, ", "))
+			}
+			return pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("unknown command %q for %q%s; known: %s", args[0], c.CommandPath(), hint, strings.Join(names, ", ")))
+		}
+	} else if args := cmd.Args; args != nil {
+		cmd.Args = func(c *cobra.Command, a []string) error { return pipeline.Mark(pipeline.ErrUsage, args(c, a)) }
+	}
+	for _, sub := range cmd.Commands() {
+		markUsage(sub)
+	}
 }
 
 func newLogger(cmd *cobra.Command) (*slog.Logger, error) {
@@ -101,12 +144,25 @@ func loadConfig(cmd *cobra.Command, binds []flagKey) (pipeline.Config, error) {
 		return cfg, err
 	}
 	if err := v.Unmarshal(&cfg); err != nil {
-		return cfg, pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("config: %w", err))
+		return cfg, pipeline.Mark(pipeline.ErrUsage, decodeError(err))
 	}
 	if unknown := unknownKeys(v); len(unknown) > 0 {
 		return cfg, pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("config: unknown keys %s (see configs/demo.yaml for the known ones)", strings.Join(unknown, ", ")))
 	}
 	return cfg, pipeline.Mark(pipeline.ErrUsage, cfg.Validate())
+}
+
+// decodeError is a configuration decoding error on one line: mapstructure
+// lists its errors under a heading, one per line.
+func decodeError(err error) error {
+	msg := strings.TrimSpace(strings.Replace(err.Error(), "decoding failed due to the following error(s):", "", 1))
+	var parts []string
+	for _, l := range strings.Split(msg, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			parts = append(parts, l)
+		}
+	}
+	return fmt.Errorf("config: %s", strings.Join(parts, "; "))
 }
 
 // newViper layers defaults < the --config YAML file < BAYESNAS_* environment

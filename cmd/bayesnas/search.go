@@ -3,8 +3,11 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
+	"math"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -101,7 +104,7 @@ func loadSearchConfig(cmd *cobra.Command) (pipeline.SearchConfig, error) {
 	}
 	var run pipeline.Config
 	if err := v.Unmarshal(&run); err != nil {
-		return cfg, pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("config: %w", err))
+		return cfg, pipeline.Mark(pipeline.ErrUsage, decodeError(err))
 	}
 	cfg = pipeline.SearchConfig{RunDir: run.RunDir, Seed: run.Seed, Threads: run.Threads, Data: run.Data}
 	if cfg.Search, err = searchSection(v); err != nil {
@@ -116,7 +119,44 @@ func loadSearchConfig(cmd *cobra.Command) (pipeline.SearchConfig, error) {
 		}
 		return cfg, pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("config: unknown key %s", k))
 	}
+	// The search's settings are checked here, as the run's, so that a bad
+	// one is a usage error before the run directory is looked at.
+	s := cfg.Search
+	s.Seed, s.Workers = cfg.Seed, cfg.Threads
+	if err := s.Validate(); err != nil {
+		return cfg, pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("config: search: %w", err))
+	}
+	if cfg.Data.Limit < 0 {
+		return cfg, pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("config: data.limit = %d, want >= 0", cfg.Data.Limit))
+	}
+	if cfg.Data.ValCount < 0 {
+		return cfg, pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("config: data.val_count = %d, want >= 0", cfg.Data.ValCount))
+	}
 	return cfg, nil
+}
+
+// nonFinite finds a NaN or infinite number in a decoded YAML section (JSON,
+// which the section is decoded through, has none), naming its key.
+func nonFinite(sec map[string]any, prefix string) (string, any, bool) {
+	for _, k := range slices.Sorted(maps.Keys(sec)) {
+		switch v := sec[k].(type) {
+		case float64:
+			if math.IsNaN(v) || math.IsInf(v, 0) {
+				return prefix + k, v, true
+			}
+		case map[string]any:
+			if key, val, ok := nonFinite(v, prefix+k+"."); ok {
+				return key, val, ok
+			}
+		case []any:
+			for i, e := range v {
+				if f, ok := e.(float64); ok && (math.IsNaN(f) || math.IsInf(f, 0)) {
+					return fmt.Sprintf("%s%s[%d]", prefix, k, i), f, true
+				}
+			}
+		}
+	}
+	return "", nil, false
 }
 
 // searchSection decodes the search: section of v over search.DefaultConfig,
@@ -133,6 +173,9 @@ func searchSection(v *viper.Viper) (search.Config, error) {
 	// read here, over the YAML and under the flags.
 	if err := searchEnv(sec, reflect.TypeOf(cfg), "BAYESNAS_SEARCH_", "search."); err != nil {
 		return cfg, pipeline.Mark(pipeline.ErrUsage, err)
+	}
+	if key, val, ok := nonFinite(sec, "search."); ok {
+		return cfg, pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("config: %s = %v: want a finite number", key, val))
 	}
 	if len(sec) > 0 {
 		// The search settings are search.Config's JSON form; decoding strictly
