@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -82,10 +83,21 @@ func RunPipeline(ctx context.Context, cfg PipelineConfig, opt PipelineOptions) (
 			want[s] = true
 		}
 	}
-	last := -1
+	first, last := -1, -1
 	for i, s := range Stages {
 		if want[s] {
 			last = i
+			if first < 0 {
+				first = i
+			}
+		}
+	}
+	// Each stage reads the one before: a list that skips one would run the
+	// stages before the gap and then find the one after it stale.
+	for _, s := range Stages[first : last+1] {
+		if !want[s] {
+			return nil, Mark(ErrUsage, fmt.Errorf("pipeline: --stages %s skips %s: the stages run in order (%s), each reading the one before; list every stage from %s to %s",
+				strings.Join(opt.Stages, ","), s, strings.Join(Stages, ", "), Stages[first], Stages[last]))
 		}
 	}
 	log := opt.Log
@@ -93,6 +105,12 @@ func RunPipeline(ctx context.Context, cfg PipelineConfig, opt PipelineOptions) (
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	runDir := cfg.RunDir
+	if first > 0 {
+		// Nothing to continue from: say so without creating the directory.
+		if _, err := os.Stat(runDir); errors.Is(err, fs.ErrNotExist) {
+			return nil, Mark(ErrStale, fmt.Errorf("pipeline: %s does not exist: stage %s reads the outputs of the stages before it, starting with search; run those first", runDir, Stages[first]))
+		}
+	}
 	lock, err := runlock.Acquire(runDir)
 	if err != nil {
 		return nil, err

@@ -151,6 +151,22 @@ func (c Config) Validate() error {
 	if err := c.Latency.validate(); err != nil {
 		return fmt.Errorf("search config: %w", err)
 	}
+	// The space's own checks (input, cells, nodes, widths, ops), before
+	// anything is written: building the supernet's graph costs
+	// milliseconds and allocates no tensors.
+	if c.Kind == KindTree {
+		t := c.Tree
+		t.Search = true
+		if _, _, err := models.PyramidTreeNetwork(t); err != nil {
+			return fmt.Errorf("search config: tree: %w", err)
+		}
+	} else {
+		sp := c.Space
+		sp.Search = true
+		if _, _, err := models.ProxyNetwork(sp); err != nil {
+			return fmt.Errorf("search config: space: %w", err)
+		}
+	}
 	return nil
 }
 

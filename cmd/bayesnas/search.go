@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
 
+	"bayesnas/dataset"
 	"bayesnas/pipeline"
 	"bayesnas/search"
 )
@@ -125,6 +126,9 @@ func loadSearchConfig(cmd *cobra.Command) (pipeline.SearchConfig, error) {
 	s.Seed, s.Workers = cfg.Seed, cfg.Threads
 	if err := s.Validate(); err != nil {
 		return cfg, pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("config: search: %w", err))
+	}
+	if !slices.Contains(dataset.Names, cfg.Data.Name) {
+		return cfg, pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("config: data.name %q is not a dataset (known: %s)", cfg.Data.Name, strings.Join(dataset.Names, ", ")))
 	}
 	if cfg.Data.Limit < 0 {
 		return cfg, pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("config: data.limit = %d, want >= 0", cfg.Data.Limit))
