@@ -18,6 +18,11 @@ func Validate(modelPath string, g *models.Graph, params []*nn.Param, images []fl
 	return nil, fmt.Errorf("validating %s: this bayesnas was built without cgo, which ONNX Runtime needs (rebuild with CGO_ENABLED=1)", modelPath)
 }
 
+// Ready says this build cannot load ONNX Runtime.
+func Ready(string) error {
+	return fmt.Errorf("this bayesnas was built without cgo, which ONNX Runtime needs (rebuild with CGO_ENABLED=1)")
+}
+
 // Device stands in for the built-in device in a build without cgo.
 type Device struct{}
 

@@ -43,6 +43,14 @@ func Init(libPath string) error {
 	return nil
 }
 
+// Ready says whether ONNX Runtime can be loaded (from configured, as
+// InitDefault resolves it), so that a command checks it before it writes
+// anything that a validation would follow.
+func Ready(configured string) error {
+	_, err := InitDefault(configured)
+	return err
+}
+
 // InitDefault resolves the library with LibraryPath(configured) and calls Init.
 func InitDefault(configured string) (string, error) {
 	lib, err := LibraryPath(configured)

@@ -274,6 +274,13 @@ func Export(dir string, opt ExportOptions) (string, *onnxrt.Report, error) {
 	if err != nil {
 		return "", nil, err
 	}
+	if opt.Validate {
+		// Before the model is written: a validation that cannot run
+		// leaves the run's files as they were.
+		if err := onnxrt.Ready(opt.Validation.Library); err != nil {
+			return "", nil, fmt.Errorf("validating %s: %w", out, err)
+		}
+	}
 	err = export.Write(out, r.g, r.params, export.Options{
 		Opset: opt.Opset, Softmax: opt.Softmax, ToolVersion: opt.ToolVersion,
 		Mean: r.sum.InputMean, Std: r.sum.InputStd, Classes: r.sum.Classes,

@@ -3,8 +3,10 @@ package pipeline
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"maps"
 	"math"
@@ -119,6 +121,16 @@ func Train(ctx context.Context, cfg Config, opt Options) (*Summary, error) {
 	if _, err := os.Stat(filepath.Join(dir, ConfigFile)); opt.Resume && err != nil {
 		return nil, Mark(ErrUsage, fmt.Errorf("resume: %s holds no run to resume (%w)", dir, err))
 	}
+	// A fresh run into a directory it creates removes it again if it fails
+	// before training starts (bad data, a bad model): a directory holding
+	// only a configuration and a split would say a run is there.
+	_, statErr := os.Stat(dir)
+	created, started := errors.Is(statErr, fs.ErrNotExist) && !opt.Resume, false
+	defer func() {
+		if created && !started {
+			os.RemoveAll(dir)
+		}
+	}()
 	release, err := lockRun(dir, opt.locked)
 	if err != nil {
 		return nil, err
@@ -193,6 +205,7 @@ func Train(ctx context.Context, cfg Config, opt Options) (*Summary, error) {
 		return nil, err
 	}
 	loss := &nn.SoftmaxCrossEntropy{Smoothing: float32(cfg.Train.LabelSmoothing)}
+	started = true // from here the run checkpoints, even when stopped
 
 	// Resume point.
 	st := trainState{}
