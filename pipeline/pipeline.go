@@ -391,6 +391,10 @@ func (p *pipelineRun) measureSearched(ctx context.Context) error {
 		return fmt.Errorf("timing the retrained network of the search on its device: %w", err)
 	}
 	rep.MeasuredMs, rep.MeasuredP90Ms, rep.Device, rep.Statistic = round6(tm.MedianMs), round6(tm.P90Ms), device, hwprofile.StatisticQuietest
+	if rep.TargetMs > 0 {
+		met := rep.MeasuredMs <= rep.TargetMs
+		rep.MeasuredMet = &met
+	}
 	p.log.Info("searched network", "predicted_ms", round4(rep.PredictedMs), "measured_ms", round4(rep.MeasuredMs), "target_ms", rep.TargetMs)
 	return writeJSON(path, rep)
 }

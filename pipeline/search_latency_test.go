@@ -63,6 +63,9 @@ func TestLatencyAwareSearchStage(t *testing.T) {
 	target := 0.8 * free.PredictedMs
 	capped := run("target", search.LatencyConfig{TargetMs: target})
 	t.Logf("without a target: predicted %.4f ms, measured %.4f; target %.4f: predicted %.4f, measured %.4f, %d ops dropped", free.PredictedMs, free.MeasuredMs, target, capped.PredictedMs, capped.MeasuredMs, len(capped.Dropped))
+	if capped.MeasuredMet == nil || *capped.MeasuredMet != (capped.MeasuredMs <= target) || free.MeasuredMet != nil {
+		t.Errorf("measured_met: %v with a target (measured %g, target %g), %v without one", capped.MeasuredMet, capped.MeasuredMs, target, free.MeasuredMet)
+	}
 	if !capped.Met || capped.PredictedMs > target || len(capped.Dropped) == 0 {
 		t.Errorf("target %g ms (the search without one: %g): report %+v", target, free.PredictedMs, capped)
 	}

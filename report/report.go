@@ -252,7 +252,15 @@ func searchLatencyLine(l *search.LatencyReport) string {
 		line += fmt.Sprintf(" The derived network is predicted at %s.", ms(l.PredictedMs))
 	}
 	if l.MeasuredMs > 0 {
-		line += fmt.Sprintf(" Retrained, it measured %s (p90 %s) on %s.", ms(l.MeasuredMs), ms(l.MeasuredP90Ms), l.Device)
+		line += fmt.Sprintf(" Retrained, it measured %s (p90 %s) on %s", ms(l.MeasuredMs), ms(l.MeasuredP90Ms), l.Device)
+		switch {
+		case l.MeasuredMet == nil:
+			line += "."
+		case *l.MeasuredMet:
+			line += ": within the target."
+		default:
+			line += fmt.Sprintf(": %.1f %% over the target (the profile's error on this network; the compress stage holds the budget on the device).", 100*(l.MeasuredMs/l.TargetMs-1))
+		}
 	}
 	return line
 }

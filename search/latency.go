@@ -108,6 +108,11 @@ type LatencyReport struct {
 	// device (pipeline), with the device and how it was timed.
 	MeasuredMs    float64 `json:"measured_ms,omitempty"`
 	MeasuredP90Ms float64 `json:"measured_p90_ms,omitempty"`
+	// MeasuredMet says the measured latency is within the target (set
+	// with MeasuredMs when there is a target): the target is priced on the
+	// profile, and its error on one network can put a network predicted
+	// under it a few percent over it on the device.
+	MeasuredMet *bool `json:"measured_met,omitempty"`
 	Device        string  `json:"device,omitempty"`
 	Statistic     string  `json:"statistic,omitempty"`
 }
