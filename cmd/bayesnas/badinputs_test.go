@@ -125,17 +125,7 @@ func newBadFixtures(t *testing.T) *badFixtures {
 	execute(t, "train", "--config", trainCfg, "--run-dir", fx.run, "--limit", "128")
 	execute(t, "export", "--run", fx.run)
 	searchCfg := filepath.Join(root, "search.yaml")
-	writeFile(t, searchCfg, []byte(`data:
-  name: synthetic
-  val_count: 64
-search:
-  space: {input: [1, 28, 28], classes: 10, channels: 2, cells: 3, nodes: 4, stem_multiplier: 1, stem_stride: 2}
-  batch: 32
-  warmup_epochs: 1
-  iterations: 1
-  curvature: mc
-  curvature_batches: 1
-`))
+	writeFile(t, searchCfg, []byte(tinySearchYAML))
 	execute(t, "search", "--config", searchCfg, "--run-dir", fx.search, "--limit", "64")
 	writeFile(t, fx.profile, readFile(t, "../../profiles/native-1t.yaml"))
 	fx.pipeCfg = filepath.Join(root, "pipeline.yaml")

@@ -156,11 +156,9 @@ func (c *countdown) Err() error {
 	return nil
 }
 
-// search (interrupted, then resumed), then train the derived architecture
-// from scratch, as the README says.
-func TestSearchThenTrainArch(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "search")
-	cfg := writeYAML(t, `data:
+// tinySearchYAML is a search of a few seconds on synthetic data, shared by the
+// tests that need a finished search.
+const tinySearchYAML = `data:
   name: synthetic
   val_count: 64
 search:
@@ -170,7 +168,13 @@ search:
   iterations: 1
   curvature: mc
   curvature_batches: 1
-`)
+`
+
+// search (interrupted, then resumed), then train the derived architecture
+// from scratch, as the README says.
+func TestSearchThenTrainArch(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "search")
+	cfg := writeYAML(t, tinySearchYAML)
 	var out, errOut bytes.Buffer
 	run := func(args ...string) {
 		t.Helper()
