@@ -13,6 +13,10 @@ import "fmt"
 func PerSampleWeightGrads(l Layer) (w []*Param, g []float64, ok bool) {
 	ws, ok := l.(*weightedSumLayer)
 	if !ok {
+		if o, other := l.(PerSampleWeighter); other {
+			w, g = o.PerSampleWeightGrads()
+			return w, g, true
+		}
 		return nil, nil, false
 	}
 	return ws.w, ws.partial[:ws.y.N()*len(ws.w)], true
@@ -38,6 +42,9 @@ func PerSampleScaleGrads(l Layer, g []float64) (gamma *Param, ok bool, err error
 	}
 	bn, ok := l.(*bnLayer)
 	if !ok {
+		if o, other := l.(PerSampleScaler); other {
+			return o.PerSampleScaleGrads(g)
+		}
 		return nil, false, nil
 	}
 	n := bn.y.N()
@@ -68,7 +75,26 @@ func PerSampleScaleGrads(l Layer, g []float64) (gamma *Param, ok bool, err error
 // padding, no bias.
 func IsChannelScale(l Layer) bool {
 	cv, ok := l.(*conv)
-	return ok && cv.isChannelScale()
+	if !ok {
+		o, other := l.(PerSampleScaler)
+		return other && o.IsChannelScale()
+	}
+	return cv.isChannelScale()
+}
+
+// PerSampleWeighter is how another backend's weighted-sum layer provides
+// PerSampleWeightGrads: the weights and the per-sample gradients
+// g[b*len(w)+j] = <dy_b, x_{b,j}> of the last Backward (its own buffer).
+type PerSampleWeighter interface {
+	PerSampleWeightGrads() (w []*Param, g []float64)
+}
+
+// PerSampleScaler is how another backend's batch norm and convolution
+// layers provide PerSampleScaleGrads (same contract: ok false when the
+// layer is neither a batch norm nor a channel scale) and IsChannelScale.
+type PerSampleScaler interface {
+	PerSampleScaleGrads(g []float64) (gamma *Param, ok bool, err error)
+	IsChannelScale() bool
 }
 
 func (l *conv) isChannelScale() bool {

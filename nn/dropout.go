@@ -37,6 +37,14 @@ func keep(key uint64, i int, p float32) bool {
 	return u >= p
 }
 
+// DropKeep reports whether element (Dropout) or sample (DropPath) index i
+// survives a training forward at counter step of a layer seeded with seed
+// and drop probability p: the mask every backend must draw, so that runs
+// agree across backends and a resumed run draws the masks it would have.
+func DropKeep(seed, step uint64, i int, p float32) bool {
+	return keep(stepKey(seed, step), i, p)
+}
+
 // stochastic holds what Dropout and DropPath share: the counter and the mode
 // and key of the last forward, which Backward must reproduce.
 type stochastic struct {
