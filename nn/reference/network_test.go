@@ -21,8 +21,12 @@ func TestWholeNetworks(t *testing.T) {
 // Nesterov momentum and weight decay) from the same initialisation on the
 // reference and the CPU backends and bounds the largest difference in loss
 // and weights. The network is backendtest.SmallPyramidNet, or the demo
-// network models.PyramidNetDefault() with REFERENCE_DEFAULT=1 (about a
-// second per step on the reference backend).
+// network models.PyramidNetDefault() with REFERENCE_DEFAULT=1 (about 12 s
+// per step on the reference backend, 6 minutes in all). Open (issue 16): on
+// the demo network the first step agrees (loss 6e-8, logits 5e-7) but its
+// gradients differ by up to 1.8e-3 and the runs drift apart (loss 0.065
+// after 20 steps), so that variant fails the 1e-3 bound; see
+// bench/results/reference-backend.md.
 func TestTrain20Steps(t *testing.T) {
 	cfg := backendtest.SmallPyramidNet()
 	if os.Getenv("REFERENCE_DEFAULT") == "1" {
