@@ -12,6 +12,7 @@ import (
 	"bayesnas/bayes"
 	"bayesnas/models"
 	"bayesnas/nn"
+	"bayesnas/nn/backends"
 )
 
 // BayesOptions configure Bayesian structured sparsity (METHOD.md section 6):
@@ -51,6 +52,7 @@ type BayesOptions struct {
 	// SGD on the weights (the gates included) during sparsity training.
 	LR, Momentum, WeightDecay float64
 	Batch, Workers            int
+	Backend                   string // nn/backends; "" is auto
 	Seed                      uint64
 	// Log, when set, receives every update.
 	Log func(BayesUpdate)
@@ -211,7 +213,11 @@ func Bayesian(ctx context.Context, g *models.Graph, params []*nn.Param, train, c
 	// The network trains with a gate on every prunable conv (withGates);
 	// orig are its parameters that g has, which pricing reads.
 	gg, gated := withGates(g, groups, ls)
-	net, err := models.Compile(gg, nn.NewCPU(nn.DefaultGemm(), opt.Workers), opt.Batch)
+	be, err := backends.New(opt.Backend, opt.Workers)
+	if err != nil {
+		return nil, fmt.Errorf("bayes: %w", err)
+	}
+	net, err := models.Compile(gg, be, opt.Batch)
 	if err != nil {
 		return nil, fmt.Errorf("bayes: %w", err)
 	}

@@ -478,7 +478,7 @@ func compressBayes(ctx context.Context, run *trainedRun, data Data, bopt compres
 		}
 	}
 	bo.Budget = bopt
-	bo.Batch, bo.Workers = run.cfg.Train.Batch, run.cfg.Threads
+	bo.Batch, bo.Workers, bo.Backend = run.cfg.Train.Batch, run.cfg.Threads, run.cfg.Backend
 	bo.Seed = cmp.Or(opt.Seed, run.cfg.Seed)
 	if bo.LR == 0 {
 		bo.LR = run.cfg.Train.LR / 10

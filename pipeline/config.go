@@ -16,6 +16,7 @@ import (
 	"bayesnas/dataset"
 	"bayesnas/export"
 	"bayesnas/hwprofile"
+	"bayesnas/nn/backends"
 	"bayesnas/search"
 )
 
@@ -23,9 +24,13 @@ import (
 // keys of the YAML file, of BAYESNAS_* environment variables (dots become
 // underscores) and of the flags that override them.
 type Config struct {
-	RunDir  string   `mapstructure:"run_dir" json:"run_dir"`
-	Seed    uint64   `mapstructure:"seed" json:"seed"`
-	Threads int      `mapstructure:"threads" json:"threads"` // 0: one per core
+	RunDir  string `mapstructure:"run_dir" json:"run_dir"`
+	Seed    uint64 `mapstructure:"seed" json:"seed"`
+	Threads int    `mapstructure:"threads" json:"threads"` // 0: one per core
+	// Backend builds the network (nn/backends: auto, cpu, reference);
+	// "" is auto. Left out of config.json when unset, so runs made before
+	// the setting existed resume as they were.
+	Backend string   `mapstructure:"backend" json:"backend,omitempty"`
 	Data    Data     `mapstructure:"data" json:"data"`
 	Model   Model    `mapstructure:"model" json:"model"`
 	Train   Training `mapstructure:"train" json:"train"`
@@ -84,6 +89,7 @@ func Defaults() map[string]any {
 		"run_dir":               "runs/default",
 		"seed":                  1,
 		"threads":               0,
+		"backend":               "",
 		"data.name":             "fashion-mnist",
 		"data.dir":              "",
 		"data.val_count":        5000,
@@ -126,6 +132,8 @@ func (c *Config) validateAs(section string) error {
 		return fmt.Errorf("config: run_dir is empty")
 	case c.Threads < 0:
 		return fmt.Errorf("config: threads = %d, want >= 0", c.Threads)
+	case backends.Check("backend", c.Backend) != nil:
+		return fmt.Errorf("config: %w", backends.Check("backend", c.Backend))
 	case !slices.Contains(dataset.Names, c.Data.Name):
 		return fmt.Errorf("config: data.name %q is not a dataset (known: %s)", c.Data.Name, strings.Join(dataset.Names, ", "))
 	case c.Data.ValCount < 0:
@@ -211,6 +219,7 @@ type PipelineConfig struct {
 	RunDir  string `mapstructure:"run_dir" json:"run_dir"`
 	Seed    uint64 `mapstructure:"seed" json:"seed"`
 	Threads int    `mapstructure:"threads" json:"threads"`
+	Backend string `mapstructure:"backend" json:"backend,omitempty"` // every stage's (Config.Backend)
 	Data    Data   `mapstructure:"data" json:"data"`
 	// Search is search.Config's JSON form, decoded strictly by the CLI as
 	// for `bayesnas search` (its keys are not mapstructure's).
@@ -309,7 +318,7 @@ func PipelineDefaults() map[string]any {
 	for k, v := range Defaults() {
 		switch {
 		case k == "run_dir":
-		case k == "seed" || k == "threads" || strings.HasPrefix(k, "data."):
+		case k == "seed" || k == "threads" || k == "backend" || strings.HasPrefix(k, "data."):
 			d[k] = v
 		case strings.HasPrefix(k, "train."):
 			d["retrain."+strings.TrimPrefix(k, "train.")] = v
@@ -387,6 +396,7 @@ func (c *PipelineConfig) validate() error {
 // (the network is priced as it will be deployed).
 func (c *PipelineConfig) searchConfig() search.Config {
 	s := c.Search
+	s.Backend = c.Backend
 	if s.Latency.On() {
 		if s.Latency.Profile == "" {
 			s.Latency.Profile = c.Device.Profile
@@ -404,7 +414,7 @@ func (c *PipelineConfig) retrainConfig() Config {
 	if c.Retrain.DataLimit > 0 {
 		data.Limit = c.Retrain.DataLimit
 	}
-	return Config{RunDir: filepath.Join(c.RunDir, TrainDir), Seed: c.Seed, Threads: c.Threads, Data: data,
+	return Config{RunDir: filepath.Join(c.RunDir, TrainDir), Seed: c.Seed, Threads: c.Threads, Backend: c.Backend, Data: data,
 		Model: Model{Arch: filepath.Join(c.RunDir, SearchDir, ArchFile), Params: c.Retrain.Params},
 		Train: c.Retrain.Training}
 }

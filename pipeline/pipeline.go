@@ -258,7 +258,7 @@ func (p *pipelineRun) configHash(name string) (string, error) {
 	var section any
 	switch name {
 	case "search":
-		st := searchSettings{Seed: c.Seed, Threads: c.Threads, Data: c.Data, Search: c.Search, Retrain: c.Retrain}
+		st := searchSettings{Seed: c.Seed, Threads: c.Threads, Backend: c.Backend, Data: c.Data, Search: c.Search, Retrain: c.Retrain}
 		if sc := p.cfg.searchConfig(); sc.Latency.On() {
 			h, err := fileHash(sc.Latency.Profile)
 			if err != nil {
@@ -305,6 +305,7 @@ func (p *pipelineRun) configHash(name string) (string, error) {
 type searchSettings struct {
 	Seed        uint64
 	Threads     int
+	Backend     string `json:",omitempty"`
 	Data        Data
 	Search      any
 	Retrain     Retrain

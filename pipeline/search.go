@@ -23,6 +23,7 @@ type SearchConfig struct {
 	RunDir  string        `json:"run_dir"`
 	Seed    uint64        `json:"seed"`
 	Threads int           `json:"threads"`
+	Backend string        `json:"backend,omitempty"`
 	Data    Data          `json:"data"`
 	Search  search.Config `json:"search"`
 }
@@ -41,6 +42,7 @@ func Search(ctx context.Context, cfg SearchConfig, opt Options) (*search.Result,
 	}
 	cfg.Search.Seed = cfg.Seed
 	cfg.Search.Workers = cfg.Threads
+	cfg.Search.Backend = cfg.Backend
 	if err := cfg.Search.Validate(); err != nil {
 		return nil, err
 	}

@@ -20,6 +20,7 @@ import (
 	"bayesnas/internal/runlock"
 	"bayesnas/models"
 	"bayesnas/nn"
+	"bayesnas/nn/backends"
 )
 
 // Files of a run directory.
@@ -178,7 +179,10 @@ func Train(ctx context.Context, cfg Config, opt Options) (*Summary, error) {
 	if err := g.WriteGraph(filepath.Join(dir, ArchFile)); err != nil {
 		return nil, err
 	}
-	be := nn.NewCPU(nn.DefaultGemm(), cfg.Threads)
+	be, err := backends.New(cfg.Backend, cfg.Threads)
+	if err != nil {
+		return nil, Mark(ErrUsage, fmt.Errorf("config: %w", err))
+	}
 	batch := max(cfg.Train.Batch, cfg.Train.EvalBatch)
 	net, err := models.Compile(g, be, batch)
 	if err != nil {
@@ -300,7 +304,7 @@ func Train(ctx context.Context, cfg Config, opt Options) (*Summary, error) {
 	sum := &Summary{
 		TestAcc: testAcc, TestLoss: testLoss, Params: counts.Params, MACs: counts.MACs,
 		Epochs: cfg.Train.Epochs, TrainSeconds: trainSecs, Kernels: be.Name(),
-		Threads: be.Pool.Workers(), GoVersion: runtime.Version(),
+		Threads: workersOf(be), GoVersion: runtime.Version(),
 		InputMean: mean, InputStd: std, Classes: train.ClassNames,
 	}
 	// The last epoch already measured the final weights on the validation
@@ -608,4 +612,13 @@ func splitLines(b []byte) [][]byte {
 		out = append(out, b[start:])
 	}
 	return out
+}
+
+// workersOf is the goroutines a backend computes on: the CPU backend's
+// pool, 1 for one without (the reference backend).
+func workersOf(be nn.Backend) int {
+	if c, ok := be.(*nn.CPU); ok {
+		return c.Pool.Workers()
+	}
+	return 1
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -473,5 +474,43 @@ func TestStaleSplitSeedRefused(t *testing.T) {
 	}
 	if err := copySplit(otherRun, out); err == nil || !strings.Contains(err.Error(), "is not the split of the trained run") {
 		t.Errorf("another run's split left in the output directory: err = %v", err)
+	}
+}
+
+// The backend setting reaches the training: a run on the reference
+// backend says so in its summary and trains to the CPU backend's loss
+// within float32 rounding; an unknown or absent backend is a usage error
+// before anything is written.
+func TestTrainOnBackend(t *testing.T) {
+	runs := map[string]*Summary{}
+	for _, be := range []string{"", "reference"} {
+		cfg := tinyConfig(filepath.Join(t.TempDir(), "run"))
+		// Smaller still: the reference backend is some 40x slower.
+		cfg.Data.Limit, cfg.Data.ValCount, cfg.Train.Epochs = 64, 16, 1
+		cfg.Model.Params = map[string]any{"blocks_per_stage": 1, "alpha": 4, "groups": 2, "stem_channels": 4, "stem_stride": 2}
+		cfg.Backend = be
+		sum, err := Train(context.Background(), cfg, Options{})
+		if err != nil {
+			t.Fatalf("backend %q: %v", be, err)
+		}
+		runs[be] = sum
+	}
+	t.Logf("test loss: cpu %.7f, reference %.7f", runs[""].TestLoss, runs["reference"].TestLoss)
+	if runs["reference"].Kernels != "reference" || runs[""].Kernels == "reference" {
+		t.Errorf("kernels: %q on the reference backend, %q by default", runs["reference"].Kernels, runs[""].Kernels)
+	}
+	if d := math.Abs(runs["reference"].TestLoss - runs[""].TestLoss); d > 1e-3 {
+		t.Errorf("test loss %g on the reference backend, %g on the CPU's: differ by %g", runs["reference"].TestLoss, runs[""].TestLoss, d)
+	}
+	for _, be := range []string{"cuda", "tpu"} {
+		cfg := tinyConfig(filepath.Join(t.TempDir(), "run"))
+		cfg.Backend = be
+		_, err := Train(context.Background(), cfg, Options{})
+		if err == nil || !strings.Contains(err.Error(), "config: backend") {
+			t.Errorf("backend %q: %v, want an error naming the backend setting", be, err)
+		}
+		if _, serr := os.Stat(cfg.RunDir); serr == nil {
+			t.Errorf("backend %q: %s was created", be, cfg.RunDir)
+		}
 	}
 }

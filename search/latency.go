@@ -112,9 +112,9 @@ type LatencyReport struct {
 	// with MeasuredMs when there is a target): the target is priced on the
 	// profile, and its error on one network can put a network predicted
 	// under it a few percent over it on the device.
-	MeasuredMet *bool `json:"measured_met,omitempty"`
-	Device        string  `json:"device,omitempty"`
-	Statistic     string  `json:"statistic,omitempty"`
+	MeasuredMet *bool  `json:"measured_met,omitempty"`
+	Device      string `json:"device,omitempty"`
+	Statistic   string `json:"statistic,omitempty"`
 }
 
 // allOps is the derivation that keeps every op on every edge except those

@@ -16,6 +16,7 @@ import (
 	"bayesnas/internal/atomicfile"
 	"bayesnas/models"
 	"bayesnas/nn"
+	"bayesnas/nn/backends"
 )
 
 // Config is one search. Curvature is the per-sample mean over the batches
@@ -91,6 +92,9 @@ type Config struct {
 	Latency LatencyConfig `json:"latency,omitzero"`
 
 	Workers int `json:"workers"` // 0: one per core
+	// Backend builds the supernet (nn/backends); "" is auto. Set from the
+	// run's top-level backend, as Workers from its threads.
+	Backend string `json:"backend,omitempty"`
 }
 
 // DefaultConfig is a small search on the default proxy supernet.
@@ -149,6 +153,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("search config: %w", err)
 	}
 	if err := c.Latency.validate(); err != nil {
+		return fmt.Errorf("search config: %w", err)
+	}
+	if err := backends.Check("backend", c.Backend); err != nil {
 		return fmt.Errorf("search config: %w", err)
 	}
 	// The space's own checks (input, cells, nodes, widths, ops), before
@@ -400,7 +407,11 @@ func buildSupernet(cfg *Config) (*models.Graph, *nn.Network, *Space, error) {
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("search: %w", err)
 	}
-	net, err := models.Compile(g, nn.NewCPU(nn.DefaultGemm(), cfg.Workers), cfg.Batch)
+	be, err := backends.New(cfg.Backend, cfg.Workers)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("search: %w", err)
+	}
+	net, err := models.Compile(g, be, cfg.Batch)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("search: %w", err)
 	}

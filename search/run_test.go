@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -313,4 +314,35 @@ func TestProximalPenaltyZeros(t *testing.T) {
 		}
 	}
 	t.Logf("proximal: %d of %d groups at zero", n, len(r1.Space.Groups))
+}
+
+// The backend setting reaches the supernet: the tiny search on the
+// reference backend keeps the same ops as on the CPU backend, with gammas
+// equal to float32 rounding; a backend this binary lacks is a config error.
+func TestSearchOnBackend(t *testing.T) {
+	cfg := tinyRunConfig()
+	cfg.Iterations = 1
+	var res [2]*Result
+	for i, be := range []string{"", "reference"} {
+		cfg.Backend = be
+		train, val := tinyData(t, cfg.Batch)
+		r, err := Run(context.Background(), cfg, train, val, nil)
+		if err != nil {
+			t.Fatalf("backend %q: %v", be, err)
+		}
+		res[i] = r
+	}
+	if fmt.Sprintf("%T", res[1].Net.Layers[0]) == fmt.Sprintf("%T", res[0].Net.Layers[0]) {
+		t.Errorf("both searches ran on layers of type %T", res[0].Net.Layers[0])
+	}
+	for i, g := range res[0].Space.Groups {
+		h := res[1].Space.Groups[i]
+		if d := math.Abs(g.Gamma - h.Gamma); d > 1e-3*math.Max(1, g.Gamma) {
+			t.Errorf("%s: gamma %g on the CPU backend, %g on the reference", g.Name, g.Gamma, h.Gamma)
+		}
+	}
+	cfg.Backend = "cuda"
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "backend = cuda") {
+		t.Errorf("cuda: %v", err)
+	}
 }

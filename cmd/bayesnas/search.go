@@ -82,6 +82,7 @@ lines do.`,
 	f.String("run-dir", "", "run directory (run_dir)")
 	f.Uint64("seed", 0, "random seed (seed)")
 	f.Int("threads", 0, "worker goroutines, 0 = one per core (threads)")
+	f.String("backend", "", "network backend: auto, cpu, reference (plain loops, slow: for checking), cuda (not built in) (backend)")
 	f.String("data", "", "dataset (data.name)")
 	f.String("data-dir", "", "dataset directory (data.dir)")
 	f.Int("limit", 0, "use at most this many training images (data.limit)")
@@ -94,11 +95,11 @@ func loadSearchConfig(cmd *cobra.Command) (pipeline.SearchConfig, error) {
 	var cfg pipeline.SearchConfig
 	all := pipeline.Defaults()
 	defaults := map[string]any{"run_dir": "runs/search"}
-	for _, k := range []string{"seed", "threads", "data.name", "data.dir", "data.val_count",
+	for _, k := range []string{"seed", "threads", "backend", "data.name", "data.dir", "data.val_count",
 		"data.augment.crop_pad", "data.augment.flip", "data.augment.cutout", "data.limit"} {
 		defaults[k] = all[k]
 	}
-	v, err := newViper(cmd, defaults, []flagKey{{"run-dir", "run_dir"}, {"seed", "seed"}, {"threads", "threads"},
+	v, err := newViper(cmd, defaults, []flagKey{{"run-dir", "run_dir"}, {"seed", "seed"}, {"threads", "threads"}, {"backend", "backend"},
 		{"data", "data.name"}, {"data-dir", "data.dir"}, {"limit", "data.limit"}})
 	if err != nil {
 		return cfg, err
@@ -107,7 +108,7 @@ func loadSearchConfig(cmd *cobra.Command) (pipeline.SearchConfig, error) {
 	if err := v.Unmarshal(&run); err != nil {
 		return cfg, pipeline.Mark(pipeline.ErrUsage, decodeError(err))
 	}
-	cfg = pipeline.SearchConfig{RunDir: run.RunDir, Seed: run.Seed, Threads: run.Threads, Data: run.Data}
+	cfg = pipeline.SearchConfig{RunDir: run.RunDir, Seed: run.Seed, Threads: run.Threads, Backend: run.Backend, Data: run.Data}
 	if cfg.Search, err = searchSection(v); err != nil {
 		return cfg, err
 	}
@@ -115,7 +116,7 @@ func loadSearchConfig(cmd *cobra.Command) (pipeline.SearchConfig, error) {
 		cfg.Search.Kind = space
 	}
 	for _, k := range v.AllKeys() {
-		if strings.HasPrefix(k, "search.") || k == "run_dir" || k == "seed" || k == "threads" || strings.HasPrefix(k, "data.") {
+		if strings.HasPrefix(k, "search.") || k == "run_dir" || k == "seed" || k == "threads" || k == "backend" || strings.HasPrefix(k, "data.") {
 			continue
 		}
 		return cfg, pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("config: unknown key %s", k))
@@ -123,7 +124,7 @@ func loadSearchConfig(cmd *cobra.Command) (pipeline.SearchConfig, error) {
 	// The search's settings are checked here, as the run's, so that a bad
 	// one is a usage error before the run directory is looked at.
 	s := cfg.Search
-	s.Seed, s.Workers = cfg.Seed, cfg.Threads
+	s.Seed, s.Workers, s.Backend = cfg.Seed, cfg.Threads, cfg.Backend
 	if err := s.Validate(); err != nil {
 		return cfg, pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("config: search: %w", err))
 	}
