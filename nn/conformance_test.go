@@ -3,6 +3,7 @@ package nn_test
 import (
 	"testing"
 
+	"bayesnas/internal/tapsum"
 	"bayesnas/nn"
 	"bayesnas/nn/nntest"
 )
@@ -15,4 +16,13 @@ func TestConformance(t *testing.T) {
 			nntest.Run(t, func(workers int) nn.Backend { return nn.NewCPU(g, workers) })
 		})
 	}
+}
+
+// TestConformanceGoKernels runs the suite again with the Go kernels of
+// tapsum (the depthwise convolutions' taps), which the AVX2 assembly
+// otherwise replaces on this machine and which non-amd64 builds use.
+func TestConformanceGoKernels(t *testing.T) {
+	defer func(on bool) { tapsum.UseAVX2 = on }(tapsum.UseAVX2)
+	tapsum.UseAVX2 = false
+	nntest.Run(t, func(workers int) nn.Backend { return nn.NewCPU(nn.DefaultGemm(), workers) })
 }
