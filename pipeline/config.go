@@ -134,10 +134,6 @@ func (c *Config) validateAs(section string) error {
 		return fmt.Errorf("config: threads = %d, want >= 0", c.Threads)
 	case backends.Check("backend", c.Backend) != nil:
 		return fmt.Errorf("config: %w", backends.Check("backend", c.Backend))
-	case !slices.Contains(dataset.Names, c.Data.Name):
-		return fmt.Errorf("config: data.name %q is not a dataset (known: %s)", c.Data.Name, strings.Join(dataset.Names, ", "))
-	case c.Data.ValCount < 0:
-		return fmt.Errorf("config: data.val_count = %d, want >= 0", c.Data.ValCount)
 	case c.Model.Builder == "" && c.Model.Arch == "":
 		return fmt.Errorf("config: set model.builder or model.arch")
 	case c.Train.Epochs < 1:
@@ -189,10 +185,20 @@ func (c *Config) validateNumbers(section string) error {
 			return fmt.Errorf("config: %s.milestones[%d] = %d, want an epoch >= 1", section, i, m)
 		}
 	}
+	return c.Data.Validate()
+}
+
+// Validate refuses data settings no run can use, naming the key: a data
+// set this binary does not know, negative counts and sizes (every command
+// that reads data: section checks it so).
+func (d Data) Validate() error {
+	if !slices.Contains(dataset.Names, d.Name) {
+		return fmt.Errorf("config: data.name %q is not a dataset (known: %s)", d.Name, strings.Join(dataset.Names, ", "))
+	}
 	for _, f := range []struct {
 		key string
 		v   int
-	}{{"data.limit", c.Data.Limit}, {"data.augment.crop_pad", c.Data.Augment.CropPad}, {"data.augment.cutout", c.Data.Augment.Cutout}} {
+	}{{"data.val_count", d.ValCount}, {"data.limit", d.Limit}, {"data.augment.crop_pad", d.Augment.CropPad}, {"data.augment.cutout", d.Augment.Cutout}} {
 		if f.v < 0 {
 			return fmt.Errorf("config: %s = %d, want >= 0", f.key, f.v)
 		}

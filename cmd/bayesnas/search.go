@@ -14,7 +14,6 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
 
-	"bayesnas/dataset"
 	"bayesnas/pipeline"
 	"bayesnas/search"
 )
@@ -128,14 +127,8 @@ func loadSearchConfig(cmd *cobra.Command) (pipeline.SearchConfig, error) {
 	if err := s.Validate(); err != nil {
 		return cfg, pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("config: search: %w", err))
 	}
-	if !slices.Contains(dataset.Names, cfg.Data.Name) {
-		return cfg, pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("config: data.name %q is not a dataset (known: %s)", cfg.Data.Name, strings.Join(dataset.Names, ", ")))
-	}
-	if cfg.Data.Limit < 0 {
-		return cfg, pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("config: data.limit = %d, want >= 0", cfg.Data.Limit))
-	}
-	if cfg.Data.ValCount < 0 {
-		return cfg, pipeline.Mark(pipeline.ErrUsage, fmt.Errorf("config: data.val_count = %d, want >= 0", cfg.Data.ValCount))
+	if err := cfg.Data.Validate(); err != nil {
+		return cfg, pipeline.Mark(pipeline.ErrUsage, err)
 	}
 	return cfg, nil
 }
