@@ -44,6 +44,11 @@ type CompressOptions struct {
 	// Epochs of fine-tuning with the training run's settings (0: none).
 	Epochs int
 	LR     float64 // 0: the training run's learning rate / 10
+	// Distill, when above 0, fine-tunes against the trained run's network
+	// as a teacher (train.distill with this alpha), at DistillTemperature
+	// (0: 4).
+	Distill            float64
+	DistillTemperature float64
 	// Bayes configures the bayes method; its Budget, Batch, Workers and
 	// (when 0) Seed and LR are set from the run and the options above.
 	Bayes compress.BayesOptions
@@ -381,6 +386,10 @@ func Compress(ctx context.Context, opt CompressOptions) (*CompressionReport, err
 		cfg.Train.LR = opt.LR
 		if cfg.Train.LR == 0 {
 			cfg.Train.LR = run.cfg.Train.LR / 10
+		}
+		cfg.Train.Distill = nil // the trained run's own teacher, if it had one, is not this network's
+		if opt.Distill > 0 {
+			cfg.Train.Distill = &Distill{Teacher: opt.Run, Alpha: opt.Distill, Temperature: cmp.Or(opt.DistillTemperature, 4)}
 		}
 		ft := opt.Train
 		ft.locked = true // ours, taken above

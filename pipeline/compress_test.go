@@ -38,8 +38,12 @@ func TestCompressToBudget(t *testing.T) {
 	half, _ := compress.ParseBudget("0.8x")
 	for _, method := range []string{"uniform", "l1", "bayes"} {
 		out := filepath.Join(dir, method)
+		distill := 0.0
+		if method == "l1" {
+			distill = 0.5 // fine-tuned against the trained network
+		}
 		rep, err := Compress(context.Background(), CompressOptions{Run: cfg.RunDir, Out: out, Profile: prof, Budget: half,
-			Method: method, Multiple: 4, Epochs: 1, Seed: 9}) // another seed than the run's: its split is still the run's
+			Method: method, Multiple: 4, Epochs: 1, Seed: 9, Distill: distill}) // another seed than the run's: its split is still the run's
 		if err != nil {
 			t.Fatalf("%s: %v", method, err)
 		}
@@ -60,6 +64,13 @@ func TestCompressToBudget(t *testing.T) {
 		}
 		if rep.FineTune == nil {
 			t.Fatalf("%s: no fine-tuning summary", method)
+		}
+		ftCfg, err := readConfig(filepath.Join(out, ConfigFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := ftCfg.Train.Distill; (d != nil) != (distill > 0) || d != nil && (d.Teacher != cfg.RunDir || d.Alpha != distill || d.Temperature != 4) {
+			t.Fatalf("%s: fine-tuned with distillation %+v, want alpha %g from %s", method, d, distill, cfg.RunDir)
 		}
 		var splits [2]dataset.Split
 		for i, d := range []string{cfg.RunDir, out} {

@@ -80,6 +80,39 @@ type Training struct {
 	Gamma          float64 `mapstructure:"gamma" json:"gamma"`           // for step
 	LabelSmoothing float64 `mapstructure:"label_smoothing" json:"label_smoothing"`
 	EvalBatch      int     `mapstructure:"eval_batch" json:"eval_batch"`
+	// Distill, when set, trains against a teacher network's softened
+	// outputs besides the labels (nn.Distillation): how compression
+	// fine-tunes a pruned network against the one it was pruned from.
+	// Left out of config.json when unset.
+	Distill *Distill `mapstructure:"distill" json:"distill,omitempty"`
+}
+
+// Distill configures knowledge distillation from a trained network.
+type Distill struct {
+	// Teacher is a finished training run directory (arch.json, weights,
+	// summary.json) whose network takes the same inputs, normalised alike,
+	// and has the same classes.
+	Teacher string `mapstructure:"teacher" json:"teacher"`
+	// Alpha weighs the teacher's term against the labels', in (0, 1].
+	Alpha float64 `mapstructure:"alpha" json:"alpha"`
+	// Temperature softens both networks' outputs (> 0; 4 is usual).
+	Temperature float64 `mapstructure:"temperature" json:"temperature"`
+}
+
+// Validate refuses a distillation setting no run can use, naming its key
+// under section.
+func (d *Distill) Validate(section string) error {
+	switch {
+	case d == nil:
+		return nil
+	case math.IsNaN(d.Alpha) || d.Alpha <= 0 || d.Alpha > 1:
+		return fmt.Errorf("config: %s.distill.alpha = %g, want a number in (0, 1]", section, d.Alpha)
+	case math.IsNaN(d.Temperature) || math.IsInf(d.Temperature, 0) || d.Temperature <= 0:
+		return fmt.Errorf("config: %s.distill.temperature = %g, want a finite number > 0", section, d.Temperature)
+	case d.Teacher == "":
+		return fmt.Errorf("config: %s.distill.teacher is empty: name a finished training run directory", section)
+	}
+	return nil
 }
 
 // Defaults are the values a key takes when neither the file, the
@@ -146,6 +179,9 @@ func (c *Config) validateAs(section string) error {
 		return fmt.Errorf("config: %s.lr = %g, want > 0", section, c.Train.LR)
 	case c.Train.LabelSmoothing < 0 || c.Train.LabelSmoothing >= 1:
 		return fmt.Errorf("config: %s.label_smoothing = %g, want in [0, 1)", section, c.Train.LabelSmoothing)
+	}
+	if err := c.Train.Distill.Validate(section); err != nil {
+		return err
 	}
 	switch c.Train.Optimizer {
 	case "sgd", "adam":

@@ -209,6 +209,13 @@ func Train(ctx context.Context, cfg Config, opt Options) (*Summary, error) {
 		return nil, err
 	}
 	loss := &nn.SoftmaxCrossEntropy{Smoothing: float32(cfg.Train.LabelSmoothing)}
+	var tch *teacher
+	if cfg.Train.Distill != nil {
+		if tch, err = loadTeacher(cfg.Train.Distill, cfg.Train.LabelSmoothing, be, cfg.Train.Batch, d.norm, g, net); err != nil {
+			return nil, err
+		}
+		log.Info("distillation", "teacher", cfg.Train.Distill.Teacher, "alpha", cfg.Train.Distill.Alpha, "temperature", cfg.Train.Distill.Temperature)
+	}
 	started = true // from here the run checkpoints, even when stopped
 
 	// Resume point.
@@ -255,7 +262,7 @@ func Train(ctx context.Context, cfg Config, opt Options) (*Summary, error) {
 				return nil, fmt.Errorf("internal: batcher ran out at batch %d of %d", b, stepsPerEpoch)
 			}
 			lr := sched.LR(st.Step)
-			l, correct, err := trainStep(net, loss, optim, x[:n*train.C*train.H*train.W], labels[:n], float32(lr))
+			l, correct, err := trainStep(net, loss, tch, optim, x[:n*train.C*train.H*train.W], labels[:n], float32(lr))
 			if err != nil {
 				return nil, err
 			}
@@ -325,13 +332,21 @@ func Train(ctx context.Context, cfg Config, opt Options) (*Summary, error) {
 	return sum, nil
 }
 
-// trainStep runs forward, loss, backward and an optimizer step on one batch.
-func trainStep(net *nn.Network, loss *nn.SoftmaxCrossEntropy, optim nn.Optimizer, x []float32, labels []int32, lr float32) (float64, int, error) {
+// trainStep runs forward, loss, backward and an optimizer step on one batch;
+// with a teacher the loss is the distillation loss against its outputs.
+func trainStep(net *nn.Network, loss *nn.SoftmaxCrossEntropy, tch *teacher, optim nn.Optimizer, x []float32, labels []int32, lr float32) (float64, int, error) {
 	net.SetBatch(len(labels))
 	copy(net.Input.Data, x)
 	net.ZeroGrad()
 	net.Forward(true)
-	l, correct, err := loss.Forward(net.Output, labels)
+	var l float64
+	var correct int
+	var err error
+	if tch != nil {
+		l, correct, err = tch.step(net.Output, x, labels)
+	} else {
+		l, correct, err = loss.Forward(net.Output, labels)
+	}
 	if err != nil {
 		return 0, 0, err
 	}

@@ -286,6 +286,15 @@ func TestBadInputs(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds a tiny run and search first")
 	}
+	// The cases set what they test; a BAYESNAS_* variable of the shell
+	// running the tests (BAYESNAS_THREADS=1, say) would override their
+	// settings and change the expected errors.
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "BAYESNAS_") {
+			t.Setenv(k, "") // restored after the test
+			os.Unsetenv(k)
+		}
+	}
 	fx := newBadFixtures(t)
 	cases := badInputCases(fx)
 	pristine := filepath.Join(t.TempDir(), "pristine")
@@ -454,6 +463,7 @@ func badInputCases(fx *badFixtures) []badCase {
 		{"train.min_lr", "-1"}, {"train.warmup_epochs", "-2"}, {"train.gamma", ".nan"}, {"train.label_smoothing", "1.5"},
 		{"train.eval_batch", "0"}, {"data.augment.crop_pad", "-1"}, {"data.augment.cutout", "-4"}, {"data.limit", "-5"},
 		{"train.milestones", "[-1]"}, {"train.lr", "1e400"},
+		{"train.distill.alpha", "2"}, {"train.distill.temperature", "-1"},
 	} {
 		parent, leaf, _ := strings.Cut(kv.key, ".")
 		body := parent + ":\n  " + leaf + ": " + kv.val + "\n"
@@ -707,6 +717,7 @@ func badInputCases(fx *badFixtures) []badCase {
 	for _, fv := range []struct{ flag, val string }{
 		{"multiple", "0"}, {"multiple", "-8"}, {"epochs", "-1"}, {"lr", "-0.1"}, {"lr", "NaN"}, {"lambda", "-1"}, {"lambda", "NaN"},
 		{"reach", "0"}, {"reach", "2"}, {"sparsity-epochs", "-1"}, {"data-limit", "-1"},
+		{"distill", "1.5"}, {"distill", "-0.5"}, {"distill", "NaN"}, {"distill-temperature", "0"},
 	} {
 		add(cRange, "compress", exitUsage, co("--"+fv.flag, fv.val), fv.flag)
 	}

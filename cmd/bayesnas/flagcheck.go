@@ -77,6 +77,12 @@ func checkCompressFlags(opt pipeline.CompressOptions) error {
 	if err := checkFloat("lr", opt.LR, 0, inf, false); err != nil {
 		return err
 	}
+	if err := checkFloat("distill", opt.Distill, 0, 1, false); err != nil {
+		return err
+	}
+	if err := checkFloat("distill-temperature", opt.DistillTemperature, 0, inf, true); err != nil {
+		return err
+	}
 	if err := checkFloat("lambda", opt.Bayes.Lambda, 0, inf, false); err != nil {
 		return err
 	}
