@@ -12,7 +12,8 @@
 # SEEDS ("1"), SEEDS2_AT (budgets with a second seed: "0.5x 0.3x"), FT (2),
 # SPARSITY (1), DATA_LIMIT (0: all training images), METHODS, VERIFY (true:
 # time selections on the device while compressing; false: the profile alone,
-# for accuracy runs on a busy machine, timed together afterwards).
+# for accuracy runs on a busy machine, timed together afterwards), DISTILL
+# (0: fine-tune on the labels; alpha in (0,1]: against the trained network too).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROFILE=${PROFILE:-profiles/native-1t.yaml}
@@ -23,6 +24,7 @@ VERIFY=${VERIFY:-true}
 FT=${FT:-2}
 SPARSITY=${SPARSITY:-1}
 DATA_LIMIT=${DATA_LIMIT:-0}
+DISTILL=${DISTILL:-0}
 bin=bin/bayesnas
 
 case "${1:-}" in
@@ -43,7 +45,7 @@ train)
 				fi
 				echo "== $dir"
 				/usr/bin/time -f "$dir: %e s" "$bin" compress --run "$base" --profile "$PROFILE" --budget "$b" \
-					--method "$m" --seed "$s" --epochs "$epochs" --data-limit "$DATA_LIMIT" --verify="$VERIFY" --out "$dir" "${extra[@]}" \
+					--method "$m" --seed "$s" --epochs "$epochs" --data-limit "$DATA_LIMIT" --verify="$VERIFY" --distill "$DISTILL" --out "$dir" "${extra[@]}" \
 					>"$dir.log" 2>&1 || { echo "FAILED: $dir (see $dir.log)"; tail -3 "$dir.log"; }
 			done
 		done

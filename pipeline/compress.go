@@ -387,9 +387,9 @@ func Compress(ctx context.Context, opt CompressOptions) (*CompressionReport, err
 		if cfg.Train.LR == 0 {
 			cfg.Train.LR = run.cfg.Train.LR / 10
 		}
-		cfg.Train.Distill = nil // the trained run's own teacher, if it had one, is not this network's
+		cfg.Train.Distill = Distill{} // the trained run's own teacher, if it had one, is not this network's
 		if opt.Distill > 0 {
-			cfg.Train.Distill = &Distill{Teacher: opt.Run, Alpha: opt.Distill, Temperature: cmp.Or(opt.DistillTemperature, 4)}
+			cfg.Train.Distill = Distill{Teacher: opt.Run, Alpha: opt.Distill, Temperature: cmp.Or(opt.DistillTemperature, 4)}
 		}
 		ft := opt.Train
 		ft.locked = true // ours, taken above

@@ -69,7 +69,7 @@ func TestCompressToBudget(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if d := ftCfg.Train.Distill; (d != nil) != (distill > 0) || d != nil && (d.Teacher != cfg.RunDir || d.Alpha != distill || d.Temperature != 4) {
+		if d := ftCfg.Train.Distill; d.On() != (distill > 0) || d.On() && (d.Teacher != cfg.RunDir || d.Alpha != distill || d.T() != 4) {
 			t.Fatalf("%s: fine-tuned with distillation %+v, want alpha %g from %s", method, d, distill, cfg.RunDir)
 		}
 		var splits [2]dataset.Split

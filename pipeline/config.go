@@ -5,6 +5,7 @@
 package pipeline
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -80,35 +81,43 @@ type Training struct {
 	Gamma          float64 `mapstructure:"gamma" json:"gamma"`           // for step
 	LabelSmoothing float64 `mapstructure:"label_smoothing" json:"label_smoothing"`
 	EvalBatch      int     `mapstructure:"eval_batch" json:"eval_batch"`
-	// Distill, when set, trains against a teacher network's softened
-	// outputs besides the labels (nn.Distillation): how compression
-	// fine-tunes a pruned network against the one it was pruned from.
-	// Left out of config.json when unset.
-	Distill *Distill `mapstructure:"distill" json:"distill,omitempty"`
+	// Distill, when its alpha is above 0, trains against a teacher
+	// network's softened outputs besides the labels (nn.Distillation): how
+	// compression fine-tunes a pruned network against the one it was
+	// pruned from. Left out of config.json when off.
+	Distill Distill `mapstructure:"distill" json:"distill,omitzero"`
 }
 
-// Distill configures knowledge distillation from a trained network.
+// Distill configures knowledge distillation from a trained network; the
+// zero value is off.
 type Distill struct {
 	// Teacher is a finished training run directory (arch.json, weights,
 	// summary.json) whose network takes the same inputs, normalised alike,
 	// and has the same classes.
 	Teacher string `mapstructure:"teacher" json:"teacher"`
-	// Alpha weighs the teacher's term against the labels', in (0, 1].
+	// Alpha weighs the teacher's term against the labels', in (0, 1]; 0
+	// is off.
 	Alpha float64 `mapstructure:"alpha" json:"alpha"`
-	// Temperature softens both networks' outputs (> 0; 4 is usual).
-	Temperature float64 `mapstructure:"temperature" json:"temperature"`
+	// Temperature softens both networks' outputs (> 0; 0: 4, the usual).
+	Temperature float64 `mapstructure:"temperature" json:"temperature,omitempty"`
 }
+
+// On says whether d asks for distillation.
+func (d Distill) On() bool { return d != Distill{} }
+
+// T is the temperature in use.
+func (d Distill) T() float64 { return cmp.Or(d.Temperature, 4) }
 
 // Validate refuses a distillation setting no run can use, naming its key
 // under section.
-func (d *Distill) Validate(section string) error {
+func (d Distill) Validate(section string) error {
 	switch {
-	case d == nil:
+	case !d.On():
 		return nil
+	case math.IsNaN(d.Temperature) || math.IsInf(d.Temperature, 0) || d.Temperature < 0:
+		return fmt.Errorf("config: %s.distill.temperature = %g, want a finite number > 0 (0: 4)", section, d.Temperature)
 	case math.IsNaN(d.Alpha) || d.Alpha <= 0 || d.Alpha > 1:
-		return fmt.Errorf("config: %s.distill.alpha = %g, want a number in (0, 1]", section, d.Alpha)
-	case math.IsNaN(d.Temperature) || math.IsInf(d.Temperature, 0) || d.Temperature <= 0:
-		return fmt.Errorf("config: %s.distill.temperature = %g, want a finite number > 0", section, d.Temperature)
+		return fmt.Errorf("config: %s.distill.alpha = %g, want a number in (0, 1] when distilling (from %q)", section, d.Alpha, d.Teacher)
 	case d.Teacher == "":
 		return fmt.Errorf("config: %s.distill.teacher is empty: name a finished training run directory", section)
 	}
@@ -119,35 +128,38 @@ func (d *Distill) Validate(section string) error {
 // environment nor a flag sets it: the demo's setting.
 func Defaults() map[string]any {
 	return map[string]any{
-		"run_dir":               "runs/default",
-		"seed":                  1,
-		"threads":               0,
-		"backend":               "",
-		"data.name":             "fashion-mnist",
-		"data.dir":              "",
-		"data.val_count":        5000,
-		"data.augment.crop_pad": 2,
-		"data.augment.flip":     true,
-		"data.augment.cutout":   0,
-		"data.limit":            0,
-		"model.builder":         "pyramidnet",
-		"model.params":          map[string]any{},
-		"model.arch":            "",
-		"model.weights":         "",
-		"train.epochs":          1,
-		"train.batch":           64,
-		"train.optimizer":       "sgd",
-		"train.lr":              0.1,
-		"train.min_lr":          0.0,
-		"train.momentum":        0.9,
-		"train.nesterov":        true,
-		"train.weight_decay":    5e-4,
-		"train.schedule":        "cosine",
-		"train.warmup_epochs":   0.0,
-		"train.milestones":      []int{},
-		"train.gamma":           0.1,
-		"train.label_smoothing": 0.0,
-		"train.eval_batch":      64,
+		"run_dir":                   "runs/default",
+		"seed":                      1,
+		"threads":                   0,
+		"backend":                   "",
+		"data.name":                 "fashion-mnist",
+		"data.dir":                  "",
+		"data.val_count":            5000,
+		"data.augment.crop_pad":     2,
+		"data.augment.flip":         true,
+		"data.augment.cutout":       0,
+		"data.limit":                0,
+		"model.builder":             "pyramidnet",
+		"model.params":              map[string]any{},
+		"model.arch":                "",
+		"model.weights":             "",
+		"train.epochs":              1,
+		"train.batch":               64,
+		"train.optimizer":           "sgd",
+		"train.lr":                  0.1,
+		"train.min_lr":              0.0,
+		"train.momentum":            0.9,
+		"train.nesterov":            true,
+		"train.weight_decay":        5e-4,
+		"train.schedule":            "cosine",
+		"train.warmup_epochs":       0.0,
+		"train.milestones":          []int{},
+		"train.gamma":               0.1,
+		"train.label_smoothing":     0.0,
+		"train.eval_batch":          64,
+		"train.distill.teacher":     "",
+		"train.distill.alpha":       0.0,
+		"train.distill.temperature": 0.0,
 	}
 }
 
@@ -306,6 +318,12 @@ type PipelineCompress struct {
 	Multiple                int     `mapstructure:"multiple" json:"multiple"`
 	ProtectClassifierInputs bool    `mapstructure:"protect_classifier_inputs" json:"protect_classifier_inputs"`
 	DataLimit               int     `mapstructure:"data_limit" json:"data_limit"` // 0: the retraining's
+	// Distill > 0 fine-tunes against the retrained network's softened
+	// outputs with this weight (train.distill), at DistillTemperature (0:
+	// 4). Both left out of the stage's settings when 0, so runs made
+	// before they existed stay current.
+	Distill            float64 `mapstructure:"distill" json:"distill,omitempty"`
+	DistillTemperature float64 `mapstructure:"distill_temperature" json:"distill_temperature,omitempty"`
 	// Verify times the unpruned network and each selection on the device
 	// (a fraction budget is of the measured latency) and re-selects until
 	// one measures under the budget less VerifyMargin.
@@ -348,6 +366,8 @@ func PipelineDefaults() map[string]any {
 		"compress.multiple":                  8,
 		"compress.protect_classifier_inputs": false,
 		"compress.data_limit":                0,
+		"compress.distill":                   0.0,
+		"compress.distill_temperature":       0.0,
 		"compress.verify":                    true,
 		"compress.verify_margin":             0.05,
 		"compress.verify_tries":              6,
@@ -412,6 +432,10 @@ func (c *PipelineConfig) validate() error {
 		return fmt.Errorf("config: device.threads = %d, want >= 0", c.Device.Threads)
 	case math.IsNaN(c.Compress.Lambda) || math.IsInf(c.Compress.Lambda, 0) || c.Compress.Lambda < 0:
 		return fmt.Errorf("config: compress.lambda = %g, want a finite number >= 0", c.Compress.Lambda)
+	case math.IsNaN(c.Compress.Distill) || c.Compress.Distill < 0 || c.Compress.Distill > 1:
+		return fmt.Errorf("config: compress.distill = %g, want a number in [0, 1] (0: fine-tune on the labels alone)", c.Compress.Distill)
+	case math.IsNaN(c.Compress.DistillTemperature) || math.IsInf(c.Compress.DistillTemperature, 0) || c.Compress.DistillTemperature < 0:
+		return fmt.Errorf("config: compress.distill_temperature = %g, want a finite number >= 0 (0: 4)", c.Compress.DistillTemperature)
 	case math.IsNaN(c.Compress.LR) || math.IsInf(c.Compress.LR, 0) || c.Compress.LR < 0:
 		return fmt.Errorf("config: compress.lr = %g, want a finite number >= 0 (0: the retraining's / 10)", c.Compress.LR)
 	case c.Compress.SparsityEpochs < 0 || c.Compress.DataLimit < 0 || c.Retrain.DataLimit < 0:

@@ -25,7 +25,7 @@ type teacher struct {
 // same input shape, normalised with the same mean and standard deviation
 // (the teacher's summary.json against norm), and the same number of
 // classes as student's output. Errors name the key and the file.
-func loadTeacher(d *Distill, smoothing float64, be nn.Backend, batch int, norm dataset.Normalize, student *models.Graph, studentNet *nn.Network) (*teacher, error) {
+func loadTeacher(d Distill, smoothing float64, be nn.Backend, batch int, norm dataset.Normalize, student *models.Graph, studentNet *nn.Network) (*teacher, error) {
 	key := "train.distill.teacher"
 	sumPath := filepath.Join(d.Teacher, SummaryFile)
 	b, err := os.ReadFile(sumPath)
@@ -62,7 +62,7 @@ func loadTeacher(d *Distill, smoothing float64, be nn.Backend, batch int, norm d
 		return nil, fmt.Errorf("%s: %s has %d outputs, this network %d", key, archPath, got, want)
 	}
 	return &teacher{net: net, loss: nn.Distillation{
-		Alpha: float32(d.Alpha), Temperature: float32(d.Temperature), Smoothing: float32(smoothing),
+		Alpha: float32(d.Alpha), Temperature: float32(d.T()), Smoothing: float32(smoothing),
 	}}, nil
 }
 

@@ -83,7 +83,7 @@ func TestDistillFromTeacher(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	student := func(name string, d *Distill) Config {
+	student := func(name string, d Distill) Config {
 		c := tinyConfig(filepath.Join(dir, name))
 		c.Data.Limit, c.Train.Epochs = 1024, 3
 		c.Model.Params = map[string]any{"blocks_per_stage": 1, "alpha": 4, "groups": 2, "stem_channels": 4}
@@ -94,8 +94,8 @@ func TestDistillFromTeacher(t *testing.T) {
 	teacherOut := testLogits(t, tcfg.RunDir, tcfg)
 	for _, tc := range []struct {
 		name string
-		d    *Distill
-	}{{"labels", nil}, {"distilled", &Distill{Teacher: tcfg.RunDir, Alpha: 0.9, Temperature: 4}}} {
+		d    Distill
+	}{{"labels", Distill{}}, {"distilled", Distill{Teacher: tcfg.RunDir, Alpha: 0.9, Temperature: 4}}} {
 		c := student(tc.name, tc.d)
 		sum, err := Train(context.Background(), c, Options{})
 		if err != nil {
@@ -122,14 +122,14 @@ func TestDistillFromTeacher(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
-		d    *Distill
+		d    Distill
 		want string
 	}{
-		{&Distill{Teacher: filepath.Join(dir, "nothing"), Alpha: 0.5, Temperature: 4}, "train.distill.teacher"},
-		{&Distill{Teacher: other, Alpha: 0.5, Temperature: 4}, "normalises inputs"},
-		{&Distill{Teacher: tcfg.RunDir, Alpha: 0, Temperature: 4}, "train.distill.alpha"},
-		{&Distill{Teacher: tcfg.RunDir, Alpha: 0.5, Temperature: -1}, "train.distill.temperature"},
-		{&Distill{Alpha: 0.5, Temperature: 4}, "train.distill.teacher is empty"},
+		{Distill{Teacher: filepath.Join(dir, "nothing"), Alpha: 0.5, Temperature: 4}, "train.distill.teacher"},
+		{Distill{Teacher: other, Alpha: 0.5, Temperature: 4}, "normalises inputs"},
+		{Distill{Teacher: tcfg.RunDir, Alpha: 0, Temperature: 4}, "train.distill.alpha = 0"},
+		{Distill{Teacher: tcfg.RunDir, Alpha: 0.5, Temperature: -1}, "train.distill.temperature"},
+		{Distill{Alpha: 0.5, Temperature: 4}, "train.distill.teacher is empty"},
 	} {
 		c := student("bad", tc.d)
 		if _, err := Train(context.Background(), c, Options{}); err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -420,7 +420,8 @@ func (p *pipelineRun) compress(ctx context.Context, resume bool) error {
 	}
 	opt := CompressOptions{Run: p.dir(TrainDir), Out: out, Profile: p.cfg.Device.Profile, Budget: budget,
 		Method: c.Method, Multiple: c.Multiple, ProtectClassifierInputs: c.ProtectClassifierInputs,
-		Epochs: c.Epochs, LR: c.LR, DataLimit: c.DataLimit, Seed: p.cfg.Seed, Train: p.options(cont)}
+		Epochs: c.Epochs, LR: c.LR, DataLimit: c.DataLimit, Seed: p.cfg.Seed, Train: p.options(cont),
+		Distill: c.Distill, DistillTemperature: c.DistillTemperature}
 	opt.Bayes = compress.DefaultBayesOptions()
 	opt.Bayes.Epochs, opt.Bayes.Lambda, opt.Bayes.LR = c.SparsityEpochs, c.Lambda, 0
 	if c.Verify {

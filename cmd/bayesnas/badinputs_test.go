@@ -760,6 +760,7 @@ func badInputCases(fx *badFixtures) []badCase {
 	for _, kv := range []struct{ key, yaml string }{
 		{"retrain.epochs", "retrain: {epochs: -1}"}, {"retrain.lr", "retrain: {lr: .nan}"}, {"compress.multiple", "compress: {multiple: 0}"},
 		{"compress.epochs", "compress: {epochs: 0}"}, {"compress.verify_margin", "compress: {verify_margin: 0.9}"},
+		{"compress.distill", "compress: {distill: 1.5}"}, {"compress.distill_temperature", "compress: {distill_temperature: -4}"},
 		{"device.threads", "device: {threads: 100000}"}, {"export.repeats", "export: {repeats: 0}"}, {"search", "search: {iterations: -1}"},
 		{"compress.lambda", "compress: {lambda: -1}"}, {"export.opset", "export: {opset: 99}"}, {"export.test_images", "export: {test_images: -1}"},
 	} {
