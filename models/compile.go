@@ -41,8 +41,7 @@ func Compile(g *Graph, be nn.Backend, batch int) (*nn.Network, error) {
 		}
 		var ps []*nn.Param
 		for _, s := range nodeParams(n, inputShapes(n, shapes)) {
-			p := nn.NewParam(s.Name, s.Kind, s.Shape...)
-			ps = append(ps, p)
+			ps = append(ps, be.NewParam(s.Name, s.Kind, s.Shape...))
 		}
 		if n.Op == OpBN {
 			fill(ps[0].Data, 1) // scale

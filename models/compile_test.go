@@ -17,7 +17,8 @@ import (
 // before, and apart from, the real kernels.
 type recordingBackend struct {
 	calls    []string
-	wrongOut bool // make conv outputs one channel too many
+	params   []string // names NewParam was asked for, in order
+	wrongOut bool     // make conv outputs one channel too many
 }
 
 type nopLayer struct{ out *nn.Value }
@@ -28,6 +29,10 @@ func (l nopLayer) Output() *nn.Value     { return l.out }
 func (r *recordingBackend) Name() string { return "recording" }
 func (r *recordingBackend) NewValue(name string, shape []int, withGrad bool) *nn.Value {
 	return nn.NewValue(name, shape, withGrad)
+}
+func (r *recordingBackend) NewParam(name string, kind nn.ParamKind, shape ...int) *nn.Param {
+	r.params = append(r.params, name)
+	return nn.NewParam(name, kind, shape...)
 }
 
 func (r *recordingBackend) layer(call string, shape ...int) (nn.Layer, error) {
@@ -135,7 +140,14 @@ func TestCompileWiring(t *testing.T) {
 	if len(net.Params) != len(specs) {
 		t.Fatalf("%d params, want %d", len(net.Params), len(specs))
 	}
+	// Every parameter comes from the backend, so a device backend owns its storage.
+	if len(rb.params) != len(specs) {
+		t.Fatalf("backend created %d params, want %d", len(rb.params), len(specs))
+	}
 	for i, s := range specs {
+		if rb.params[i] != s.Name {
+			t.Errorf("backend param %d is %q, want %q", i, rb.params[i], s.Name)
+		}
 		p := net.Params[i]
 		if p.Name != s.Name || !slices.Equal(p.Shape, s.Shape) || p.Kind != s.Kind {
 			t.Errorf("param %d: %s %v %v, want %s %v %v", i, p.Name, p.Shape, p.Kind, s.Name, s.Shape, s.Kind)

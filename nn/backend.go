@@ -3,9 +3,15 @@ package nn
 import "fmt"
 
 // Backend builds the kernels of a compiled network and owns the storage of
-// their values. CPU is the only backend today; a CUDA backend would implement
-// the same methods with values kept on the device, so package models compiles
-// graphs against this interface and never against a concrete kernel type.
+// their values and parameters. The CPU and reference backends keep them in
+// host memory; a CUDA backend would implement the same methods with storage
+// on the device (attaching a DeviceStorage to each Value and Param it
+// creates), so package models compiles graphs against this interface and
+// never against a concrete kernel type or a host allocation.
+//
+// Work outside the layers has optional interfaces a backend may implement
+// (GradZeroer, LossKernel, OptimizerKernels); without them the network, the
+// loss and the optimizers run their host loops on Data and Grad.
 //
 // Every constructor checks its input shapes and returns an error naming what
 // is wrong rather than panicking; the returned layer's output value is
@@ -13,6 +19,9 @@ import "fmt"
 type Backend interface {
 	Name() string
 	NewValue(name string, shape []int, withGrad bool) *Value
+	// NewParam creates a zeroed parameter (gradient included unless kind is
+	// Buffer) in the backend's storage.
+	NewParam(name string, kind ParamKind, shape ...int) *Param
 
 	Conv2D(x *Value, w, b *Param, a ConvAttrs) (Layer, error)
 	BatchNorm(x *Value, gamma, beta, runMean, runVar *Param, a BNAttrs) (Layer, error)
@@ -99,6 +108,11 @@ func (c *CPU) Name() string {
 // NewValue allocates host memory.
 func (c *CPU) NewValue(name string, shape []int, withGrad bool) *Value {
 	return NewValue(name, shape, withGrad)
+}
+
+// NewParam allocates host memory.
+func (c *CPU) NewParam(name string, kind ParamKind, shape ...int) *Param {
+	return NewParam(name, kind, shape...)
 }
 
 // Gemm is single-precision matrix multiplication on row-major matrices:

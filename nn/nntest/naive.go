@@ -72,12 +72,12 @@ type ConvTensors struct {
 func NewConvTensors(be nn.Backend, cc ConvCase, seed uint64) ConvTensors {
 	rng := rand.New(rand.NewPCG(seed, 99))
 	x := be.NewValue("x", []int{cc.N, cc.C, cc.H, cc.W}, true)
-	w := nn.NewParam("w", nn.Weight, cc.A.OutC, cc.C/cc.A.Groups, cc.A.Kernel, cc.A.Kernel)
+	w := be.NewParam("w", nn.Weight, cc.A.OutC, cc.C/cc.A.Groups, cc.A.Kernel, cc.A.Kernel)
 	RandFill(rng, x.Data)
 	RandFill(rng, w.Data)
 	var b *nn.Param
 	if cc.Bias {
-		b = nn.NewParam("b", nn.NoDecay, cc.A.OutC)
+		b = be.NewParam("b", nn.NoDecay, cc.A.OutC)
 		RandFill(rng, b.Data)
 	}
 	oh := nn.OutSize(cc.H, cc.A.Kernel, cc.A.Stride, cc.A.Pad, cc.A.Dilation)

@@ -16,7 +16,8 @@ import (
 // backend without workers ignores the count; results must not depend on
 // it). It covers every method of nn.Backend:
 //
-//   - NewValue: shape, zeroed data, gradient present or not, SetBatch;
+//   - NewValue and NewParam: shape, zeroed data, gradient present or not
+//     (none for buffers), SetBatch;
 //   - each layer's forward against the naive references of this package,
 //     over several shapes (stride, padding, dilation, groups, depthwise,
 //     multipliers, ceil mode, count_include_pad, 2-D and 4-D inputs), and
@@ -75,6 +76,20 @@ func testValues(t *testing.T, be nn.Backend) {
 	}
 	if u := be.NewValue("u", []int{4, 7}, false); u.Grad != nil || len(u.Data) != 28 {
 		t.Fatalf("value without gradient: %d data, grad %v", len(u.Data), u.Grad != nil)
+	}
+	for _, kind := range []nn.ParamKind{nn.Weight, nn.NoDecay, nn.ArchVar, nn.Buffer} {
+		p := be.NewParam("p", kind, 3, 2, 1, 1)
+		if p.Name != "p" || p.Kind != kind || !slices.Equal(p.Shape, []int{3, 2, 1, 1}) || len(p.Data) != 6 {
+			t.Fatalf("param of kind %d: name %q kind %d shape %v, %d data", kind, p.Name, p.Kind, p.Shape, len(p.Data))
+		}
+		if want := kind != nn.Buffer; (len(p.Grad) == 6) != want || (p.Grad == nil) == want {
+			t.Fatalf("param of kind %d: %d gradient elements (nil %v), want a gradient: %v", kind, len(p.Grad), p.Grad == nil, want)
+		}
+		for i := range p.Data {
+			if p.Data[i] != 0 || (p.Grad != nil && p.Grad[i] != 0) {
+				t.Fatalf("a new param of kind %d is not zeroed", kind)
+			}
+		}
 	}
 }
 
@@ -174,8 +189,8 @@ func newBN(t *testing.T, be nn.Backend, rng *rand.Rand, shape ...int) *bnFixture
 	t.Helper()
 	ch := shape[1]
 	f := &bnFixture{x: NewInput(be, rng, "x", shape...),
-		gamma: nn.NewParam("bn.gamma", nn.NoDecay, ch), beta: nn.NewParam("bn.beta", nn.NoDecay, ch),
-		runMean: nn.NewParam("bn.running_mean", nn.Buffer, ch), runVar: nn.NewParam("bn.running_var", nn.Buffer, ch)}
+		gamma: be.NewParam("bn.gamma", nn.NoDecay, ch), beta: be.NewParam("bn.beta", nn.NoDecay, ch),
+		runMean: be.NewParam("bn.running_mean", nn.Buffer, ch), runVar: be.NewParam("bn.running_var", nn.Buffer, ch)}
 	for i := range f.x.Data {
 		f.x.Data[i] = 2*f.x.Data[i] + 0.5
 	}
@@ -430,13 +445,13 @@ func testLinear(t *testing.T, be nn.Backend) {
 		for _, bias := range []bool{true, false} {
 			x := NewInput(be, rng, "x", shape...)
 			in := x.PerSample()
-			w := nn.NewParam("fc.w", nn.Weight, 4, in)
+			w := be.NewParam("fc.w", nn.Weight, 4, in)
 			RandFill(rng, w.Data)
 			var b *nn.Param
 			ps := []*nn.Param{w}
 			var bData []float32
 			if bias {
-				b = nn.NewParam("fc.b", nn.NoDecay, 4)
+				b = be.NewParam("fc.b", nn.NoDecay, 4)
 				RandFill(rng, b.Data)
 				ps, bData = append(ps, b), b.Data
 			}
@@ -474,7 +489,7 @@ func testAddWeightedSum(t *testing.T, be nn.Backend) {
 		GradCheck(t, add, xs, nil, true, 10)
 		CheckAccumulates(t, add, xs, nil, true)
 
-		ws := []*nn.Param{nn.NewParam("w0", nn.ArchVar, 1), nn.NewParam("w1", nn.ArchVar, 1), nn.NewParam("w2", nn.ArchVar, 1)}
+		ws := []*nn.Param{be.NewParam("w0", nn.ArchVar, 1), be.NewParam("w1", nn.ArchVar, 1), be.NewParam("w2", nn.ArchVar, 1)}
 		for i, p := range ws {
 			p.Data[0] = 0.5 - 0.4*float32(i)
 		}
@@ -499,7 +514,7 @@ func testAddWeightedSum(t *testing.T, be nn.Backend) {
 		t.Fatal(err)
 	}
 	GradCheck(t, add, []*nn.Value{a}, nil, true, 10)
-	ws := []*nn.Param{nn.NewParam("w0", nn.ArchVar, 1), nn.NewParam("w1", nn.ArchVar, 1)}
+	ws := []*nn.Param{be.NewParam("w0", nn.ArchVar, 1), be.NewParam("w1", nn.ArchVar, 1)}
 	ws[0].Data[0], ws[1].Data[0] = 0.7, -1.3
 	wsum, err := be.WeightedSum([]*nn.Value{a, a}, ws)
 	if err != nil {
@@ -673,8 +688,8 @@ func testErrors(t *testing.T, be nn.Backend) {
 	x := be.NewValue("x", []int{2, 4, 8, 8}, true)
 	other := be.NewValue("o", []int{2, 3, 8, 8}, true)
 	flat := be.NewValue("flat", []int{2, 4}, true)
-	w := nn.NewParam("conv.w", nn.Weight, 6, 4, 3, 3)
-	ch := func(name string, kind nn.ParamKind) *nn.Param { return nn.NewParam(name, kind, 4) }
+	w := be.NewParam("conv.w", nn.Weight, 6, 4, 3, 3)
+	ch := func(name string, kind nn.ParamKind) *nn.Param { return be.NewParam(name, kind, 4) }
 	bnA := nn.BNAttrs{Eps: 1e-5, Momentum: 0.1}
 	for _, c := range []struct {
 		what  string
@@ -686,10 +701,10 @@ func testErrors(t *testing.T, be nn.Backend) {
 		{"conv groups", func() (nn.Layer, error) { return be.Conv2D(x, w, nil, Attrs(6, 3, 1, 1, 1, 3)) }},
 		{"conv stride 0", func() (nn.Layer, error) { return be.Conv2D(x, w, nil, Attrs(6, 3, 0, 1, 1, 1)) }},
 		{"conv too small", func() (nn.Layer, error) {
-			return be.Conv2D(x, nn.NewParam("w", nn.Weight, 6, 4, 9, 9), nil, Attrs(6, 9, 1, 0, 1, 1))
+			return be.Conv2D(x, be.NewParam("w", nn.Weight, 6, 4, 9, 9), nil, Attrs(6, 9, 1, 0, 1, 1))
 		}},
 		{"conv bias shape", func() (nn.Layer, error) {
-			return be.Conv2D(x, w, nn.NewParam("b", nn.NoDecay, 5), Attrs(6, 3, 1, 1, 1, 1))
+			return be.Conv2D(x, w, be.NewParam("b", nn.NoDecay, 5), Attrs(6, 3, 1, 1, 1, 1))
 		}},
 		{"bn nil gamma", func() (nn.Layer, error) {
 			return be.BatchNorm(x, nil, ch("b", nn.NoDecay), ch("m", nn.Buffer), ch("v", nn.Buffer), bnA)
@@ -705,17 +720,17 @@ func testErrors(t *testing.T, be nn.Backend) {
 		{"maxpool kernel 0", func() (nn.Layer, error) { return be.MaxPool(x, nn.PoolAttrs{Kernel: 0, Stride: 1}) }},
 		{"avgpool wide pad", func() (nn.Layer, error) { return be.AvgPool(x, nn.PoolAttrs{Kernel: 2, Stride: 1, Pad: 2}) }},
 		{"gap flat", func() (nn.Layer, error) { return be.GlobalAvgPool(flat) }},
-		{"linear weight", func() (nn.Layer, error) { return be.Linear(x, nn.NewParam("fc.w", nn.Weight, 3, 5), nil) }},
+		{"linear weight", func() (nn.Layer, error) { return be.Linear(x, be.NewParam("fc.w", nn.Weight, 3, 5), nil) }},
 		{"linear bias", func() (nn.Layer, error) {
-			return be.Linear(flat, nn.NewParam("fc.w", nn.Weight, 3, 4), nn.NewParam("fc.b", nn.NoDecay, 2))
+			return be.Linear(flat, be.NewParam("fc.w", nn.Weight, 3, 4), be.NewParam("fc.b", nn.NoDecay, 2))
 		}},
 		{"add shapes", func() (nn.Layer, error) { return be.Add([]*nn.Value{x, other}) }},
 		{"add none", func() (nn.Layer, error) { return be.Add(nil) }},
 		{"wsum count", func() (nn.Layer, error) {
-			return be.WeightedSum([]*nn.Value{x, x}, []*nn.Param{nn.NewParam("a", nn.ArchVar, 1)})
+			return be.WeightedSum([]*nn.Value{x, x}, []*nn.Param{be.NewParam("a", nn.ArchVar, 1)})
 		}},
 		{"wsum not scalar", func() (nn.Layer, error) {
-			return be.WeightedSum([]*nn.Value{x}, []*nn.Param{nn.NewParam("a", nn.ArchVar, 2)})
+			return be.WeightedSum([]*nn.Value{x}, []*nn.Param{be.NewParam("a", nn.ArchVar, 2)})
 		}},
 		{"concat sizes", func() (nn.Layer, error) { return be.Concat([]*nn.Value{x, be.NewValue("s", []int{2, 4, 4, 4}, true)}) }},
 		{"slice range", func() (nn.Layer, error) { return be.SliceChannels(x, 3, 3) }},
@@ -750,21 +765,21 @@ func testWorkers(t *testing.T, newBackend func(int) nn.Backend) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		dwW := nn.NewParam("dw.w", nn.Weight, 4, 1, 3, 3)
+		dwW := be.NewParam("dw.w", nn.Weight, 4, 1, 3, 3)
 		RandFill(rng, dwW.Data)
 		dw, err := be.Conv2D(cv.Output(), dwW, nil, Attrs(4, 3, 1, 1, 1, 4))
 		if err != nil {
 			t.Fatal(err)
 		}
-		g, b := nn.NewParam("g", nn.NoDecay, 4), nn.NewParam("b", nn.NoDecay, 4)
+		g, b := be.NewParam("g", nn.NoDecay, 4), be.NewParam("b", nn.NoDecay, 4)
 		RandFill(rng, g.Data)
-		rm, rv := nn.NewParam("m", nn.Buffer, 4), nn.NewParam("v", nn.Buffer, 4)
+		rm, rv := be.NewParam("m", nn.Buffer, 4), be.NewParam("v", nn.Buffer, 4)
 		rv.Data[0], rv.Data[1], rv.Data[2], rv.Data[3] = 1, 1, 1, 1
 		bn, err := be.BatchNorm(dw.Output(), g, b, rm, rv, nn.BNAttrs{Eps: 1e-5, Momentum: 0.1})
 		if err != nil {
 			t.Fatal(err)
 		}
-		w1, w2 := nn.NewParam("a1", nn.ArchVar, 1), nn.NewParam("a2", nn.ArchVar, 1)
+		w1, w2 := be.NewParam("a1", nn.ArchVar, 1), be.NewParam("a2", nn.ArchVar, 1)
 		w1.Data[0], w2.Data[0] = 0.3, -0.7
 		ws, err := be.WeightedSum([]*nn.Value{bn.Output(), cv.Output()}, []*nn.Param{w1, w2})
 		if err != nil {
@@ -774,7 +789,7 @@ func testWorkers(t *testing.T, newBackend func(int) nn.Backend) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		fcW := nn.NewParam("fc.w", nn.Weight, 3, 4*3*3)
+		fcW := be.NewParam("fc.w", nn.Weight, 3, 4*3*3)
 		RandFill(rng, fcW.Data)
 		lin, err := be.Linear(mp.Output(), fcW, nil)
 		if err != nil {

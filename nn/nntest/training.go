@@ -35,7 +35,7 @@ func newSmallNet(t *testing.T, be nn.Backend, seed uint64) *smallNet {
 		}
 	}
 	param := func(name string, kind nn.ParamKind, scale float32, shape ...int) *nn.Param {
-		p := nn.NewParam(name, kind, shape...)
+		p := be.NewParam(name, kind, shape...)
 		RandFill(rng, p.Data)
 		for i := range p.Data {
 			p.Data[i] *= scale
@@ -48,7 +48,7 @@ func newSmallNet(t *testing.T, be nn.Backend, seed uint64) *smallNet {
 	for i := range gamma.Data {
 		gamma.Data[i] += 1
 	}
-	rm, rv := nn.NewParam("bn.running_mean", nn.Buffer, c), nn.NewParam("bn.running_var", nn.Buffer, c)
+	rm, rv := be.NewParam("bn.running_mean", nn.Buffer, c), be.NewParam("bn.running_var", nn.Buffer, c)
 	for i := range rv.Data {
 		rv.Data[i] = 1
 	}
@@ -275,7 +275,7 @@ func testOptimizers(t *testing.T, be nn.Backend) {
 func testPerSample(t *testing.T, be nn.Backend) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	xs := []*nn.Value{NewInput(be, rng, "a", 3, 2, 2, 2), NewInput(be, rng, "b", 3, 2, 2, 2)}
-	w := []*nn.Param{nn.NewParam("w0", nn.ArchVar, 1), nn.NewParam("w1", nn.ArchVar, 1)}
+	w := []*nn.Param{be.NewParam("w0", nn.ArchVar, 1), be.NewParam("w1", nn.ArchVar, 1)}
 	w[0].Data[0], w[1].Data[0] = 0.7, -1.3
 	l, err := be.WeightedSum(xs, w)
 	if err != nil {
@@ -350,13 +350,13 @@ func testPerSample(t *testing.T, be nn.Backend) {
 
 	// A channel scale and a conv that is not one.
 	xc := NewInput(be, rng, "xc", 3, 4, 3, 3)
-	sw := nn.NewParam("gate.w", nn.Weight, 4, 1, 1, 1)
+	sw := be.NewParam("gate.w", nn.Weight, 4, 1, 1, 1)
 	RandFill(rng, sw.Data)
 	cs, err := be.Conv2D(xc, sw, nil, Attrs(4, 1, 1, 0, 1, 4))
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, err := be.Conv2D(xc, nn.NewParam("dw.w", nn.Weight, 4, 1, 3, 3), nil, Attrs(4, 3, 1, 1, 1, 4))
+	other, err := be.Conv2D(xc, be.NewParam("dw.w", nn.Weight, 4, 1, 3, 3), nil, Attrs(4, 3, 1, 1, 1, 4))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,6 +40,11 @@ func (*Backend) NewValue(name string, shape []int, withGrad bool) *nn.Value {
 	return nn.NewValue(name, shape, withGrad)
 }
 
+// NewParam allocates host memory (zeroed).
+func (*Backend) NewParam(name string, kind nn.ParamKind, shape ...int) *nn.Param {
+	return nn.NewParam(name, kind, shape...)
+}
+
 // checkInput rejects values a kernel cannot index: nil, a rank other than
 // 4 (or 2 unless want4D), an empty dimension.
 func checkInput(op string, x *nn.Value, want4D bool) error {
