@@ -156,7 +156,7 @@ func (c *Curvature) AddBatch(x []float32, labels []int32) error {
 	if len(x) != len(net.Input.Data) {
 		return fmt.Errorf("curvature: %d input values for %d samples of %d", len(x), n, net.Input.PerSample())
 	}
-	copy(net.Input.Data, x)
+	net.Input.SetHost(x)
 	net.Forward(false)
 	k := net.Output.PerSample()
 	for i, y := range labels {
@@ -164,7 +164,7 @@ func (c *Curvature) AddBatch(x []float32, labels []int32) error {
 			return fmt.Errorf("curvature: label %d of sample %d is outside [0,%d)", y, i, k)
 		}
 	}
-	softmax(net.Output.Data[:n*k], c.probs[:n*k], k)
+	softmax(net.Output.Host()[:n*k], c.probs[:n*k], k)
 	p := c.probs[:n*k]
 	seed := c.seed[:n*k]
 	switch c.est {
@@ -206,6 +206,7 @@ func (c *Curvature) AddBatch(x []float32, labels []int32) error {
 func (c *Curvature) backward(seed []float32) error {
 	c.net.ZeroGrad()
 	copy(c.net.Output.Grad, seed)
+	c.net.Output.CommitGrad()
 	c.net.Backward()
 	for _, s := range c.sources {
 		var g []float64

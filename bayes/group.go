@@ -27,8 +27,8 @@ type Var struct {
 // Value is the variable's current value.
 func (v Var) Value() float64 { return float64(v.P.Data[v.I]) }
 
-// Set sets the variable.
-func (v Var) Set(x float64) { v.P.Data[v.I] = float32(x) }
+// Set sets the variable (committing it to the backend's storage).
+func (v Var) Set(x float64) { v.P.Set(v.I, float32(x)) }
 
 // Group is a set of variables sharing one prior variance Gamma, and the
 // state of its updates.

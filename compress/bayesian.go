@@ -341,7 +341,7 @@ func Bayesian(ctx context.Context, g *models.Graph, params []*nn.Param, train, c
 	switchOff := func() {
 		for bg := range switchedOff {
 			for _, v := range bg.Vars {
-				v.P.Data[v.I] = 0
+				v.Set(0)
 			}
 		}
 	}
@@ -440,7 +440,7 @@ func Bayesian(ctx context.Context, g *models.Graph, params []*nn.Param, train, c
 				break
 			}
 			net.SetBatch(n)
-			copy(net.Input.Data, x[:n*per])
+			net.Input.SetHost(x[:n*per])
 			net.ZeroGrad()
 			net.Forward(true)
 			l, c, err := lossFn.Forward(net.Output, labels[:n])
@@ -523,7 +523,7 @@ func copyParams(dst, src []*nn.Param) error {
 		if s == nil || len(s.Data) != len(p.Data) {
 			return fmt.Errorf("bayes: parameter %s missing or of another size in the weights", p.Name)
 		}
-		copy(p.Data, s.Data)
+		p.SetHost(s.Host())
 	}
 	return nil
 }

@@ -73,6 +73,7 @@ func initGates(params []*nn.Param, gated []string) error {
 		for i := range p.Data {
 			p.Data[i] = 1
 		}
+		p.Commit()
 	}
 	return nil
 }
@@ -97,15 +98,16 @@ func foldGates(params []*nn.Param, names []string, gated []string) ([]*nn.Param,
 			return nil, fmt.Errorf("bayes: folding the gate of %s: weight or gate missing", c)
 		}
 		per := len(w.Data) / len(s.Data)
-		for ch, v := range s.Data {
-			for i := range per {
-				w.Data[ch*per+i] *= v
-			}
+		gates := s.Host()
+		for i, v := range w.Host() {
+			w.Data[i] = v * gates[i/per] // element i is in output channel i/per
 		}
+		w.Commit()
 		if b := byName[c+".bias"]; b != nil {
-			for ch, v := range s.Data {
-				b.Data[ch] *= v
+			for ch, v := range b.Host() {
+				b.Data[ch] = v * gates[ch]
 			}
+			b.Commit()
 		}
 	}
 	return out, nil

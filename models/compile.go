@@ -46,6 +46,8 @@ func Compile(g *Graph, be nn.Backend, batch int) (*nn.Network, error) {
 		if n.Op == OpBN {
 			fill(ps[0].Data, 1) // scale
 			fill(ps[3].Data, 1) // running variance
+			ps[0].Commit()
+			ps[3].Commit()
 		}
 		layer, err := buildLayer(be, n, xs, ps)
 		if err != nil {
@@ -194,6 +196,11 @@ func InitParams(net *nn.Network, g *Graph, seed uint64) error {
 				fill(p.Data, 1)
 			}
 		}
+	}
+	// The loops above wrote host memory; a backend with its own storage
+	// takes the values now.
+	for _, p := range net.Params {
+		p.Commit()
 	}
 	return nil
 }

@@ -72,7 +72,7 @@ func SaveWeights(path string, params []*nn.Param, meta map[string]string) error 
 	binary.LittleEndian.PutUint64(buf, uint64(len(h)))
 	buf = append(buf, h...)
 	for _, p := range sorted {
-		for _, v := range p.Data {
+		for _, v := range p.Host() {
 			buf = binary.LittleEndian.AppendUint32(buf, math.Float32bits(v))
 		}
 	}
@@ -161,6 +161,7 @@ func LoadWeights(path string, params []*nn.Param) error {
 		for i := range p.Data {
 			p.Data[i] = math.Float32frombits(binary.LittleEndian.Uint32(src[4*i:]))
 		}
+		p.Commit()
 	}
 	return nil
 }

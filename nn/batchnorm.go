@@ -408,6 +408,7 @@ func RecalibrateBN(net *Network, next func(x []float32) (n int, ok bool)) int {
 			break
 		}
 		net.SetBatch(n)
+		net.Input.Commit() // next wrote host memory
 		for _, b := range bns {
 			b.SetMomentum(1 / float32(k+1))
 		}

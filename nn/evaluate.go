@@ -32,7 +32,7 @@ func Evaluate(net *Network, loss *SoftmaxCrossEntropy, b Batches) (meanLoss, acc
 			break
 		}
 		net.SetBatch(n)
-		copy(net.Input.Data, x[:n*per])
+		net.Input.SetHost(x[:n*per])
 		net.Forward(false)
 		l, c, err := loss.Forward(net.Output, labels[:n])
 		if err != nil {

@@ -275,7 +275,7 @@ func NewEngine(g *models.Graph, params []*nn.Param, batch, threads int) (*Engine
 		if !slices.Equal(src.Shape, p.Shape) || len(src.Data) != len(p.Data) {
 			return nil, fmt.Errorf("engine for graph %q: parameter %q has shape %v, want %v", g.Name, p.Name, src.Shape, p.Shape)
 		}
-		copy(p.Data, src.Data)
+		p.SetHost(src.Host())
 	}
 	return &Engine{Net: net, backend: be, batch: batch}, nil
 }
@@ -296,9 +296,9 @@ func (e *Engine) Run(x []float32, n int) ([]float32, error) {
 	for lo := 0; lo < n; lo += e.batch {
 		b := min(e.batch, n-lo)
 		e.Net.SetBatch(b)
-		copy(e.Net.Input.Data, x[lo*per:(lo+b)*per])
+		e.Net.Input.SetHost(x[lo*per : (lo+b)*per])
 		e.Net.Forward(false)
-		copy(out[lo*outPer:], e.Net.Output.Data)
+		copy(out[lo*outPer:], e.Net.Output.Host())
 	}
 	return out, nil
 }

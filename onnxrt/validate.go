@@ -163,7 +163,7 @@ func timeBoth(ctx context.Context, sess *Session, eng *Engine, x []float32, opts
 			ImagesPerSec: float64(b) / (med / 1e3), Threads: sess.Threads})
 
 		eng.Net.SetBatch(b)
-		copy(eng.Net.Input.Data, in)
+		eng.Net.Input.SetHost(in)
 		med, p90, err = timeRuns(ctx, opts.Warmup, opts.Repeats, func() error { eng.Net.Forward(false); return nil })
 		if err != nil {
 			return nil, err

@@ -336,7 +336,7 @@ func Train(ctx context.Context, cfg Config, opt Options) (*Summary, error) {
 // with a teacher the loss is the distillation loss against its outputs.
 func trainStep(net *nn.Network, loss *nn.SoftmaxCrossEntropy, tch *teacher, optim nn.Optimizer, x []float32, labels []int32, lr float32) (float64, int, error) {
 	net.SetBatch(len(labels))
-	copy(net.Input.Data, x)
+	net.Input.SetHost(x)
 	net.ZeroGrad()
 	net.Forward(true)
 	var l float64

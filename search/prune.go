@@ -60,6 +60,6 @@ func (p *pruner) apply(s *Space) {
 			continue
 		}
 		v := p.net.Values[i+1]
-		clear(v.Data[:cap(v.Data)])
+		v.Zero()
 	}
 }

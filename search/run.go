@@ -614,7 +614,7 @@ func (s *searcher) runEpoch(joint bool) error {
 			break
 		}
 		net.SetBatch(n)
-		copy(net.Input.Data, s.x[:n*net.Input.PerSample()])
+		net.Input.SetHost(s.x[:n*net.Input.PerSample()])
 		s.setAux()
 		net.ZeroGrad()
 		net.Forward(true)
@@ -672,7 +672,7 @@ func (s *searcher) setAux() {
 	}
 	beta := float32(max(0, 1-done/total))
 	for _, p := range s.space.Aux {
-		p.Data[0] = beta
+		p.Set(0, beta)
 	}
 }
 
@@ -940,7 +940,7 @@ func clipGradNorm(ps []*nn.Param, maxNorm float64) {
 	}
 	var s float64
 	for _, p := range ps {
-		for _, g := range p.Grad {
+		for _, g := range p.HostGrad() {
 			s += float64(g) * float64(g)
 		}
 	}
@@ -953,5 +953,6 @@ func clipGradNorm(ps []*nn.Param, maxNorm float64) {
 		for i := range p.Grad {
 			p.Grad[i] *= k
 		}
+		p.CommitGrad()
 	}
 }

@@ -170,6 +170,7 @@ func (tr *Trainer) Step(step int) (float64, error) {
 	for i := range tr.Net.Input.Data {
 		tr.Net.Input.Data[i] = float32(rng.NormFloat64())
 	}
+	tr.Net.Input.Commit()
 	k := tr.Net.Output.PerSample()
 	for i := range tr.labels {
 		tr.labels[i] = int32(rng.IntN(k))
@@ -182,7 +183,7 @@ func (tr *Trainer) Step(step int) (float64, error) {
 	}
 	tr.Net.Backward()
 	for i, p := range tr.Net.Params {
-		copy(tr.grads[i], p.Grad)
+		copy(tr.grads[i], p.HostGrad())
 	}
 	tr.Opt.Step(0.05)
 	return loss, nil

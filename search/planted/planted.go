@@ -150,9 +150,11 @@ func labelledSet(net *nn.Network, in [3]int, classes, want int, inputSeed uint64
 		for i := range m * per {
 			net.Input.Data[i] = pixel(set.Images[s*per+i])
 		}
+		net.Input.Commit()
 		net.Forward(false)
+		out := net.Output.Host()
 		for i := range m * k {
-			logits[s*k+i] = float64(net.Output.Data[i])
+			logits[s*k+i] = float64(out[i])
 		}
 	}
 	mean := make([]float64, k)
@@ -211,9 +213,9 @@ func setIndicator(net *nn.Network, ps *models.ProxySpace, teacher models.ProxyCo
 		if p == nil {
 			return fmt.Errorf("no parameter %s", name)
 		}
-		p.Data[0] = 0
+		p.Set(0, 0)
 		if on {
-			p.Data[0] = 1
+			p.Set(0, 1)
 		}
 		return nil
 	}
@@ -363,7 +365,7 @@ func Train(cfg models.ProxyConfig, set *dataset.Set, nTrain, epochs int) (float6
 				break
 			}
 			net.SetBatch(n)
-			copy(net.Input.Data, x[:n*net.Input.PerSample()])
+			net.Input.SetHost(x[:n*net.Input.PerSample()])
 			net.ZeroGrad()
 			net.Forward(true)
 			if _, _, err := loss.Forward(net.Output, labels[:n]); err != nil {

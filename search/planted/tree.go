@@ -89,14 +89,14 @@ func Tree(seed uint64, oracle bool, tune func(*search.Config)) (*TreeOutcome, er
 		for i, c := range ts.Cells {
 			for _, e := range c.Edges {
 				on := teacher.Cells[i].Edges[e.Index]
-				net.Param(e.Switch).Data[0] = 0
+				net.Param(e.Switch).Set(0, 0)
 				if len(on) > 0 {
-					net.Param(e.Switch).Data[0] = 1
+					net.Param(e.Switch).Set(0, 1)
 				}
 				for j, op := range ts.Ops {
-					net.Param(e.OpWeights[j]).Data[0] = 0
+					net.Param(e.OpWeights[j]).Set(0, 0)
 					if slices.Contains(on, op) {
-						net.Param(e.OpWeights[j]).Data[0] = 1
+						net.Param(e.OpWeights[j]).Set(0, 1)
 					}
 				}
 			}
