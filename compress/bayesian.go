@@ -282,7 +282,7 @@ func Bayesian(ctx context.Context, g *models.Graph, params []*nn.Param, train, c
 	if err != nil {
 		return nil, fmt.Errorf("bayes: %w", err)
 	}
-	sgd, err := nn.NewSGD(net.Params, nn.SGDConfig{Momentum: float32(opt.Momentum), WeightDecay: float32(opt.WeightDecay)})
+	sgd, err := nn.NewSGDOn(net.Backend, net.Params, nn.SGDConfig{Momentum: float32(opt.Momentum), WeightDecay: float32(opt.WeightDecay)})
 	if err != nil {
 		return nil, fmt.Errorf("bayes: %w", err)
 	}
@@ -443,7 +443,7 @@ func Bayesian(ctx context.Context, g *models.Graph, params []*nn.Param, train, c
 			net.Input.SetHost(x[:n*per])
 			net.ZeroGrad()
 			net.Forward(true)
-			l, c, err := lossFn.Forward(net.Output, labels[:n])
+			l, c, err := net.Loss(lossFn, labels[:n])
 			if err != nil {
 				return nil, fmt.Errorf("bayes: %w", err)
 			}

@@ -376,6 +376,29 @@ func TestCompiledForwardBackward(t *testing.T) {
 	if allocs != 0 {
 		t.Errorf("%g allocations per training step, want 0", allocs)
 	}
+	// The whole step as training runs it, through the backend's seams:
+	// input copied in, the loss and the optimizer dispatched once each.
+	opt, err := nn.NewSGDOn(be, net.Params, nn.SGDConfig{Momentum: 0.9, WeightDecay: 5e-4, Nesterov: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := slices.Clone(net.Input.Data)
+	labels := []int32{0, 1, 2, 3}
+	var lossErr error
+	allocs = testing.AllocsPerRun(5, func() {
+		net.Input.SetHost(x)
+		net.ZeroGrad()
+		net.Forward(true)
+		_, _, lossErr = net.Loss(nn.SoftmaxCrossEntropy{Smoothing: 0.1}, labels)
+		net.Backward()
+		opt.Step(0.01)
+	})
+	if lossErr != nil {
+		t.Fatal(lossErr)
+	}
+	if allocs != 0 {
+		t.Errorf("%g allocations per step with the loss and SGD, want 0", allocs)
+	}
 }
 
 // TestCompiledDeterministic: same graph, seed and worker count give

@@ -34,7 +34,7 @@ func Evaluate(net *Network, loss *SoftmaxCrossEntropy, b Batches) (meanLoss, acc
 		net.SetBatch(n)
 		net.Input.SetHost(x[:n*per])
 		net.Forward(false)
-		l, c, err := loss.Forward(net.Output, labels[:n])
+		l, c, err := net.Loss(*loss, labels[:n])
 		if err != nil {
 			return 0, 0, fmt.Errorf("evaluate: %w", err)
 		}

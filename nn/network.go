@@ -11,25 +11,67 @@ type Network struct {
 	Params  []*Param
 
 	plan gradPlan
+	// zeroer is the backend's gradient clearing, nil for the host loops;
+	// resolved with the plan so a step asserts no interface.
+	zeroer GradZeroer
 	// fresh: ZeroGrad ran and the next Backward is the first since, so the
 	// value gradients it left to the backward pass are still to be cleared.
 	fresh bool
 }
 
-// gradLayer is what the network needs to defer clearing a value's gradient
-// to the backward pass; the CPU backend's layers implement it.
+// GradLayer is a layer that lets the network defer clearing the gradients
+// of its inputs to the backward pass, which saves a pass over memory per
+// step. A backend's layers implement it in any package; a network with a
+// layer that does not clears every gradient in ZeroGrad instead.
+type GradLayer interface {
+	Layer
+	// GradInputs lists the values whose gradients Backward adds into.
+	GradInputs() []*Value
+	// SetGradAssign switches the layer's next Backward to overwriting x's
+	// gradient instead of adding into it (clearing each piece just before
+	// it adds, while it is in cache). It reports false when the layer
+	// cannot; the network then clears x's gradient just before the layer's
+	// Backward.
+	SetGradAssign(x *Value, on bool) bool
+}
+
+// GradZeroer is a backend that clears gradients in its own storage; without
+// it the network clears the host slices.
+type GradZeroer interface {
+	// ZeroGrads clears the gradients of ps and of vs (each over its
+	// current batch).
+	ZeroGrads(ps []*Param, vs []*Value)
+}
+
+// gradLayer is GradLayer as the CPU backend's layers implement it
+// (unexported methods, so the CPU kernels' files need no exported surface);
+// gradAdapter gives it a GradLayer from another package.
 type gradLayer interface {
 	inputs() []*Value
-	// setAssign switches the layer's next Backward to overwriting x's
-	// gradient instead of adding into it (clearing each piece just before it
-	// adds, while it is in cache). It reports false when the layer cannot.
 	setAssign(x *Value, on bool) bool
+}
+
+type gradAdapter struct{ l GradLayer }
+
+func (a gradAdapter) inputs() []*Value                 { return a.l.GradInputs() }
+func (a gradAdapter) setAssign(x *Value, on bool) bool { return a.l.SetGradAssign(x, on) }
+
+// asGradLayer resolves a layer's deferred-clearing methods, if it has them.
+func asGradLayer(l Layer) (gradLayer, bool) {
+	if gl, ok := l.(gradLayer); ok {
+		return gl, true
+	}
+	if gl, ok := l.(GradLayer); ok {
+		return gradAdapter{gl}, true
+	}
+	return nil, false
 }
 
 // gradPlan says, for every layer, which value gradients start in its
 // backward: those of the inputs whose last consumer in forward order it is.
 type gradPlan struct {
-	layers      []Layer // the layers it was built for, in order
+	layers      []Layer     // the layers it was built for, in order
+	grads       []gradLayer // their deferred-clearing methods (nil when not lazy)
 	values      int
 	eager       []*Value // cleared by ZeroGrad itself
 	clearBefore [][]*Value
@@ -39,14 +81,17 @@ type gradPlan struct {
 func (n *Network) buildPlan() {
 	p := &n.plan
 	*p = gradPlan{layers: append([]Layer(nil), n.Layers...), values: len(n.Values)}
+	n.zeroer, _ = n.Backend.(GradZeroer)
 	last := make(map[*Value]int)
 	lazy := true
+	p.grads = make([]gradLayer, len(n.Layers))
 	for i, l := range n.Layers {
-		gl, ok := l.(gradLayer)
+		gl, ok := asGradLayer(l)
 		if !ok {
 			lazy = false
 			break
 		}
+		p.grads[i] = gl
 		for _, x := range gl.inputs() {
 			last[x] = i
 		}
@@ -88,32 +133,36 @@ func (n *Network) Forward(train bool) {
 // layer overwrites it), which saves a pass over memory. So between ZeroGrad
 // and Backward only the parameters' and Output's gradients read as zero.
 func (n *Network) ZeroGrad() {
-	for _, p := range n.Params {
-		clear(p.Grad)
-	}
 	if !n.planCurrent() {
 		if n.fresh { // undo the old plan's assignments before replacing it
 			for i, vs := range n.plan.assigned {
 				for _, v := range vs {
-					n.plan.layers[i].(gradLayer).setAssign(v, false)
+					n.plan.grads[i].setAssign(v, false)
 				}
 			}
 			n.fresh = false
 		}
 		n.buildPlan()
 	}
-	for _, v := range n.plan.eager {
-		clear(v.Grad)
+	if n.zeroer != nil {
+		n.zeroer.ZeroGrads(n.Params, n.plan.eager)
+	} else {
+		for _, p := range n.Params {
+			clear(p.Grad)
+		}
+		for _, v := range n.plan.eager {
+			clear(v.Grad)
+		}
 	}
 	if n.fresh {
 		return // the assignments of the previous ZeroGrad still stand
 	}
-	for i, l := range n.Layers {
+	for i := range n.Layers {
 		vs := n.plan.clearBefore[i]
 		if len(vs) == 0 {
 			continue
 		}
-		gl := l.(gradLayer)
+		gl := n.plan.grads[i]
 		// Partition in place, assigned values first, so that neither list
 		// allocates.
 		k := 0
@@ -151,18 +200,31 @@ func (n *Network) Backward() {
 	fresh := n.fresh
 	for i := len(n.Layers) - 1; i >= 0; i-- {
 		if fresh {
-			for _, v := range n.plan.clearBefore[i][len(n.plan.assigned[i]):] {
-				clear(v.Grad)
+			if vs := n.plan.clearBefore[i][len(n.plan.assigned[i]):]; n.zeroer != nil {
+				if len(vs) > 0 {
+					n.zeroer.ZeroGrads(nil, vs)
+				}
+			} else {
+				for _, v := range vs {
+					clear(v.Grad)
+				}
 			}
 		}
 		n.Layers[i].Backward()
 		if fresh {
 			for _, v := range n.plan.assigned[i] {
-				n.Layers[i].(gradLayer).setAssign(v, false)
+				n.plan.grads[i].setAssign(v, false)
 			}
 		}
 	}
 	n.fresh = false
+}
+
+// Loss is l on the network's output for labels (the current batch),
+// computed by the backend when it implements LossKernel; it writes the
+// output's gradient for Backward.
+func (n *Network) Loss(l SoftmaxCrossEntropy, labels []int32) (meanLoss float64, correct int, err error) {
+	return l.ForwardOn(n.Backend, n.Output, labels)
 }
 
 // Param returns the parameter with the given name, or nil.

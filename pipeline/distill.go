@@ -72,9 +72,14 @@ func loadTeacher(d Distill, smoothing float64, be nn.Backend, batch int, norm da
 func (t *teacher) step(student *nn.Value, x []float32, labels []int32) (float64, int, error) {
 	n := len(labels)
 	t.net.SetBatch(n)
-	copy(t.net.Input.Data, x)
+	t.net.Input.SetHost(x)
 	t.net.Forward(false)
-	return t.loss.Forward(student, t.net.Output.Data[:n*t.net.Output.PerSample()], labels)
+	// The distillation loss runs on the host: both outputs copied out, the
+	// student's gradient committed back.
+	student.Host()
+	l, correct, err := t.loss.Forward(student, t.net.Output.Host()[:n*t.net.Output.PerSample()], labels)
+	student.CommitGrad()
+	return l, correct, err
 }
 
 // sameFloats says whether a and b hold the same numbers to float32

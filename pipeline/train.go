@@ -204,7 +204,7 @@ func Train(ctx context.Context, cfg Config, opt Options) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	optim, err := makeOptimizer(cfg, net.Params)
+	optim, err := makeOptimizer(cfg, net.Backend, net.Params)
 	if err != nil {
 		return nil, err
 	}
@@ -345,7 +345,7 @@ func trainStep(net *nn.Network, loss *nn.SoftmaxCrossEntropy, tch *teacher, opti
 	if tch != nil {
 		l, correct, err = tch.step(net.Output, x, labels)
 	} else {
-		l, correct, err = loss.Forward(net.Output, labels)
+		l, correct, err = net.Loss(*loss, labels)
 	}
 	if err != nil {
 		return 0, 0, err
@@ -462,14 +462,14 @@ func makeSchedule(cfg Config, stepsPerEpoch, total int) (nn.Schedule, error) {
 	return s, nil
 }
 
-func makeOptimizer(cfg Config, params []*nn.Param) (nn.Optimizer, error) {
+func makeOptimizer(cfg Config, be nn.Backend, params []*nn.Param) (nn.Optimizer, error) {
 	var o nn.Optimizer
 	var err error
 	switch cfg.Train.Optimizer {
 	case "adam":
-		o, err = nn.NewAdam(params, nn.AdamConfig{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: float32(cfg.Train.WeightDecay)})
+		o, err = nn.NewAdamOn(be, params, nn.AdamConfig{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: float32(cfg.Train.WeightDecay)})
 	default:
-		o, err = nn.NewSGD(params, nn.SGDConfig{Momentum: float32(cfg.Train.Momentum), Nesterov: cfg.Train.Nesterov, WeightDecay: float32(cfg.Train.WeightDecay)})
+		o, err = nn.NewSGDOn(be, params, nn.SGDConfig{Momentum: float32(cfg.Train.Momentum), Nesterov: cfg.Train.Nesterov, WeightDecay: float32(cfg.Train.WeightDecay)})
 	}
 	if err != nil {
 		return nil, fmt.Errorf("config: train.optimizer %s: %w", cfg.Train.Optimizer, err)

@@ -473,13 +473,13 @@ func newSearcher(cfg Config, lat LatencyModel) (*searcher, error) {
 			s.weights = append(s.weights, p)
 		}
 	}
-	if s.optW, err = nn.NewSGD(s.weights, nn.SGDConfig{Momentum: float32(cfg.Momentum), WeightDecay: float32(cfg.WeightDecay)}); err != nil {
+	if s.optW, err = nn.NewSGDOn(net.Backend, s.weights, nn.SGDConfig{Momentum: float32(cfg.Momentum), WeightDecay: float32(cfg.WeightDecay)}); err != nil {
 		return nil, fmt.Errorf("search: %w", err)
 	}
 	if cfg.ArchOptimizer == "adam" {
-		s.optA, err = nn.NewAdam(arch, nn.AdamConfig{Beta1: 0.5, Beta2: 0.999, Eps: 1e-8})
+		s.optA, err = nn.NewAdamOn(net.Backend, arch, nn.AdamConfig{Beta1: 0.5, Beta2: 0.999, Eps: 1e-8})
 	} else {
-		s.optA, err = nn.NewSGD(arch, nn.SGDConfig{})
+		s.optA, err = nn.NewSGDOn(net.Backend, arch, nn.SGDConfig{})
 	}
 	if err != nil {
 		return nil, fmt.Errorf("search: %w", err)
@@ -618,7 +618,7 @@ func (s *searcher) runEpoch(joint bool) error {
 		s.setAux()
 		net.ZeroGrad()
 		net.Forward(true)
-		l, c, err := s.lossFn.Forward(net.Output, s.labels[:n])
+		l, c, err := net.Loss(s.lossFn, s.labels[:n])
 		if err != nil {
 			return fmt.Errorf("search: %w", err)
 		}

@@ -152,7 +152,7 @@ func NewTrainer(g *models.Graph, be nn.Backend, batch int) (*Trainer, error) {
 	if err := models.InitParams(net, g, 1); err != nil {
 		return nil, err
 	}
-	opt, err := nn.NewSGD(net.Params, nn.SGDConfig{Momentum: 0.9, WeightDecay: 5e-4, Nesterov: true})
+	opt, err := nn.NewSGDOn(net.Backend, net.Params, nn.SGDConfig{Momentum: 0.9, WeightDecay: 5e-4, Nesterov: true})
 	if err != nil {
 		return nil, err
 	}
@@ -177,7 +177,7 @@ func (tr *Trainer) Step(step int) (float64, error) {
 	}
 	tr.Net.ZeroGrad()
 	tr.Net.Forward(true)
-	loss, _, err := tr.loss.Forward(tr.Net.Output, tr.labels)
+	loss, _, err := tr.Net.Loss(tr.loss, tr.labels)
 	if err != nil {
 		return 0, err
 	}

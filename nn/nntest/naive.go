@@ -273,3 +273,39 @@ func NaiveLinear(x, w, b []float32, n, in, out int) []float64 {
 	}
 	return y
 }
+
+// NaiveSoftmaxCrossEntropy is the mean over n samples of
+// -sum_j q_j log softmax(z)_j with q = (1-s)*onehot(y) + s/k, the number of
+// samples whose first largest logit is the label, and the gradient
+// (softmax(z) - q)/n, in float64 from the definition.
+func NaiveSoftmaxCrossEntropy(logits []float32, labels []int32, k int, s float64) (loss float64, correct int, grad []float64) {
+	n := len(labels)
+	grad = make([]float64, n*k)
+	for i, y := range labels {
+		z := logits[i*k : (i+1)*k]
+		best := 0
+		var zmax float64 = math.Inf(-1)
+		for j, v := range z {
+			if float64(v) > zmax {
+				zmax, best = float64(v), j
+			}
+		}
+		if best == int(y) {
+			correct++
+		}
+		var sum float64
+		for _, v := range z {
+			sum += math.Exp(float64(v) - zmax)
+		}
+		for j, v := range z {
+			p := math.Exp(float64(v)-zmax) / sum
+			q := s / float64(k)
+			if j == int(y) {
+				q += 1 - s
+			}
+			loss -= q * math.Log(p)
+			grad[i*k+j] = (p - q) / float64(n)
+		}
+	}
+	return loss / float64(n), correct, grad
+}

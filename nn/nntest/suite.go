@@ -17,7 +17,8 @@ import (
 // it). It covers every method of nn.Backend:
 //
 //   - NewValue and NewParam: shape, zeroed data, gradient present or not
-//     (none for buffers), SetBatch;
+//     (none for buffers), SetBatch; host access (Host, SetHost, Set, Zero,
+//     Commit and their gradient forms) round-trips;
 //   - each layer's forward against the naive references of this package,
 //     over several shapes (stride, padding, dilation, groups, depthwise,
 //     multipliers, ceil mode, count_include_pad, 2-D and 4-D inputs), and
@@ -30,8 +31,15 @@ import (
 //     training forward (nn.Stochastic), identity in evaluation;
 //   - construction errors returned, never panics;
 //   - results bit-identical for 1, 2 and 3 workers;
-//   - SGD (momentum, Nesterov, dampening, weight decay) and Adam on the
-//     parameters the backend's layers train, against the update written out;
+//   - SGD (momentum, Nesterov, dampening, weight decay) and Adam built on
+//     the backend (NewSGDOn, NewAdamOn: its slots, its nn.OptimizerKernels
+//     where it has them) on the parameters its layers train, against the
+//     update written out;
+//   - the softmax cross entropy through the backend (ForwardOn, its
+//     nn.LossKernel where it has one) against its definition;
+//   - ZeroGrad's clearing (deferred to Backward through nn.GradLayer, or
+//     through the backend's nn.GradZeroer) against every gradient cleared by
+//     hand, from gradients full of stale values;
 //   - the per-sample gradients curvature and compression square
 //     (nn.PerSampleWeightGrads, nn.PerSampleScaleGrads, nn.IsChannelScale);
 //   - a small network assembled as an nn.Network: ZeroGrad, Forward, the
@@ -53,6 +61,8 @@ func Run(t *testing.T, newBackend func(workers int) nn.Backend) {
 	t.Run("Errors", func(t *testing.T) { testErrors(t, newBackend(1)) })
 	t.Run("Workers", func(t *testing.T) { testWorkers(t, newBackend) })
 	t.Run("Optimizers", func(t *testing.T) { testOptimizers(t, newBackend(2)) })
+	t.Run("Loss", func(t *testing.T) { testLoss(t, newBackend(2)) })
+	t.Run("ZeroGrad", func(t *testing.T) { testZeroGrad(t, newBackend(2)) })
 	t.Run("PerSampleGrads", func(t *testing.T) { testPerSample(t, newBackend(2)) })
 	t.Run("Network", func(t *testing.T) { testNetwork(t, newBackend(2)) })
 }
@@ -90,6 +100,37 @@ func testValues(t *testing.T, be nn.Backend) {
 				t.Fatalf("a new param of kind %d is not zeroed", kind)
 			}
 		}
+	}
+	// Host access: what code outside the kernels writes through SetHost,
+	// Set, Zero and Commit, and reads through Host, is the tensor's content.
+	hv := be.NewValue("h", []int{2, 3}, true)
+	hv.SetHost([]float32{1, 2, 3, 4, 5, 6})
+	hv.SetBatch(1)
+	if got := hv.Host(); !slices.Equal(got, []float32{1, 2, 3}) {
+		t.Fatalf("value SetHost then Host at batch 1: %v, want [1 2 3]", got)
+	}
+	hv.Zero()
+	hv.SetBatch(2)
+	if got := hv.Host(); !slices.Equal(got, make([]float32, 6)) {
+		t.Fatalf("Zero at batch 1 must clear the whole allocated batch: %v", got)
+	}
+	copy(hv.Grad, []float32{1, 1, 1, 2, 2, 2})
+	hv.CommitGrad()
+	if got := hv.HostGrad(); !slices.Equal(got, []float32{1, 1, 1, 2, 2, 2}) {
+		t.Fatalf("value gradient after CommitGrad: %v", got)
+	}
+	hp := be.NewParam("h.w", nn.Weight, 2, 2)
+	hp.SetHost([]float32{4, 3, 2, 1})
+	hp.Set(2, 9)
+	hp.Host()[0] = 7
+	hp.Commit()
+	if got := hp.Host(); !slices.Equal(got, []float32{7, 3, 9, 1}) {
+		t.Fatalf("param after SetHost, Set and a committed write: %v, want [7 3 9 1]", got)
+	}
+	hp.HostGrad()[1] = 5
+	hp.CommitGrad()
+	if got := hp.HostGrad(); !slices.Equal(got, []float32{0, 5, 0, 0}) {
+		t.Fatalf("param gradient after a committed write: %v", got)
 	}
 }
 

@@ -74,7 +74,7 @@ func (s *smallNet) step(t *testing.T) float64 {
 	t.Helper()
 	s.net.ZeroGrad()
 	s.net.Forward(true)
-	loss, _, err := (&nn.SoftmaxCrossEntropy{}).Forward(s.net.Output, s.labels)
+	loss, _, err := s.net.Loss(nn.SoftmaxCrossEntropy{}, s.labels)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +146,7 @@ func testNetwork(t *testing.T, be nn.Backend) {
 			}
 		}
 	}
-	opt, err := nn.NewSGD(s.net.Params, nn.SGDConfig{Momentum: 0.9, Nesterov: true, WeightDecay: 5e-4})
+	opt, err := nn.NewSGDOn(be, s.net.Params, nn.SGDConfig{Momentum: 0.9, Nesterov: true, WeightDecay: 5e-4})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +177,7 @@ func testOptimizers(t *testing.T, be nn.Backend) {
 		return variant{
 			name: "sgd",
 			make: func(ps []*nn.Param) (nn.Optimizer, error) {
-				return nn.NewSGD(ps, nn.SGDConfig{Momentum: float32(mom), Dampening: float32(damp), WeightDecay: float32(wd), Nesterov: nesterov})
+				return nn.NewSGDOn(be, ps, nn.SGDConfig{Momentum: float32(mom), Dampening: float32(damp), WeightDecay: float32(wd), Nesterov: nesterov})
 			},
 			update: func(step int, p, g float64, kind nn.ParamKind, slot []float64) float64 {
 				if kind == nn.Weight {
@@ -202,7 +202,7 @@ func testOptimizers(t *testing.T, be nn.Backend) {
 	adam := variant{
 		name: "adam",
 		make: func(ps []*nn.Param) (nn.Optimizer, error) {
-			return nn.NewAdam(ps, nn.AdamConfig{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 1e-3})
+			return nn.NewAdamOn(be, ps, nn.AdamConfig{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 1e-3})
 		},
 		update: func(step int, p, g float64, kind nn.ParamKind, slot []float64) float64 {
 			b1, b2, eps := float64(float32(0.9)), float64(float32(0.999)), float64(float32(1e-8))
@@ -382,6 +382,116 @@ func testPerSample(t *testing.T, be nn.Backend) {
 			}
 			if math.Abs(buf[b*4+ch]-want) > 1e-5*math.Max(1, math.Abs(want)) {
 				t.Errorf("channel scale sample %d channel %d: %g, want %g", b, ch, buf[b*4+ch], want)
+			}
+		}
+	}
+}
+
+// testLoss: the softmax cross entropy the backend computes (ForwardOn, as
+// Network.Loss calls it) against its definition in float64, with and
+// without label smoothing, on a batch smaller than the allocated one; the
+// gradient it writes overwrites the logits' gradient; bad labels are
+// errors.
+func testLoss(t *testing.T, be nn.Backend) {
+	rng := rand.New(rand.NewPCG(21, 22))
+	const n, k = 5, 7
+	logits := be.NewValue("logits", []int{n + 2, k}, true)
+	RandFill(rng, logits.Data)
+	for i := range logits.Data {
+		logits.Data[i] *= 4
+	}
+	logits.Commit()
+	logits.SetBatch(n)
+	labels := make([]int32, n)
+	for i := range labels {
+		labels[i] = int32(rng.IntN(k))
+	}
+	for _, smoothing := range []float32{0, 0.1} {
+		FillSpaced(rng, logits.Grad) // stale values the loss must overwrite
+		logits.CommitGrad()
+		l := nn.SoftmaxCrossEntropy{Smoothing: smoothing}
+		got, correct, err := l.ForwardOn(be, logits, labels)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, wantCorrect, grad := NaiveSoftmaxCrossEntropy(logits.Host(), labels, k, float64(smoothing))
+		if math.Abs(got-want) > 1e-6*math.Max(1, math.Abs(want)) || correct != wantCorrect {
+			t.Errorf("smoothing %g: loss %.9g, %d correct; want %.9g, %d", smoothing, got, correct, want, wantCorrect)
+		}
+		CompareSlices(t, "dlogits", logits.HostGrad(), grad)
+	}
+	labels[2] = k
+	if _, _, err := (nn.SoftmaxCrossEntropy{}).ForwardOn(be, logits, labels); err == nil {
+		t.Error("a label outside [0,K) was accepted")
+	}
+	if _, _, err := (nn.SoftmaxCrossEntropy{}).ForwardOn(be, logits, labels[:3]); err == nil {
+		t.Error("3 labels for a batch of 5 were accepted")
+	}
+}
+
+// testZeroGrad: after ZeroGrad the parameters' and the output's gradients
+// read zero, and a Backward from gradients left full of stale values gives
+// bit for bit what the layers' Backward gives when every gradient was
+// cleared by hand first: the network's deferred clearing (through
+// nn.GradLayer where the layers implement it, nn.GradZeroer where the
+// backend does) clears what it defers, before the first layer adds into it.
+func testZeroGrad(t *testing.T, be nn.Backend) {
+	s := newSmallNet(t, be, 5)
+	// Reference: every gradient cleared, layers run backward by hand.
+	s.net.Forward(true)
+	for _, v := range s.net.Values {
+		clear(v.Grad)
+	}
+	for _, p := range s.net.Params {
+		clear(p.Grad)
+	}
+	if _, _, err := s.net.Loss(nn.SoftmaxCrossEntropy{}, s.labels); err != nil {
+		t.Fatal(err)
+	}
+	for i := len(s.net.Layers) - 1; i >= 0; i-- {
+		s.net.Layers[i].Backward()
+	}
+	want := make([][]float32, len(s.net.Params))
+	for i, p := range s.net.Params {
+		want[i] = append([]float32(nil), p.HostGrad()...)
+	}
+	rng := rand.New(rand.NewPCG(23, 24))
+	for round := range 2 { // the second round reuses the plan ZeroGrad built
+		for _, v := range s.net.Values {
+			if v.Grad != nil {
+				FillSpaced(rng, v.Grad)
+				v.CommitGrad()
+			}
+		}
+		for _, p := range s.net.Params {
+			if p.Grad != nil {
+				FillSpaced(rng, p.Grad)
+				p.CommitGrad()
+			}
+		}
+		s.net.ZeroGrad()
+		for _, p := range s.net.Params {
+			for j, g := range p.HostGrad() {
+				if g != 0 {
+					t.Fatalf("round %d: after ZeroGrad %s.grad[%d] = %g", round, p.Name, j, g)
+				}
+			}
+		}
+		for j, g := range s.net.Output.HostGrad() {
+			if g != 0 {
+				t.Fatalf("round %d: after ZeroGrad the output's gradient [%d] = %g", round, j, g)
+			}
+		}
+		s.net.Forward(true)
+		if _, _, err := s.net.Loss(nn.SoftmaxCrossEntropy{}, s.labels); err != nil {
+			t.Fatal(err)
+		}
+		s.net.Backward()
+		for i, p := range s.net.Params {
+			for j, g := range p.HostGrad() {
+				if math.Float32bits(g) != math.Float32bits(want[i][j]) {
+					t.Fatalf("round %d: %s.grad[%d] = %g after ZeroGrad/Backward, %g with every gradient cleared by hand", round, p.Name, j, g, want[i][j])
+				}
 			}
 		}
 	}

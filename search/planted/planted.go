@@ -340,7 +340,7 @@ func Train(cfg models.ProxyConfig, set *dataset.Set, nTrain, epochs int) (float6
 	if err != nil {
 		return 0, err
 	}
-	opt, err := nn.NewSGD(net.Params, nn.SGDConfig{Momentum: 0.9, WeightDecay: 3e-4})
+	opt, err := nn.NewSGDOn(net.Backend, net.Params, nn.SGDConfig{Momentum: 0.9, WeightDecay: 3e-4})
 	if err != nil {
 		return 0, err
 	}
@@ -368,7 +368,7 @@ func Train(cfg models.ProxyConfig, set *dataset.Set, nTrain, epochs int) (float6
 			net.Input.SetHost(x[:n*net.Input.PerSample()])
 			net.ZeroGrad()
 			net.Forward(true)
-			if _, _, err := loss.Forward(net.Output, labels[:n]); err != nil {
+			if _, _, err := net.Loss(loss, labels[:n]); err != nil {
 				return 0, err
 			}
 			net.Backward()
