@@ -177,7 +177,7 @@ func BenchmarkDefaultPyramidNet(b *testing.B) {
 			b.ReportMetric(float64(batch*b.N)/b.Elapsed().Seconds(), "images/s")
 		})
 		b.Run(fmt.Sprintf("bayesnas/batch=%d", batch), func(b *testing.B) {
-			eng, err := NewEngine(c.g, c.params, batch, threads)
+			eng, err := NewEngine(nn.NewCPU(nn.DefaultGemm(), threads), c.g, c.params, batch)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -55,7 +55,7 @@ func compareCase(t *testing.T, g *models.Graph, params []*nn.Param, opts export.
 		t.Fatal(err)
 	}
 	defer sess.Close()
-	eng, err := NewEngine(g, params, n, 1)
+	eng, err := NewEngine(nn.NewCPU(nn.DefaultGemm(), 1), g, params, n)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,10 +227,19 @@ func TestValidateStopsAndBoundsThreads(t *testing.T) {
 	if _, err := Open(path, SessionOptions{IntraOpThreads: 100000}); err == nil || !strings.Contains(err.Error(), "intra-op threads = 100000") {
 		t.Errorf("a session of 100000 threads: %v", err)
 	}
+	if _, err := Validate(path, g, net.Params, nil, nil, ValidateOptions{Backend: "cuda"}); err == nil || !strings.Contains(err.Error(), "no CUDA backend built in") {
+		t.Errorf("backend cuda: %v", err)
+	}
 	needORT(t)
+	// The engine runs on the backend the options name, as the run's other
+	// stages do: the reference backend's outputs agree with ONNX Runtime too.
+	r, err := Validate(path, g, net.Params, nil, nil, ValidateOptions{Backend: "reference", Threads: 1, Batch: 4, RandomInputs: 8, SkipTiming: true})
+	if err != nil || !r.Passed || r.Engine != "reference" || r.Random.Top1Agreement != 1 {
+		t.Errorf("validation on the reference backend: %v, report %+v", err, r)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	r, err := Validate(path, g, net.Params, nil, nil, ValidateOptions{Threads: 1, Batch: 4, RandomInputs: 8, Context: ctx})
+	r, err = Validate(path, g, net.Params, nil, nil, ValidateOptions{Threads: 1, Batch: 4, RandomInputs: 8, Context: ctx})
 	if !errors.Is(err, context.Canceled) || r != nil {
 		t.Errorf("cancelled validation: report %v, error %v; want context.Canceled", r, err)
 	}

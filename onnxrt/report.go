@@ -33,6 +33,10 @@ type ValidateOptions struct {
 	// Threads is both ONNX Runtime's intra-op thread count and the engine's
 	// worker count, so the two are timed on equal terms; 0: one per CPU.
 	Threads int
+	// Backend is the engine's backend (nn/backends: auto, cpu, reference),
+	// the run's `backend` setting as training, search and compression use
+	// it; "" is auto.
+	Backend string
 	// Batch is the chunk size for comparisons and the second timed batch
 	// size (the first is 1); default 64.
 	Batch int
@@ -251,14 +255,16 @@ func argmax(v []float32) int {
 // parameters copied in by name.
 type Engine struct {
 	Net     *nn.Network
-	backend *nn.CPU
+	backend nn.Backend
 	batch   int
 }
 
-// NewEngine compiles g for batches of up to batch samples on threads workers
-// (0: one per CPU) and loads params.
-func NewEngine(g *models.Graph, params []*nn.Param, batch, threads int) (*Engine, error) {
-	be := nn.NewCPU(nn.DefaultGemm(), threads)
+// NewEngine compiles g on be for batches of up to batch samples and loads
+// params.
+func NewEngine(be nn.Backend, g *models.Graph, params []*nn.Param, batch int) (*Engine, error) {
+	if be == nil {
+		return nil, fmt.Errorf("engine for graph %q: no backend", g.Name)
+	}
 	net, err := models.Compile(g, be, batch)
 	if err != nil {
 		return nil, err
@@ -283,8 +289,14 @@ func NewEngine(g *models.Graph, params []*nn.Param, batch, threads int) (*Engine
 // Name describes the kernels in use.
 func (e *Engine) Name() string { return e.backend.Name() }
 
-// Workers is the engine's worker count.
-func (e *Engine) Workers() int { return e.backend.Pool.Workers() }
+// Workers is the goroutines the engine computes on: the CPU backend's pool,
+// 1 for one without (the reference backend runs on the calling goroutine).
+func (e *Engine) Workers() int {
+	if c, ok := e.backend.(*nn.CPU); ok {
+		return c.Pool.Workers()
+	}
+	return 1
+}
 
 // Run evaluates n samples of x in chunks of the compiled batch.
 func (e *Engine) Run(x []float32, n int) ([]float32, error) {

@@ -11,6 +11,7 @@ import (
 	"bayesnas/export"
 	"bayesnas/models"
 	"bayesnas/nn"
+	"bayesnas/nn/backends"
 )
 
 // Validate loads modelPath (exported from g and params) in ONNX Runtime and
@@ -23,6 +24,11 @@ import (
 func Validate(modelPath string, g *models.Graph, params []*nn.Param, images []float32, labels []int32, opts ValidateOptions) (*Report, error) {
 	opts.defaults()
 	if err := nn.CheckWorkers("threads", opts.Threads); err != nil {
+		return nil, fmt.Errorf("validating %s: %w", modelPath, err)
+	}
+	// Before the library loads: a backend this binary lacks is a
+	// configuration error whatever the runtime.
+	if err := backends.Check("backend", opts.Backend); err != nil {
 		return nil, fmt.Errorf("validating %s: %w", modelPath, err)
 	}
 	lib, err := InitDefault(opts.Library)
@@ -42,7 +48,11 @@ func Validate(modelPath string, g *models.Graph, params []*nn.Param, images []fl
 		return nil, fmt.Errorf("validating: %w", err)
 	}
 	defer sess.Close()
-	eng, err := NewEngine(g, params, opts.Batch, sess.Threads)
+	be, err := backends.New(opts.Backend, sess.Threads)
+	if err != nil {
+		return nil, fmt.Errorf("validating %s: %w", modelPath, err)
+	}
+	eng, err := NewEngine(be, g, params, opts.Batch)
 	if err != nil {
 		return nil, fmt.Errorf("validating %s: %w", modelPath, err)
 	}

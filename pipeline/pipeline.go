@@ -460,7 +460,8 @@ func (p *pipelineRun) export(ctx context.Context) error {
 	model := filepath.Join(out, ModelFile)
 	_, rep, err := Export(p.dir(CompressDir), ExportOptions{Out: model, ReportDir: out, Opset: p.cfg.Export.Opset,
 		ToolVersion: p.opt.ToolVersion, Validate: true, TestImages: p.cfg.Export.TestImages,
-		Validation: onnxrt.ValidateOptions{Library: p.cfg.Device.ONNXRuntimeLib, Threads: p.cfg.Threads, Context: ctx}})
+		Validation: onnxrt.ValidateOptions{Library: p.cfg.Device.ONNXRuntimeLib, Threads: p.cfg.Threads, Backend: p.cfg.Backend,
+			Context: ctx}})
 	if err != nil {
 		if errors.Is(err, onnxrt.ErrTolerance) {
 			return Mark(ErrValidation, err)
