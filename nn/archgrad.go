@@ -62,6 +62,9 @@ func PerSampleScaleGrads(l Layer, g []float64) (gamma *Param, ok bool, err error
 			mean := float32(bn.mean[ch])
 			var s float64
 			for i, v := range x[off : off+hw] {
+				if bn.relu && !(bn.y.Data[off+i] > 0) {
+					continue // a fused ReLU passed no gradient here
+				}
 				s += float64(dy[off+i]) * float64(v-mean)
 			}
 			g[b*bn.c+ch] = s * bn.invStd[ch]

@@ -3,6 +3,8 @@ package nn
 import (
 	"fmt"
 	"math"
+
+	"bayesnas/internal/bnplane"
 )
 
 // bnMinTasks is how many (channel, sample range) tasks a batch norm layer
@@ -26,9 +28,15 @@ type bnLayer struct {
 	// chunks is the number of sample ranges per channel of the current
 	// batch; partial holds their (sum, sum of squares) or (sum dy,
 	// sum dy*(x-mean)), [channel][chunk][2], when chunks > 1.
-	chunks                 int
-	assignX                bool // the next Backward overwrites x.Grad (see gradLayer)
-	partial                []float64
+	chunks  int
+	assignX bool // the next Backward overwrites x.Grad (see gradLayer)
+	partial []float64
+	// A fused layer (bnfuse.go) also applies the one layer that reads the
+	// normalised values: y = relu(bn(x)) when relu, y = bn(x) + add when
+	// add is not nil.
+	relu                   bool
+	add                    *Value
+	assignAdd              bool // the next Backward overwrites add.Grad
 	fwdFused, bwdFused     func(worker, ch int)
 	fwdStats, fwdNormalize func(worker, task int)
 	bwdSums, bwdDx         func(worker, task int)
@@ -42,6 +50,17 @@ type bnLayer struct {
 // order: every reduction runs in an order set by the shape alone, so results
 // do not depend on the workers.
 func (c *CPU) BatchNorm(x *Value, gamma, beta, runMean, runVar *Param, a BNAttrs) (Layer, error) {
+	l, err := c.newBN(x, gamma, beta, runMean, runVar, a)
+	if err != nil {
+		return nil, err
+	}
+	l.y = c.NewValue("batchnorm("+x.Name+")", x.Shape, true)
+	return l, nil
+}
+
+// newBN checks a batch norm's operands and builds the layer, all but its
+// output value.
+func (c *CPU) newBN(x *Value, gamma, beta, runMean, runVar *Param, a BNAttrs) (*bnLayer, error) {
 	if err := checkShape("batchnorm", x, false); err != nil {
 		return nil, err
 	}
@@ -69,7 +88,6 @@ func (c *CPU) BatchNorm(x *Value, gamma, beta, runMean, runVar *Param, a BNAttrs
 		c: ch, hw: x.H() * x.W(), mean: make([]float64, ch), invStd: make([]float64, ch)}
 	l.chunks = bnChunks(ch, x.N())
 	l.partial = make([]float64, 2*ch*l.chunks)
-	l.y = c.NewValue("batchnorm("+x.Name+")", x.Shape, true)
 	l.fwdFused, l.bwdFused = l.forwardFused, l.backwardFused
 	l.fwdStats, l.fwdNormalize = l.forwardStats, l.forwardNormalize
 	l.bwdSums, l.bwdDx = l.backwardSums, l.backwardDx
@@ -83,11 +101,20 @@ func (l *bnLayer) taskRange(task int) (ch, k, n0, n1 int) {
 	return ch, k, k * n / chunks, (k + 1) * n / chunks
 }
 
+// grid is channel ch's planes of samples [n0, n1) and the offset of the
+// first: the layout every bnplane kernel takes.
+func (l *bnLayer) grid(ch, n0, n1 int) (off int, g bnplane.Grid) {
+	stride := l.c * l.hw
+	return n0*stride + ch*l.hw, bnplane.Grid{Rows: n1 - n0, Width: l.hw, Stride: stride}
+}
+
 // shiftOf is the mean of channel ch's plane in sample 0: close enough to the
 // batch mean that (x-shift) neither cancels nor overflows the float32 lanes,
 // and computed identically by every task of the channel.
 func (l *bnLayer) shiftOf(ch int) float32 {
-	return float32(sumPlane(l.x.Data[ch*l.hw:(ch+1)*l.hw]) / float64(l.hw))
+	off, g := l.grid(ch, 0, 1)
+	s, _ := bnplane.SumsAbout(l.x.Data[off:], g, 0)
+	return float32(s / float64(l.hw))
 }
 
 // trainSums returns, for channel ch over samples [n0, n1), the sum of x-shift
@@ -95,14 +122,9 @@ func (l *bnLayer) shiftOf(ch int) float32 {
 // cancelling when the mean is large compared with the spread (x-shift is
 // even exact while x is within a factor 2 of the shift).
 func (l *bnLayer) trainSums(ch, n0, n1 int) (shift float32, s, q float64) {
-	hw, stride := l.hw, l.c*l.hw
-	x := l.x.Data
 	shift = l.shiftOf(ch)
-	for off := n0*stride + ch*hw; off < n1*stride; off += stride {
-		a, b := sumsAbout(x[off:off+hw], shift)
-		s += a
-		q += b
-	}
+	off, g := l.grid(ch, n0, n1)
+	s, q = bnplane.SumsAbout(l.x.Data[off:], g, shift)
 	return shift, s, q
 }
 
@@ -137,20 +159,17 @@ func (l *bnLayer) evalStats(ch int, update bool) (mean, invStd float64) {
 	return mean, invStd
 }
 
-// normalize writes y = gamma*(x-mean)*invStd + beta for channel ch, samples [n0, n1).
+// normalize writes y = gamma*(x-mean)*invStd + beta for channel ch,
+// samples [n0, n1), plus add and through the ReLU in a fused layer.
 func (l *bnLayer) normalize(ch, n0, n1 int, mean, invStd float64) {
-	hw, stride := l.hw, l.c*l.hw
-	x, y := l.x.Data, l.y.Data
 	scale := float64(l.gamma.Data[ch]) * invStd
 	shift := float64(l.beta.Data[ch]) - scale*mean
-	sc, sh := float32(scale), float32(shift)
-	for off := n0*stride + ch*hw; off < n1*stride; off += stride {
-		ys, xs := y[off:off+hw], x[off:off+hw]
-		ys = ys[:len(xs)]
-		for i, v := range xs {
-			ys[i] = v*sc + sh
-		}
+	off, g := l.grid(ch, n0, n1)
+	var add []float32
+	if l.add != nil {
+		add = l.add.Data[off:]
 	}
+	bnplane.Affine(l.y.Data[off:], l.x.Data[off:], add, g, float32(scale), float32(shift), l.relu)
 }
 
 // forwardFused handles a whole channel in one task: the statistics pass
@@ -197,46 +216,47 @@ func (l *bnLayer) forwardNormalize(_, task int) {
 // dx = gamma*invStd*(dy - sum(dy)/m - xhat*sum(dy*xhat)/m); in evaluation
 // dx = gamma*invStd*dy. One pass gives both sums, one more gives dx.
 
-func (l *bnLayer) dySums(ch, n0, n1 int) (sdy, sdyx float64) {
-	hw, stride := l.hw, l.c*l.hw
-	x, dy := l.x.Data, l.y.Grad
-	mean := float32(l.mean[ch])
-	for off := n0*stride + ch*hw; off < n1*stride; off += stride {
-		a, b := sumDyDev(dy[off:off+hw], x[off:off+hw], mean)
-		sdy += a
-		sdyx += b
+// In a fused layer with the ReLU, dy is the gradient of the ReLU's output,
+// and the batch norm's own is dy where y > 0 (the mask that the ReLU layer's
+// backward applies).
+
+// mask is the output to mask the gradient with from offset off, or nil.
+func (l *bnLayer) mask(off int) []float32 {
+	if !l.relu {
+		return nil
 	}
-	return sdy, sdyx
+	return l.y.Data[off:]
+}
+
+func (l *bnLayer) dySums(ch, n0, n1 int) (sdy, sdyx float64) {
+	off, g := l.grid(ch, n0, n1)
+	return bnplane.DySums(l.y.Grad[off:], l.mask(off), l.x.Data[off:], g, float32(l.mean[ch]))
 }
 
 // inputGrad adds channel ch's dx over samples [n0, n1); sdyx is sum(dy*(x-mean)).
 func (l *bnLayer) inputGrad(ch, n0, n1 int, sdy, sdyx float64) {
-	hw, stride := l.hw, l.c*l.hw
-	x, dy, dxAll := l.x.Data, l.y.Grad, l.x.Grad
 	mean, invStd := l.mean[ch], l.invStd[ch]
 	k := float64(l.gamma.Data[ch]) * invStd
 	var a, b float64 // dx = k*dy - k*a - k*b*xhat
 	if l.train {
-		m := float64(l.x.N() * hw)
+		m := float64(l.x.N() * l.hw)
 		a, b = sdy/m, sdyx*invStd/m
 	}
 	// float32 coefficients: one multiply-add chain per element, with x-mean
 	// formed first so a large mean does not cancel.
-	kf, ka, kb, mf := float32(k), float32(k*a), float32(k*b*invStd), float32(mean)
-	for off := n0*stride + ch*hw; off < n1*stride; off += stride {
-		xs := x[off : off+hw]
-		g, dx := dy[off:off+hw], dxAll[off:off+hw]
-		g, dx = g[:len(xs)], dx[:len(xs)]
-		if l.assignX {
-			for i, v := range xs {
-				dx[i] = kf*g[i] - ka - kb*(v-mf)
-			}
-			continue
-		}
-		for i, v := range xs {
-			dx[i] += kf*g[i] - ka - kb*(v-mf)
-		}
+	off, g := l.grid(ch, n0, n1)
+	bnplane.InputGrad(l.x.Grad[off:], l.y.Grad[off:], l.mask(off), l.x.Data[off:], g,
+		float32(k), float32(k*a), float32(k*b*invStd), float32(mean), l.assignX)
+}
+
+// addGrad passes the output gradient of channel ch, samples [n0, n1), to
+// the residual input of a fused batch norm and add.
+func (l *bnLayer) addGrad(ch, n0, n1 int) {
+	if l.add == nil || l.add.Grad == nil {
+		return
 	}
+	off, g := l.grid(ch, n0, n1)
+	bnplane.AddTo(l.add.Grad[off:], l.y.Grad[off:], g, l.assignAdd)
 }
 
 func (l *bnLayer) paramGrads(ch int, sdy, sdyx float64) {
@@ -251,6 +271,7 @@ func (l *bnLayer) backwardFused(_, ch int) {
 	if l.x.Grad != nil {
 		l.inputGrad(ch, 0, n, sdy, sdyx)
 	}
+	l.addGrad(ch, 0, n)
 }
 
 func (l *bnLayer) backwardSums(_, task int) {
@@ -271,70 +292,7 @@ func (l *bnLayer) backwardDx(_, task int) {
 	if l.x.Grad != nil {
 		l.inputGrad(ch, n0, n1, sdy, sdyx)
 	}
-}
-
-// sumPlane, sumsAbout and sumDyDev reduce one plane (at most a few thousand
-// elements) in four float32 lanes: independent accumulators hide the add
-// latency that a single float64 chain would pay per element, and the planes
-// are then summed in float64. The order is fixed, so results do not depend
-// on scheduling.
-func sumPlane(s []float32) float64 {
-	var a0, a1, a2, a3 float32
-	i := 0
-	for ; i+4 <= len(s); i += 4 {
-		a0 += s[i]
-		a1 += s[i+1]
-		a2 += s[i+2]
-		a3 += s[i+3]
-	}
-	for ; i < len(s); i++ {
-		a0 += s[i]
-	}
-	return float64(a0) + float64(a1) + float64(a2) + float64(a3)
-}
-
-// sumsAbout returns sum(s-shift) and sum((s-shift)^2). Index loops rather
-// than re-slicing: the compiler keeps all eight accumulators in registers.
-func sumsAbout(s []float32, shift float32) (float64, float64) {
-	var a0, a1, a2, a3, q0, q1, q2, q3 float32
-	i := 0
-	for ; i+4 <= len(s); i += 4 {
-		d0, d1, d2, d3 := s[i]-shift, s[i+1]-shift, s[i+2]-shift, s[i+3]-shift
-		a0 += d0
-		q0 += d0 * d0
-		a1 += d1
-		q1 += d1 * d1
-		a2 += d2
-		q2 += d2 * d2
-		a3 += d3
-		q3 += d3 * d3
-	}
-	for ; i < len(s); i++ {
-		d := s[i] - shift
-		a0 += d
-		q0 += d * d
-	}
-	return float64(a0) + float64(a1) + float64(a2) + float64(a3),
-		float64(q0) + float64(q1) + float64(q2) + float64(q3)
-}
-
-// sumDyDev returns sum(dy) and sum(dy*(x-mean)). Two lanes, not four: with
-// eight accumulators the compiler runs out of registers and spills.
-func sumDyDev(dy, x []float32, mean float32) (float64, float64) {
-	var s0, s1, q0, q1 float32
-	dy = dy[:len(x)]
-	i := 0
-	for ; i+2 <= len(x); i += 2 {
-		s0 += dy[i]
-		s1 += dy[i+1]
-		q0 += dy[i] * (x[i] - mean)
-		q1 += dy[i+1] * (x[i+1] - mean)
-	}
-	for ; i < len(x); i++ {
-		s0 += dy[i]
-		q0 += dy[i] * (x[i] - mean)
-	}
-	return float64(s0) + float64(s1), float64(q0) + float64(q1)
+	l.addGrad(ch, n0, n1)
 }
 
 func (l *bnLayer) Forward(train bool) {
@@ -361,13 +319,22 @@ func (l *bnLayer) Backward() {
 
 func (l *bnLayer) Output() *Value { return l.y }
 
-func (l *bnLayer) inputs() []*Value { return []*Value{l.x} }
+func (l *bnLayer) inputs() []*Value {
+	if l.add != nil {
+		return []*Value{l.x, l.add}
+	}
+	return []*Value{l.x}
+}
 
 func (l *bnLayer) setAssign(x *Value, on bool) bool {
-	if x != l.x {
+	switch x {
+	case l.x:
+		l.assignX = on
+	case l.add:
+		l.assignAdd = on
+	default:
 		return false
 	}
-	l.assignX = on
 	return true
 }
 

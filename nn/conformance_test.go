@@ -3,6 +3,7 @@ package nn_test
 import (
 	"testing"
 
+	"bayesnas/internal/bnplane"
 	"bayesnas/internal/tapsum"
 	"bayesnas/nn"
 	"bayesnas/nn/nntest"
@@ -19,10 +20,13 @@ func TestConformance(t *testing.T) {
 }
 
 // TestConformanceGoKernels runs the suite again with the Go kernels of
-// tapsum (the depthwise convolutions' taps), which the AVX2 assembly
-// otherwise replaces on this machine and which non-amd64 builds use.
+// tapsum (the depthwise convolutions' taps) and bnplane (batch norm), which
+// the AVX2 assembly otherwise replaces on this machine and which non-amd64
+// builds use.
 func TestConformanceGoKernels(t *testing.T) {
 	defer func(on bool) { tapsum.UseAVX2 = on }(tapsum.UseAVX2)
+	defer func(on bool) { bnplane.UseAVX2 = on }(bnplane.UseAVX2)
 	tapsum.UseAVX2 = false
+	bnplane.UseAVX2 = false
 	nntest.Run(t, func(workers int) nn.Backend { return nn.NewCPU(nn.DefaultGemm(), workers) })
 }
