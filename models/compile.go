@@ -17,6 +17,9 @@ import (
 // order. Everything a training step touches is allocated here, so steps
 // allocate nothing. Network.Values holds the input first, then each node's
 // output; Network.Params lists parameters in graph order (ParamSpecs order).
+// On a backend that fuses, a batch norm read only by a ReLU or residual add
+// runs inside that node's layer (see bnFusion): its own layer does nothing
+// and its value is not written.
 func Compile(g *Graph, be nn.Backend, batch int) (*nn.Network, error) {
 	if batch < 1 {
 		return nil, fmt.Errorf("compiling graph %q: batch %d, want >= 1", g.Name, batch)
@@ -34,6 +37,7 @@ func Compile(g *Graph, be nn.Backend, batch int) (*nn.Network, error) {
 	in := be.NewValue(g.Input.Name, append([]int{batch}, g.Input.Shape...), false)
 	net := &nn.Network{Backend: be, Input: in, Values: []*nn.Value{in}}
 	values := map[string]*nn.Value{g.Input.Name: in}
+	fusion := planBNFusion(g, be)
 	for _, n := range g.Nodes {
 		xs := make([]*nn.Value, len(n.Inputs))
 		for i, name := range n.Inputs {
@@ -49,7 +53,7 @@ func Compile(g *Graph, be nn.Backend, batch int) (*nn.Network, error) {
 			ps[0].Commit()
 			ps[3].Commit()
 		}
-		layer, err := buildLayer(be, n, xs, ps)
+		layer, err := fusion.build(be, n, xs, ps)
 		if err != nil {
 			return nil, fmt.Errorf("compiling graph %q: node %q (%s): %w", g.Name, n.Name, n.Op, err)
 		}
