@@ -31,7 +31,11 @@ func EnsureBLASCoreType() (note string) {
 		if os.Getenv(blasReexecMarker) != "" {
 			return fmt.Sprintf("openblas core type %s (set by bayesnas)", v)
 		}
-		return fmt.Sprintf("openblas core type %s (from environment)", v)
+		note := fmt.Sprintf("openblas core type %s (from environment)", v)
+		if flags, err := cpuFlags("/proc/cpuinfo"); err == nil {
+			note += slowerCoreNote(v, blasCoreTypeFor(flags))
+		}
+		return note
 	}
 	if os.Getenv(blasReexecMarker) != "" {
 		return "openblas core type detected by openblas (re-exec lost OPENBLAS_CORETYPE)"
@@ -63,6 +67,34 @@ func blasCoreTypeFor(flags map[string]bool) string {
 		return "Haswell"
 	}
 	return ""
+}
+
+// coreRank orders the core types bayesnas chooses by their speed on the
+// CPUs that support them; a core type it does not choose ranks 0.
+var coreRank = map[string]int{"Haswell": 1, "SkylakeX": 2}
+
+// slowerCoreNote is what the log adds when the environment's core type env
+// is slower than best, the one this CPU could run: on the AMD EPYC (Zen 5)
+// development machine OPENBLAS_CORETYPE=Haswell, set by its environment,
+// ran 3x3 convolution at 72.6 GFLOP/s against SkylakeX's 120.8, and the
+// GEMM reference suite, the conformance suite and the models' tests pass
+// under SkylakeX. "" when env is as fast or unknown.
+func slowerCoreNote(env, best string) string {
+	if best == "" || strings.EqualFold(env, best) || coreRank[best] <= coreRank[canonicalCore(env)] || coreRank[canonicalCore(env)] == 0 {
+		return ""
+	}
+	return fmt.Sprintf("; this CPU supports %s, which runs convolution up to 1.7x faster: unset OPENBLAS_CORETYPE to let bayesnas choose it", best)
+}
+
+// canonicalCore spells a core type as coreRank does (OpenBLAS reads the
+// variable without regard to case).
+func canonicalCore(s string) string {
+	for k := range coreRank {
+		if strings.EqualFold(k, s) {
+			return k
+		}
+	}
+	return s
 }
 
 // cpuFlags reads the feature flags of the first CPU in a cpuinfo file.

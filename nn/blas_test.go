@@ -117,3 +117,21 @@ func TestBLASHelperProcess(t *testing.T) {
 	t.Logf("note: %s", blasNote)
 	t.Logf("info: %s", BLASInfo())
 }
+
+// The note says when the environment's core type is slower than the CPU's
+// best, and only then.
+func TestSlowerCoreNote(t *testing.T) {
+	for _, tc := range []struct {
+		env, best string
+		says      bool
+	}{
+		{"Haswell", "SkylakeX", true}, {"haswell", "SkylakeX", true}, {"SkylakeX", "SkylakeX", false},
+		{"skylakex", "SkylakeX", false}, {"SkylakeX", "Haswell", false}, {"Haswell", "", false},
+		{"Zen", "SkylakeX", false}, // a core type bayesnas does not rank: no claim
+	} {
+		got := slowerCoreNote(tc.env, tc.best)
+		if (got != "") != tc.says || tc.says && !strings.Contains(got, "unset OPENBLAS_CORETYPE") {
+			t.Errorf("env %s, best %s: note %q", tc.env, tc.best, got)
+		}
+	}
+}
