@@ -631,6 +631,8 @@ func badInputCases(fx *badFixtures) []badCase {
 		add(cRange, "validate", exitUsage, va(model, "--"+fv.flag, fv.val), fv.flag)
 	}
 	add(cMissing, "validate", exitGeneric, va(model, "--onnxruntime-lib", fx.b("libnothing.so")), "libnothing.so")
+	add(cUnknown, "validate", exitUsage, va(model, "--backend", "magic"), "--backend", "magic")
+	add(cUnknown, "export", exitUsage, a("export", "--run", run, "--validate", "--backend", "cuda"), "--backend", "CUDA")
 	add(cDir, "validate", exitUsage, va(model, "--config", fx.b("emptydir")), "emptydir")
 
 	// import

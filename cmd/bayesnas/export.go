@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/viper"
 
 	"bayesnas/export"
+	"bayesnas/nn/backends"
 	"bayesnas/onnxrt"
 	"bayesnas/pipeline"
 )
@@ -20,6 +21,7 @@ func addValidationFlags(cmd *cobra.Command) {
 	f.Int("batch", 64, "second timed batch size (the first is 1)")
 	f.Int("repeats", 30, "timed repeats per batch size (after 5 warm-up runs)")
 	f.Int("test-images", 0, "test images to compare, 0 = the whole test set")
+	f.String("backend", "", "our engine's backend in the comparison: auto, cpu, reference (plain loops, slow: for checking), cuda (not built in)")
 }
 
 func exportOptions(cmd *cobra.Command) (pipeline.ExportOptions, error) {
@@ -38,13 +40,17 @@ func exportOptions(cmd *cobra.Command) (pipeline.ExportOptions, error) {
 		}
 		lib = v.GetString("onnxruntime.lib")
 	}
+	be, _ := f.GetString("backend")
+	if err := backends.Check("--backend", be); err != nil {
+		return pipeline.ExportOptions{}, pipeline.Mark(pipeline.ErrUsage, err)
+	}
 	threads, _ := f.GetInt("threads")
 	batch, _ := f.GetInt("batch")
 	repeats, _ := f.GetInt("repeats")
 	n, _ := f.GetInt("test-images")
 	return pipeline.ExportOptions{
 		ToolVersion: versionString(), TestImages: n,
-		Validation: onnxrt.ValidateOptions{Library: lib, Threads: threads, Batch: batch, Repeats: repeats, Context: cmd.Context()},
+		Validation: onnxrt.ValidateOptions{Library: lib, Threads: threads, Batch: batch, Repeats: repeats, Backend: be, Context: cmd.Context()},
 	}, nil
 }
 
