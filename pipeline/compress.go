@@ -52,6 +52,11 @@ type CompressOptions struct {
 	// Bayes configures the bayes method; its Budget, Batch, Workers and
 	// (when 0) Seed and LR are set from the run and the options above.
 	Bayes compress.BayesOptions
+	// BayesFromTrained prunes the trained run's weights by the bayes
+	// method's selection instead of the weights its sparsity training
+	// left: the sparsity training then only selects, and the pruned
+	// network is fine-tuned from the same weights as the baselines'.
+	BayesFromTrained bool
 	// Seed of sparsity training and fine-tuning (data order, curvature
 	// samples); 0: the training run's. The validation split stays the
 	// training run's whatever the seed.
@@ -121,22 +126,25 @@ func (p profileLatency) LatencyMs(g *models.Graph, params []*nn.Param) (float64,
 
 // CompressionReport is compression.json.
 type CompressionReport struct {
-	Method       string                `json:"method"`
-	Budget       string                `json:"budget"`
-	BudgetMs     float64               `json:"budget_ms"`
-	Profile      string                `json:"profile"`
-	ProfileID    string                `json:"profile_hash"`
-	Device       string                `json:"device"`
-	Selection    *compress.Selection   `json:"selection"`
-	Bayes        *compress.BayesResult `json:"bayes,omitempty"`
-	Before       NetworkCost           `json:"before"`
-	After        NetworkCost           `json:"after"`
-	Layers       []compress.NodeWidth  `json:"layers"`
-	Verification *Verification         `json:"verification,omitempty"`
-	Folds        int                   `json:"folds"`
-	InexactFolds int                   `json:"folds_interior_only"`
-	Lost         int                   `json:"channels_lost"`
-	FineTune     *Summary              `json:"fine_tune,omitempty"`
+	Method    string                `json:"method"`
+	Budget    string                `json:"budget"`
+	BudgetMs  float64               `json:"budget_ms"`
+	Profile   string                `json:"profile"`
+	ProfileID string                `json:"profile_hash"`
+	Device    string                `json:"device"`
+	Selection *compress.Selection   `json:"selection"`
+	Bayes     *compress.BayesResult `json:"bayes,omitempty"`
+	// BayesFromTrained: the trained run's weights were pruned by the bayes
+	// selection, not the sparsity-trained ones.
+	BayesFromTrained bool                 `json:"bayes_from_trained,omitempty"`
+	Before           NetworkCost          `json:"before"`
+	After            NetworkCost          `json:"after"`
+	Layers           []compress.NodeWidth `json:"layers"`
+	Verification     *Verification        `json:"verification,omitempty"`
+	Folds            int                  `json:"folds"`
+	InexactFolds     int                  `json:"folds_interior_only"`
+	Lost             int                  `json:"channels_lost"`
+	FineTune         *Summary             `json:"fine_tune,omitempty"`
 	// Seconds of compression proper: pricing, selection (with the bayes
 	// method's sparsity training) and surgery; fine-tuning excluded.
 	Seconds float64 `json:"compression_seconds"`
@@ -254,6 +262,9 @@ func Compress(ctx context.Context, opt CompressOptions) (*CompressionReport, err
 		bayesRes, err = compressBayes(ctx, run, dataCfg, bopt, opt)
 		if err == nil {
 			sel, params = bayesRes.Selection, bayesRes.Params
+			if opt.BayesFromTrained {
+				params = run.params
+			}
 		}
 	default:
 		return nil, fmt.Errorf("compress: method %q: want bayes, uniform or l1", opt.Method)
@@ -336,7 +347,8 @@ func Compress(ctx context.Context, opt CompressOptions) (*CompressionReport, err
 		return nil, err
 	}
 	rep := &CompressionReport{Method: opt.Method, Budget: opt.Budget.String(), BudgetMs: budgetMs, Verification: ver,
-		Profile: opt.Profile, ProfileID: prof.Hash, Selection: sel, Bayes: bayesRes, Layers: prep.Widths, Lost: len(prep.Lost),
+		BayesFromTrained: opt.Method == "bayes" && opt.BayesFromTrained,
+		Profile:          opt.Profile, ProfileID: prof.Hash, Selection: sel, Bayes: bayesRes, Layers: prep.Widths, Lost: len(prep.Lost),
 		Device: fmt.Sprintf("%s / %s %s (%s, %d threads)", prof.Device.CPU, prof.Runtime.Name, prof.Runtime.Version,
 			prof.Runtime.ExecutionProvider, prof.Runtime.IntraOpThreads),
 		Seconds: round4(time.Since(t0).Seconds())}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -89,6 +90,36 @@ func TestCompressToBudget(t *testing.T) {
 			t.Fatalf("%s: sparsity training record %+v", method, rep.Bayes)
 		}
 		t.Logf("%s: %.4f -> %.4f ms (budget %.4f), params %d -> %d", method, rep.Before.PredictedMs, rep.After.PredictedMs, rep.BudgetMs, rep.Before.Params, rep.After.Params)
+	}
+	// Bayes pruning the trained weights (the sparsity training only
+	// selects): the pruned network's stem conv, which no selection
+	// narrows, holds the trained run's weights; the default's holds the
+	// sparsity-trained ones.
+	ft := filepath.Join(dir, "bayes-from-trained")
+	rep, err := Compress(context.Background(), CompressOptions{Run: cfg.RunDir, Out: ft, Profile: prof, Budget: half,
+		Method: "bayes", Multiple: 4, Seed: 9, BayesFromTrained: true})
+	if err != nil || !rep.BayesFromTrained {
+		t.Fatalf("bayes from the trained weights: %v (report says from trained: %v)", err, rep != nil && rep.BayesFromTrained)
+	}
+	stem := func(d, arch, weights string) []float32 {
+		_, ps, err := loadArchWeights(filepath.Join(d, arch), filepath.Join(d, weights))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range ps {
+			if strings.HasPrefix(p.Name, "stem.") && strings.HasSuffix(p.Name, "conv.weight") {
+				return p.Data
+			}
+		}
+		t.Fatalf("%s: no stem conv weight", d)
+		return nil
+	}
+	trained := stem(cfg.RunDir, ArchFile, WeightsFile)
+	if got := stem(ft, PrunedArchFile, PrunedWeightsFile); !slices.Equal(got, trained) {
+		t.Fatal("bayes from the trained weights: the pruned stem conv is not the trained one")
+	}
+	if got := stem(filepath.Join(dir, "bayes"), PrunedArchFile, PrunedWeightsFile); slices.Equal(got, trained) {
+		t.Fatal("bayes: the pruned stem conv is the trained one, not the sparsity-trained one")
 	}
 	tiny, _ := compress.ParseBudget("0.001x")
 	out := filepath.Join(dir, "impossible")

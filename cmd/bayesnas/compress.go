@@ -49,6 +49,7 @@ globally ranked).`,
 			opt.Bayes.Epochs, _ = f.GetInt("sparsity-epochs")
 			opt.Bayes.Lambda, _ = f.GetFloat64("lambda")
 			opt.Bayes.Reach, _ = f.GetFloat64("reach")
+			opt.BayesFromTrained, _ = f.GetBool("from-trained")
 			opt.Bayes.LR = 0 // the training run's / 10
 			opt.Seed, _ = f.GetUint64("seed")
 			if v, _ := f.GetBool("verify"); v {
@@ -111,6 +112,7 @@ globally ranked).`,
 	f.Int("sparsity-epochs", compress.DefaultBayesOptions().Epochs, "bayes: epochs of sparsity training before the surgery")
 	f.Float64("lambda", compress.DefaultBayesOptions().Lambda, "bayes: weight of the reweighted group l1 penalty (the prior's pull, scaled per group by its latency; the pace to the budget does the selection)")
 	f.Float64("reach", compress.DefaultBayesOptions().Reach, "bayes: fraction of the sparsity training after which the switched-off channels should meet the budget")
+	f.Bool("from-trained", false, "bayes: prune the trained network's weights by the selection, not the sparsity-trained ones (the sparsity training only selects)")
 	f.Uint64("seed", 0, "seed of sparsity training and fine-tuning (0: the training run's); the validation split stays the run's")
 	f.Int("data-limit", 0, "cap the training images of sparsity training and fine-tuning (0: the training run's)")
 	f.Bool("protect-classifier-inputs", false, "keep every channel the classifier reads (in a residual network: the last stage's stream)")
