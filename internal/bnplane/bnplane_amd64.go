@@ -2,9 +2,12 @@
 
 package bnplane
 
+import "golang.org/x/sys/cpu"
+
 // UseAVX2 selects the AVX2+FMA kernels of bnplane_amd64.s; tests turn it
 // off to check the Go kernels too.
-var UseAVX2 = cpuHasAVX2FMA()
+// cpu.X86.HasAVX2 also checks that the OS saves the YMM registers.
+var UseAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA
 
 // The kernels below run on a grid checked by the caller (rows and width
 // positive, every operand long enough).
@@ -23,26 +26,3 @@ func inputGradAVX2(dx, dy, mask, x []float32, stride, rows, width int, k, a, b, 
 
 //go:noescape
 func addToAVX2(dst, src []float32, stride, rows, width int, assign bool)
-
-func cpuid(leaf, sub uint32) (a, b, c, d uint32)
-
-// xgetbv0 reads XCR0, the register states the OS saves on context switches.
-func xgetbv0() uint32
-
-// cpuHasAVX2FMA reports whether the CPU has AVX2 and FMA and the OS saves
-// the YMM registers.
-func cpuHasAVX2FMA() bool {
-	if maxLeaf, _, _, _ := cpuid(0, 0); maxLeaf < 7 {
-		return false
-	}
-	_, _, c1, _ := cpuid(1, 0)
-	const fma, osxsave, avx = 1 << 12, 1 << 27, 1 << 28
-	if c1&(fma|osxsave|avx) != fma|osxsave|avx {
-		return false
-	}
-	if xgetbv0()&6 != 6 { // XMM and YMM state
-		return false
-	}
-	_, b7, _, _ := cpuid(7, 0)
-	return b7&(1<<5) != 0 // AVX2
-}
