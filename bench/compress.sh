@@ -13,7 +13,9 @@
 # SPARSITY (1), DATA_LIMIT (0: all training images), METHODS, VERIFY (true:
 # time selections on the device while compressing; false: the profile alone,
 # for accuracy runs on a busy machine, timed together afterwards), DISTILL
-# (0: fine-tune on the labels; alpha in (0,1]: against the trained network too).
+# (0: fine-tune on the labels; alpha in (0,1]: against the trained network too),
+# REACH (bayes: fraction of the sparsity training at which the switched-off
+# groups meet the budget; "": compress's default).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROFILE=${PROFILE:-profiles/native-1t.yaml}
@@ -25,6 +27,7 @@ FT=${FT:-2}
 SPARSITY=${SPARSITY:-1}
 DATA_LIMIT=${DATA_LIMIT:-0}
 DISTILL=${DISTILL:-0}
+REACH=${REACH:-}
 bin=bin/bayesnas
 
 case "${1:-}" in
@@ -42,6 +45,7 @@ train)
 				if [[ $m == bayes ]]; then
 					epochs=$((FT - SPARSITY))
 					extra=(--sparsity-epochs "$SPARSITY")
+					[[ -n $REACH ]] && extra+=(--reach "$REACH")
 				fi
 				echo "== $dir"
 				/usr/bin/time -f "$dir: %e s" "$bin" compress --run "$base" --profile "$PROFILE" --budget "$b" \
