@@ -149,6 +149,15 @@ func (o *SGD) Step(lr float32) {
 	o.steps++
 }
 
+// SGDStepHost is SGD's update of one parameter on its host slices (buf nil
+// without momentum): the loop Step runs on a backend without
+// OptimizerKernels. A backend that stages its storage through the host
+// (package devicesim, which simulates a device to test host access) runs
+// it between its copies, so its updates are the CPU's float for float.
+func SGDStepHost(p, buf *Param, cfg SGDConfig, lr, wd float32, first bool) {
+	sgdHost(p, buf, cfg, lr, wd, first)
+}
+
 // sgdHost is SGD's update of one parameter on host memory (buf nil
 // without momentum).
 func sgdHost(p, buf *Param, cfg SGDConfig, lr, wd float32, first bool) {
@@ -253,6 +262,12 @@ func (o *Adam) Step(lr float32) {
 			adamHost(p, o.m[i], o.v[i], o.cfg, stepSize, bc2Sqrt, wd)
 		}
 	}
+}
+
+// AdamStepHost is Adam's update of one parameter on its host slices, as
+// SGDStepHost is SGD's.
+func AdamStepHost(p, m, v *Param, cfg AdamConfig, stepSize, bc2Sqrt, wd float32) {
+	adamHost(p, m, v, cfg, stepSize, bc2Sqrt, wd)
 }
 
 // adamHost is Adam's update of one parameter on host memory.

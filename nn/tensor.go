@@ -214,7 +214,9 @@ func (p *Param) SetHost(src []float32) {
 // kernels sets (a switch, an annealing factor). Loops over many elements
 // write Host's slice and Commit once instead.
 func (p *Param) Set(i int, x float32) {
-	p.Data[i] = x
+	// Commit copies the whole host slice in: the other elements must be
+	// current there first, or a device backend would get stale ones.
+	p.Host()[i] = x
 	p.Commit()
 }
 
