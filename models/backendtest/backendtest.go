@@ -106,15 +106,16 @@ func Compare(g *models.Graph, a, b nn.Backend, batch, steps int) (Diff, error) {
 			return d, err
 		}
 		d.Loss = max(d.Loss, math.Abs(la-lb))
-		d.Logits = max(d.Logits, maxDiff(ta.Net.Output.Data, tb.Net.Output.Data))
+		d.Logits = max(d.Logits, maxDiff(ta.Net.Output.Host(), tb.Net.Output.Host()))
 		for i, p := range ta.Net.Params {
 			q := tb.Net.Params[i]
 			if p.Name != q.Name {
 				return d, fmt.Errorf("parameter %d: %s on %s, %s on %s", i, p.Name, a.Name(), q.Name, b.Name())
 			}
 			d.Grad = max(d.Grad, maxDiff(ta.grads[i], tb.grads[i]))
-			d.Weight = max(d.Weight, maxDiff(p.Data, q.Data))
-			for _, v := range p.Data {
+			pd := p.Host()
+			d.Weight = max(d.Weight, maxDiff(pd, q.Host()))
+			for _, v := range pd {
 				d.Scale = max(d.Scale, math.Abs(float64(v)))
 			}
 		}

@@ -36,11 +36,30 @@ func FillSpaced(rng *rand.Rand, s []float32) {
 }
 
 // NewInput allocates a value with gradient on be, filled with uniform
-// [-1,1) data.
+// [-1,1) data (written through Commit: on a backend with its own storage
+// the host slice is only a copy).
 func NewInput(be nn.Backend, rng *rand.Rand, name string, shape ...int) *nn.Value {
 	v := be.NewValue(name, shape, true)
 	RandFill(rng, v.Data)
+	v.Commit()
 	return v
+}
+
+// FillParam fills p with uniform [-1,1) values scaled by scale and commits
+// them.
+func FillParam(rng *rand.Rand, p *nn.Param, scale float32) {
+	RandFill(rng, p.Data)
+	for i := range p.Data {
+		p.Data[i] *= scale
+	}
+	p.Commit()
+}
+
+// hostTensor is what the checks need of a value or a parameter: its data
+// copied out, and host writes copied back in.
+type hostTensor interface {
+	Host() []float32
+	Commit()
 }
 
 // GradCheck compares a layer's analytic gradients with central finite
@@ -48,7 +67,8 @@ func NewInput(be nn.Backend, rng *rand.Rand, name string, shape ...int) *nn.Valu
 // and every trainable parameter, accumulating the loss in float64. At most
 // maxPer elements of each tensor are checked (chosen at random). The forward
 // pass must be deterministic for fixed inputs (dropout layers must be
-// frozen to the same mask).
+// frozen to the same mask). Every access goes through Host and Commit, so
+// it holds on a backend with its own storage.
 func GradCheck(t testing.TB, l nn.Layer, inputs []*nn.Value, params []*nn.Param, train bool, maxPer int) {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(7, 11))
@@ -58,7 +78,7 @@ func GradCheck(t testing.TB, l nn.Layer, inputs []*nn.Value, params []*nn.Param,
 	loss := func() float64 {
 		l.Forward(train)
 		s := 0.0
-		for i, v := range out.Data {
+		for i, v := range out.Host() {
 			s += float64(v) * float64(r[i])
 		}
 		return s
@@ -66,44 +86,53 @@ func GradCheck(t testing.TB, l nn.Layer, inputs []*nn.Value, params []*nn.Param,
 	loss()
 	for _, x := range inputs {
 		clear(x.Grad)
+		x.CommitGrad()
 	}
 	for _, p := range params {
-		clear(p.Grad)
+		if p.Grad != nil {
+			clear(p.Grad)
+			p.CommitGrad()
+		}
 	}
 	copy(out.Grad, r)
+	out.CommitGrad()
 	l.Backward()
 
 	const eps = 1e-2
-	check := func(what string, data, grad []float32) {
-		idx := rng.Perm(len(data))
+	check := func(what string, x hostTensor, grad []float32) {
+		idx := rng.Perm(len(grad))
 		if len(idx) > maxPer {
 			idx = idx[:maxPer]
 		}
+		set := func(i int, v float32) {
+			x.Host()[i] = v // the forward passes left the host copy stale
+			x.Commit()
+		}
 		for _, i := range idx {
-			old := data[i]
-			data[i] = old + eps
+			old := x.Host()[i]
+			set(i, old+eps)
 			lp := loss()
-			data[i] = old - eps
+			set(i, old-eps)
 			lm := loss()
-			data[i] = old
+			set(i, old)
 			num := (lp - lm) / (2 * eps)
 			got := float64(grad[i])
-			if math.Abs(num-got) > 2e-2*math.Max(1, math.Abs(num)) {
+			if !(math.Abs(num-got) <= 2e-2*math.Max(1, math.Abs(num))) {
 				t.Errorf("%s[%d]: analytic %.6g, finite difference %.6g", what, i, got, num)
 			}
 		}
 	}
 	// Snapshot gradients: the check's forward passes must not disturb them.
 	for _, x := range inputs {
-		g := append([]float32(nil), x.Grad...)
-		check("input "+x.Name, x.Data, g)
+		g := append([]float32(nil), x.HostGrad()...)
+		check("input "+x.Name, x, g)
 	}
 	for _, p := range params {
 		if !p.Trainable() {
 			continue
 		}
-		g := append([]float32(nil), p.Grad...)
-		check("param "+p.Name, p.Data, g)
+		g := append([]float32(nil), p.HostGrad()...)
+		check("param "+p.Name, p, g)
 	}
 }
 
@@ -117,27 +146,33 @@ func CheckAccumulates(t testing.TB, l nn.Layer, inputs []*nn.Value, params []*nn
 	l.Forward(train)
 	out := l.Output()
 	RandFill(rand.New(rand.NewPCG(3, 5)), out.Grad)
-	var grads [][]float32
+	out.CommitGrad()
+	// The gradients as host accesses: clear, read.
+	var clears []func()
+	var reads []func() []float32
 	for _, x := range inputs {
-		grads = append(grads, x.Grad)
+		clears = append(clears, func() { clear(x.Grad); x.CommitGrad() })
+		reads = append(reads, x.HostGrad)
 	}
 	for _, p := range params {
 		if p.Trainable() {
-			grads = append(grads, p.Grad)
+			clears = append(clears, func() { clear(p.Grad); p.CommitGrad() })
+			reads = append(reads, p.HostGrad)
 		}
 	}
-	for _, g := range grads {
-		clear(g)
+	for _, c := range clears {
+		c()
 	}
 	l.Backward()
-	once := make([][]float32, len(grads))
-	for i, g := range grads {
-		once[i] = append([]float32(nil), g...)
+	once := make([][]float32, len(reads))
+	for i, r := range reads {
+		once[i] = append([]float32(nil), r()...)
 	}
 	l.Backward()
-	for i, g := range grads {
+	for i, r := range reads {
+		g := r()
 		for j := range g {
-			if d := float64(g[j] - 2*once[i][j]); math.Abs(d) > 1e-6*math.Max(1, 10*math.Abs(float64(once[i][j]))) {
+			if d := float64(g[j] - 2*once[i][j]); !(math.Abs(d) <= 1e-6*math.Max(1, 10*math.Abs(float64(once[i][j])))) {
 				t.Fatalf("gradient %d[%d]: %g after two backward passes, %g after one: overwritten, not added", i, j, g[j], once[i][j])
 			}
 		}

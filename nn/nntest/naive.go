@@ -75,10 +75,13 @@ func NewConvTensors(be nn.Backend, cc ConvCase, seed uint64) ConvTensors {
 	w := be.NewParam("w", nn.Weight, cc.A.OutC, cc.C/cc.A.Groups, cc.A.Kernel, cc.A.Kernel)
 	RandFill(rng, x.Data)
 	RandFill(rng, w.Data)
+	x.Commit()
+	w.Commit()
 	var b *nn.Param
 	if cc.Bias {
 		b = be.NewParam("b", nn.NoDecay, cc.A.OutC)
 		RandFill(rng, b.Data)
+		b.Commit()
 	}
 	oh := nn.OutSize(cc.H, cc.A.Kernel, cc.A.Stride, cc.A.Pad, cc.A.Dilation)
 	ow := nn.OutSize(cc.W, cc.A.Kernel, cc.A.Stride, cc.A.Pad, cc.A.Dilation)

@@ -36,22 +36,21 @@ func newSmallNet(t *testing.T, be nn.Backend, seed uint64) *smallNet {
 	}
 	param := func(name string, kind nn.ParamKind, scale float32, shape ...int) *nn.Param {
 		p := be.NewParam(name, kind, shape...)
-		RandFill(rng, p.Data)
-		for i := range p.Data {
-			p.Data[i] *= scale
-		}
+		FillParam(rng, p, scale)
 		return p
 	}
 	w0, b0 := param("stem.w", nn.Weight, 0.5, c, 2, 3, 3), param("stem.b", nn.NoDecay, 0.1, c)
 	h := add(w0, b0)(be.Conv2D(x, w0, b0, Attrs(c, 3, 2, 1, 1, 1)))
 	gamma, beta := param("bn.gamma", nn.NoDecay, 0.2, c), param("bn.beta", nn.NoDecay, 0.2, c)
 	for i := range gamma.Data {
-		gamma.Data[i] += 1
+		gamma.Data[i] += 1 // FillParam left the host copy current
 	}
+	gamma.Commit()
 	rm, rv := be.NewParam("bn.running_mean", nn.Buffer, c), be.NewParam("bn.running_var", nn.Buffer, c)
-	for i := range rv.Data {
+	for i := range rv.Data { // every element: nothing stale is committed
 		rv.Data[i] = 1
 	}
+	rv.Commit()
 	h = add(gamma, beta, rm, rv)(be.BatchNorm(h, gamma, beta, rm, rv, nn.BNAttrs{Eps: 1e-5, Momentum: 0.1}))
 	h = add()(be.ReLU(h))
 	wd := param("dw.w", nn.Weight, 0.5, c, 1, 3, 3)
@@ -88,18 +87,21 @@ func (s *smallNet) evalLoss(t *testing.T) float64 {
 	var saved [][]float32
 	for _, p := range s.net.Params {
 		if !p.Trainable() {
-			saved = append(saved, append([]float32(nil), p.Data...))
+			saved = append(saved, append([]float32(nil), p.Host()...))
 		}
 	}
 	s.net.Forward(true)
-	loss, _, err := (&nn.SoftmaxCrossEntropy{}).Forward(&nn.Value{Name: "logits", Shape: s.net.Output.Shape, Data: s.net.Output.Data}, s.labels)
+	// A host value over a copy of the logits: the loss without writing
+	// the network's output gradient.
+	logits := &nn.Value{Name: "logits", Shape: s.net.Output.Shape, Data: append([]float32(nil), s.net.Output.Host()...)}
+	loss, _, err := (&nn.SoftmaxCrossEntropy{}).Forward(logits, s.labels)
 	if err != nil {
 		t.Fatal(err)
 	}
 	i := 0
 	for _, p := range s.net.Params {
 		if !p.Trainable() {
-			copy(p.Data, saved[i])
+			p.SetHost(saved[i])
 			i++
 		}
 	}
@@ -115,15 +117,15 @@ func testNetwork(t *testing.T, be nn.Backend) {
 	first := s.step(t)
 	grads := make([][]float32, len(s.net.Params))
 	for i, p := range s.net.Params {
-		grads[i] = append([]float32(nil), p.Grad...)
+		grads[i] = append([]float32(nil), p.HostGrad()...)
 	}
-	if again := s.step(t); again != first {
+	if again := s.step(t); again != first || math.IsNaN(first) {
 		t.Fatalf("the same step gave loss %g, then %g", first, again)
 	}
 	for i, p := range s.net.Params {
-		for j := range p.Grad {
-			if math.Float32bits(p.Grad[j]) != math.Float32bits(grads[i][j]) {
-				t.Fatalf("%s[%d]: gradient %g on the first step, %g on the repeat (not cleared?)", p.Name, j, grads[i][j], p.Grad[j])
+		for j, g := range p.HostGrad() {
+			if math.Float32bits(g) != math.Float32bits(grads[i][j]) || math.IsNaN(float64(g)) {
+				t.Fatalf("%s[%d]: gradient %g on the first step, %g on the repeat (not cleared?)", p.Name, j, grads[i][j], g)
 			}
 		}
 	}
@@ -134,14 +136,14 @@ func testNetwork(t *testing.T, be nn.Backend) {
 			continue
 		}
 		for _, j := range rng.Perm(len(p.Data))[:min(4, len(p.Data))] {
-			old := p.Data[j]
-			p.Data[j] = old + eps
+			old := p.Host()[j]
+			p.Set(j, old+eps)
 			lp := s.evalLoss(t)
-			p.Data[j] = old - eps
+			p.Set(j, old-eps)
 			lm := s.evalLoss(t)
-			p.Data[j] = old
+			p.Set(j, old)
 			num := (lp - lm) / (2 * eps)
-			if got := float64(grads[i][j]); math.Abs(num-got) > 2e-2*math.Max(0.05, math.Abs(num)) {
+			if got := float64(grads[i][j]); !(math.Abs(num-got) <= 2e-2*math.Max(0.05, math.Abs(num))) {
 				t.Errorf("%s[%d]: gradient %.6g, finite difference %.6g", p.Name, j, got, num)
 			}
 		}
@@ -242,21 +244,27 @@ func testOptimizers(t *testing.T, be nn.Backend) {
 			for step := range 3 {
 				s.step(t)
 				for i, p := range s.net.Params {
-					for j := range p.Data {
+					data := p.Host()
+					var grad []float32
+					if p.Trainable() {
+						grad = p.HostGrad()
+					}
+					for j := range data {
 						if p.Trainable() {
-							want[i][j] = v.update(step, float64(p.Data[j]), float64(p.Grad[j]), p.Kind, slots[i][j])
+							want[i][j] = v.update(step, float64(data[j]), float64(grad[j]), p.Kind, slots[i][j])
 						} else {
-							want[i][j] = float64(p.Data[j]) // the optimizer leaves buffers alone
+							want[i][j] = float64(data[j]) // the optimizer leaves buffers alone
 						}
 					}
 				}
 				opt.Step(lr)
 				for i, p := range s.net.Params {
+					data := p.Host()
 					for j, w := range want[i] {
-						if got := float64(p.Data[j]); math.Abs(got-w) > 1e-5*math.Max(1, math.Abs(w)) {
+						if got := float64(data[j]); !(math.Abs(got-w) <= 1e-5*math.Max(1, math.Abs(w))) {
 							t.Fatalf("step %d: %s[%d] = %.8g, want %.8g", step, p.Name, j, got, w)
 						}
-						want[i][j] = float64(p.Data[j]) // compare steps, not drift
+						want[i][j] = float64(data[j]) // compare steps, not drift
 					}
 				}
 			}
@@ -276,7 +284,8 @@ func testPerSample(t *testing.T, be nn.Backend) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	xs := []*nn.Value{NewInput(be, rng, "a", 3, 2, 2, 2), NewInput(be, rng, "b", 3, 2, 2, 2)}
 	w := []*nn.Param{be.NewParam("w0", nn.ArchVar, 1), be.NewParam("w1", nn.ArchVar, 1)}
-	w[0].Data[0], w[1].Data[0] = 0.7, -1.3
+	w[0].Set(0, 0.7)
+	w[1].Set(0, -1.3)
 	l, err := be.WeightedSum(xs, w)
 	if err != nil {
 		t.Fatal(err)
@@ -292,6 +301,7 @@ func testPerSample(t *testing.T, be nn.Backend) {
 	dy := make([]float32, len(l.Output().Grad))
 	RandFill(rng, dy)
 	copy(l.Output().Grad, dy)
+	l.Output().CommitGrad()
 	l.Backward()
 	ws, g, ok := nn.PerSampleWeightGrads(l)
 	if !ok || len(ws) != 2 || ws[0] != w[0] || ws[1] != w[1] || len(g) != 3*2 {
@@ -300,18 +310,19 @@ func testPerSample(t *testing.T, be nn.Backend) {
 	per := l.Output().PerSample()
 	for j := range 2 {
 		var s float64
+		x := xs[j].Host()
 		for b := range 3 {
 			var want float64
 			for i := b * per; i < (b+1)*per; i++ {
-				want += float64(dy[i]) * float64(xs[j].Data[i])
+				want += float64(dy[i]) * float64(x[i])
 			}
-			if d := g[b*2+j] - want; math.Abs(d) > 1e-6 {
+			if d := g[b*2+j] - want; !(math.Abs(d) <= 1e-6) {
 				t.Errorf("sample %d weight %d: %g, want %g", b, j, g[b*2+j], want)
 			}
 			s += g[b*2+j]
 		}
-		if d := s - float64(w[j].Grad[0]); math.Abs(d) > 1e-5 {
-			t.Errorf("weight %d: per-sample sum %g, gradient %g", j, s, w[j].Grad[0])
+		if d := s - float64(w[j].HostGrad()[0]); !(math.Abs(d) <= 1e-5) {
+			t.Errorf("weight %d: per-sample sum %g, gradient %g", j, s, w[j].HostGrad()[0])
 		}
 	}
 
@@ -322,6 +333,7 @@ func testPerSample(t *testing.T, be nn.Backend) {
 	}
 	f.l.Forward(true)
 	RandFill(rng, f.l.Output().Grad)
+	f.l.Output().CommitGrad()
 	f.l.Backward()
 	buf := make([]float64, 3*4)
 	if _, ok, err := nn.PerSampleScaleGrads(f.l, buf); !ok || err == nil {
@@ -333,16 +345,16 @@ func testPerSample(t *testing.T, be nn.Backend) {
 	if !ok || err != nil || gamma != f.gamma {
 		t.Fatalf("batch norm: ok %v, err %v, gamma %v", ok, err, gamma)
 	}
-	dyb, x := f.l.Output().Grad, f.x.Data
+	dyb, x, rm, rv := f.l.Output().HostGrad(), f.x.Host(), f.runMean.Host(), f.runVar.Host()
 	for b := range 3 {
 		for ch := range 4 {
-			mean, inv := float64(f.runMean.Data[ch]), 1/math.Sqrt(float64(f.runVar.Data[ch])+1e-5)
+			mean, inv := float64(rm[ch]), 1/math.Sqrt(float64(rv[ch])+1e-5)
 			var want float64
 			for i := range 6 {
 				k := (b*4+ch)*6 + i
 				want += float64(dyb[k]) * (float64(x[k]) - mean) * inv
 			}
-			if math.Abs(buf[b*4+ch]-want) > 1e-5*math.Max(1, math.Abs(want)) {
+			if !(math.Abs(buf[b*4+ch]-want) <= 1e-5*math.Max(1, math.Abs(want))) {
 				t.Errorf("batch norm sample %d channel %d: %g, want %g", b, ch, buf[b*4+ch], want)
 			}
 		}
@@ -351,7 +363,7 @@ func testPerSample(t *testing.T, be nn.Backend) {
 	// A channel scale and a conv that is not one.
 	xc := NewInput(be, rng, "xc", 3, 4, 3, 3)
 	sw := be.NewParam("gate.w", nn.Weight, 4, 1, 1, 1)
-	RandFill(rng, sw.Data)
+	FillParam(rng, sw, 1)
 	cs, err := be.Conv2D(xc, sw, nil, Attrs(4, 1, 1, 0, 1, 4))
 	if err != nil {
 		t.Fatal(err)
@@ -368,19 +380,21 @@ func testPerSample(t *testing.T, be nn.Backend) {
 	}
 	cs.Forward(true)
 	RandFill(rng, cs.Output().Grad)
+	cs.Output().CommitGrad()
 	cs.Backward()
 	scale, ok, err := nn.PerSampleScaleGrads(cs, buf)
 	if !ok || err != nil || scale != sw {
 		t.Fatalf("channel scale: ok %v, err %v", ok, err)
 	}
+	dyc, xcd := cs.Output().HostGrad(), xc.Host()
 	for b := range 3 {
 		for ch := range 4 {
 			var want float64
 			for i := range 9 {
 				k := (b*4+ch)*9 + i
-				want += float64(cs.Output().Grad[k]) * float64(xc.Data[k])
+				want += float64(dyc[k]) * float64(xcd[k])
 			}
-			if math.Abs(buf[b*4+ch]-want) > 1e-5*math.Max(1, math.Abs(want)) {
+			if !(math.Abs(buf[b*4+ch]-want) <= 1e-5*math.Max(1, math.Abs(want))) {
 				t.Errorf("channel scale sample %d channel %d: %g, want %g", b, ch, buf[b*4+ch], want)
 			}
 		}
@@ -415,7 +429,7 @@ func testLoss(t *testing.T, be nn.Backend) {
 			t.Fatal(err)
 		}
 		want, wantCorrect, grad := NaiveSoftmaxCrossEntropy(logits.Host(), labels, k, float64(smoothing))
-		if math.Abs(got-want) > 1e-6*math.Max(1, math.Abs(want)) || correct != wantCorrect {
+		if !(math.Abs(got-want) <= 1e-6*math.Max(1, math.Abs(want))) || correct != wantCorrect {
 			t.Errorf("smoothing %g: loss %.9g, %d correct; want %.9g, %d", smoothing, got, correct, want, wantCorrect)
 		}
 		CompareSlices(t, "dlogits", logits.HostGrad(), grad)
@@ -440,10 +454,16 @@ func testZeroGrad(t *testing.T, be nn.Backend) {
 	// Reference: every gradient cleared, layers run backward by hand.
 	s.net.Forward(true)
 	for _, v := range s.net.Values {
-		clear(v.Grad)
+		if v.Grad != nil {
+			clear(v.Grad)
+			v.CommitGrad()
+		}
 	}
 	for _, p := range s.net.Params {
-		clear(p.Grad)
+		if p.Grad != nil {
+			clear(p.Grad)
+			p.CommitGrad()
+		}
 	}
 	if _, _, err := s.net.Loss(nn.SoftmaxCrossEntropy{}, s.labels); err != nil {
 		t.Fatal(err)
@@ -489,7 +509,7 @@ func testZeroGrad(t *testing.T, be nn.Backend) {
 		s.net.Backward()
 		for i, p := range s.net.Params {
 			for j, g := range p.HostGrad() {
-				if math.Float32bits(g) != math.Float32bits(want[i][j]) {
+				if math.Float32bits(g) != math.Float32bits(want[i][j]) || math.IsNaN(float64(g)) {
 					t.Fatalf("round %d: %s.grad[%d] = %g after ZeroGrad/Backward, %g with every gradient cleared by hand", round, p.Name, j, g, want[i][j])
 				}
 			}
