@@ -329,7 +329,10 @@ func checkParams(g *models.Graph, params []*nn.Param) (map[string]*nn.Param, err
 		if len(p.Data) != numel(s.Shape) {
 			return nil, fmt.Errorf("parameter %q: shape %v holds %d values, data has %d", s.Name, s.Shape, numel(s.Shape), len(p.Data))
 		}
-		for i, v := range p.Data {
+		// Host copies a backend's parameter out (a view on the CPU); the
+		// export runs nothing on the backend, so every later read of
+		// p.Data in this build sees these values.
+		for i, v := range p.Host() {
 			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
 				return nil, fmt.Errorf("parameter %q: element %d is %v; refusing to export a non-finite weight", s.Name, i, v)
 			}
@@ -827,7 +830,7 @@ func WeightsHash(params map[string]*nn.Param) string {
 		buf.WriteByte(0)
 		h.Write(buf.Bytes())
 		var w [4]byte
-		for _, v := range p.Data {
+		for _, v := range p.Host() {
 			binary.LittleEndian.PutUint32(w[:], math.Float32bits(v))
 			h.Write(w[:])
 		}
