@@ -24,8 +24,9 @@ type Var struct {
 	I int
 }
 
-// Value is the variable's current value.
-func (v Var) Value() float64 { return float64(v.P.Data[v.I]) }
+// Value is the variable's current value (copied out of the backend's
+// storage: on a device backend Data is only a copy).
+func (v Var) Value() float64 { return float64(v.P.Host()[v.I]) }
 
 // Set sets the variable (committing it to the backend's storage).
 func (v Var) Set(x float64) { v.P.Set(v.I, float32(x)) }
@@ -205,7 +206,12 @@ func AddPenaltyGrad(s Set) float64 {
 		k := g.Lambda * g.Omega
 		total += k * norm
 		for _, v := range g.Vars {
-			v.P.Grad[v.I] += float32(k * v.Value() / norm)
+			// Through the host copy and back per variable: on a device
+			// backend a write into a stale Grad would be lost (a copy
+			// each; a device backend would want a kernel here).
+			grad := v.P.HostGrad()
+			grad[v.I] += float32(k * v.Value() / norm)
+			v.P.CommitGrad()
 		}
 	})
 	return total
