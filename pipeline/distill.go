@@ -24,8 +24,8 @@ type teacher struct {
 // to batch images and checks that it reads what the student reads: the
 // same input shape, normalised with the same mean and standard deviation
 // (the teacher's summary.json against norm), and the same number of
-// classes as student's output. Errors name the key and the file.
-func loadTeacher(d Distill, smoothing float64, be nn.Backend, batch int, norm dataset.Normalize, student *models.Graph, studentNet *nn.Network) (*teacher, error) {
+// classes as the student's output. Errors name the key and the file.
+func loadTeacher(d Distill, smoothing float64, be nn.Backend, batch int, norm dataset.Normalize, student *nn.Network) (*teacher, error) {
 	key := "train.distill.teacher"
 	sumPath := filepath.Join(d.Teacher, SummaryFile)
 	b, err := os.ReadFile(sumPath)
@@ -45,8 +45,8 @@ func loadTeacher(d Distill, smoothing float64, be nn.Backend, batch int, norm da
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", key, err)
 	}
-	if !slices.Equal(g.Input.Shape, student.Input.Shape) {
-		return nil, fmt.Errorf("%s: %s takes inputs %v, this network %v", key, archPath, g.Input.Shape, student.Input.Shape)
+	if in := student.Input.Shape[1:]; !slices.Equal(g.Input.Shape, in) {
+		return nil, fmt.Errorf("%s: %s takes inputs %v, this network %v", key, archPath, g.Input.Shape, in)
 	}
 	if err := models.CheckMemory(g, batch); err != nil {
 		return nil, fmt.Errorf("%s: %s: %w", key, archPath, err)
@@ -58,7 +58,7 @@ func loadTeacher(d Distill, smoothing float64, be nn.Backend, batch int, norm da
 	if err := models.LoadWeights(filepath.Join(d.Teacher, WeightsFile), net.Params); err != nil {
 		return nil, fmt.Errorf("%s: %w", key, err)
 	}
-	if got, want := net.Output.PerSample(), studentNet.Output.PerSample(); got != want {
+	if got, want := net.Output.PerSample(), student.Output.PerSample(); got != want {
 		return nil, fmt.Errorf("%s: %s has %d outputs, this network %d", key, archPath, got, want)
 	}
 	return &teacher{net: net, loss: nn.Distillation{

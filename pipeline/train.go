@@ -211,7 +211,7 @@ func Train(ctx context.Context, cfg Config, opt Options) (*Summary, error) {
 	loss := &nn.SoftmaxCrossEntropy{Smoothing: float32(cfg.Train.LabelSmoothing)}
 	var tch *teacher
 	if cfg.Train.Distill.On() {
-		if tch, err = loadTeacher(cfg.Train.Distill, cfg.Train.LabelSmoothing, be, cfg.Train.Batch, d.norm, g, net); err != nil {
+		if tch, err = loadTeacher(cfg.Train.Distill, cfg.Train.LabelSmoothing, be, cfg.Train.Batch, d.norm, net); err != nil {
 			return nil, err
 		}
 		log.Info("distillation", "teacher", cfg.Train.Distill.Teacher, "alpha", cfg.Train.Distill.Alpha, "temperature", cfg.Train.Distill.T())

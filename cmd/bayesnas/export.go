@@ -12,6 +12,10 @@ import (
 	"bayesnas/pipeline"
 )
 
+// backendFlagHelp is the help of --backend where it sets the config key
+// backend (train, search, pipeline).
+const backendFlagHelp = "network backend: auto, cpu, reference (plain loops, slow: for checking), cuda (not built in) (backend)"
+
 func addValidationFlags(cmd *cobra.Command) {
 	f := cmd.Flags()
 	f.String("run", "", "run directory of a finished `bayesnas train`")

@@ -87,7 +87,7 @@ budget missed, 5 stage inputs missing or stale, 6 run directory in use.`,
 	f.StringSlice("stages", nil, "stages to run, comma-separated: search, compress, export (default all)")
 	f.Uint64("seed", 0, "random seed (seed)")
 	f.Int("threads", 0, "worker goroutines, 0 = one per core (threads)")
-	f.String("backend", "", "network backend: auto, cpu, reference (plain loops, slow: for checking), cuda (not built in) (backend)")
+	f.String("backend", "", backendFlagHelp)
 	f.String("data", "", "dataset (data.name)")
 	f.String("data-dir", "", "dataset directory (data.dir)")
 	f.Int("limit", 0, "use at most this many training images (data.limit)")

@@ -54,7 +54,7 @@ uninterrupted one.`,
 	f.String("run-dir", "", "run directory (run_dir)")
 	f.Uint64("seed", 0, "random seed (seed)")
 	f.Int("threads", 0, "worker goroutines, 0 = one per core (threads)")
-	f.String("backend", "", "network backend: auto, cpu, reference (plain loops, slow: for checking), cuda (not built in) (backend)")
+	f.String("backend", "", backendFlagHelp)
 	f.String("data", "", "dataset: fashion-mnist, mnist, cifar10, synthetic (data.name)")
 	f.String("data-dir", "", "dataset directory (data.dir)")
 	f.String("builder", "", "model builder, e.g. pyramidnet (model.builder)")
